@@ -1,0 +1,74 @@
+//! Runtime choice among the backends compiled in (`--device`), and the run dtype (`--dtype`).
+
+use anyhow::{bail, Result};
+use burn::tensor::DType;
+use clap::ValueEnum;
+
+/// Where the models run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// CPU with burn's `flex` backend (default build).
+    Cpu,
+    /// CPU with libtorch (build with `--features tch`).
+    Tch,
+    /// NVIDIA GPU (build with `--features cuda`).
+    Cuda,
+}
+
+/// Run precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// Calls `$body` with `$B` bound to the backend type selected by `$device` and `$dev` to its device.
+#[macro_export]
+macro_rules! with_backend {
+    ($device:expr, |$B:ident, $dev:ident| $body:block) => {{
+        match $device {
+            #[cfg(feature = "flex")]
+            $crate::cli::backend::Device::Cpu => {
+                type $B = clora_harness::backend::Cpu;
+                let $dev = <$B as burn::tensor::backend::BackendTypes>::Device::default();
+                $body
+            }
+            #[cfg(feature = "tch")]
+            $crate::cli::backend::Device::Tch => {
+                type $B = burn::backend::LibTorch;
+                let $dev = burn::backend::libtorch::LibTorchDevice::Cpu;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::cli::backend::Device::Cuda => {
+                type $B = burn::backend::Cuda;
+                let $dev = burn::backend::cuda::CudaDevice::default();
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => anyhow::bail!(
+                "device `{other:?}` is not compiled into this binary (rebuild with `--features {}`)",
+                format!("{other:?}").to_lowercase()
+            ),
+        }
+    }};
+}
+
+/// Refuses half precision on the CPU backends, where it is slow and unsupported by some kernels.
+pub fn check_precision(device: Device, precision: Precision) -> Result<()> {
+    if device != Device::Cuda && precision != Precision::F32 {
+        bail!("--dtype {precision:?} needs --device cuda; CPU runs use f32");
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Latents as safetensors files with one tensor `latent` `[1, 4, h, w]` (f32), the exchange format of
+//! `--init-latent` / `--save-latent`, and images as PNG.
+
+use std::path::Path;
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::models::weights::WeightStore;
+
+/// Reads the tensor `latent` of `path`, which must have shape `expected`.
+pub fn read_latent<B: Backend>(path: &Path, expected: [usize; 4], device: &B::Device) -> Result<Tensor<B, 4>> {
+    let store = WeightStore::open(&[path.to_path_buf()])?;
+    if !store.contains("latent") {
+        return Err(Error::MissingWeight {
+            path: path.to_path_buf(),
+            key: "latent".into(),
+            expected: expected.to_vec(),
+        });
+    }
+    let (values, shape) = store.read_f32("latent")?;
+    if shape != expected {
+        return Err(Error::WeightShape {
+            path: path.to_path_buf(),
+            key: "latent".into(),
+            found: shape,
+            expected: expected.to_vec(),
+        });
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::bad_file(path, format!("tensor `latent` holds a non-finite value at index {i}")));
+    }
+    Ok(Tensor::from_data(TensorData::new(values, expected), device))
+}
+
+/// Writes `latent` (converted to f32) as the tensor `latent` of a safetensors file, atomically.
+pub fn write_latent<B: Backend>(path: &Path, latent: &Tensor<B, 4>) -> Result<()> {
+    let shape = latent.dims().to_vec();
+    let values: Vec<f32> = latent
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| Error::invalid("latent", format!("{e:?}")))?;
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+        .map_err(|e| Error::invalid("latent", e.to_string()))?;
+    let data = safetensors::serialize([("latent", view)], None)
+        .map_err(|e| Error::invalid("latent", e.to_string()))?;
+    write_atomic(path, &data)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Converts an image `[1, 3, h, w]` in [0, 1] to 8-bit RGB as diffusers does (`(x * 255).round()`).
+pub fn to_rgb8<B: Backend>(image: &Tensor<B, 4>) -> Result<image::RgbImage> {
+    let [b, c, h, w] = image.dims();
+    if b != 1 || c != 3 {
+        return Err(Error::invalid("image", format!("shape [{b}, {c}, {h}, {w}], expected [1, 3, h, w]")));
+    }
+    let v: Vec<f32> = image
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| Error::invalid("image", format!("{e:?}")))?;
+    let mut img = image::RgbImage::new(w as u32, h as u32);
+    for y in 0..h {
+        for x in 0..w {
+            let px = [0, 1, 2].map(|ch| (v[ch * h * w + y * w + x].clamp(0.0, 1.0) * 255.0).round() as u8);
+            img.put_pixel(x as u32, y as u32, image::Rgb(px));
+        }
+    }
+    Ok(img)
+}
+
+/// Saves an image `[1, 3, h, w]` in [0, 1] as PNG, atomically.
+pub fn save_png<B: Backend>(path: &Path, image: &Tensor<B, 4>) -> Result<()> {
+    let img = to_rgb8(image)?;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+    write_atomic(path, buf.get_ref())
+}

@@ -1,0 +1,57 @@
+//! `torch.nn.Conv2d` (square kernel, symmetric padding, no groups).
+
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, ops::ConvOptions, Tensor};
+
+use crate::error::Result;
+use crate::models::weights::VarBuilder;
+
+/// A 2D convolution with bias.
+#[derive(Module, Debug)]
+pub struct Conv2d<B: Backend> {
+    /// `[c_out, c_in, k, k]`
+    pub weight: Param<Tensor<B, 4>>,
+    /// `[c_out]`
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl<B: Backend> Conv2d<B> {
+    /// Loads a `k x k` convolution `c_in -> c_out` below `vb`.
+    pub fn load(
+        vb: &VarBuilder<B>,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let weight = vb.get("weight", [c_out, c_in, kernel, kernel])?;
+        let bias = vb.get("bias", [c_out])?;
+        Ok(Self {
+            weight: Param::from_tensor(weight),
+            bias: Some(Param::from_tensor(bias)),
+            stride,
+            padding,
+        })
+    }
+
+    pub fn c_in(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    pub fn c_out(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn kernel(&self) -> usize {
+        self.weight.dims()[2]
+    }
+
+    /// `[b, c_in, h, w] -> [b, c_out, h', w']`
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
+        burn::tensor::module::conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+    }
+}

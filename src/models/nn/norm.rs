@@ -1,0 +1,104 @@
+//! `torch.nn.GroupNorm` and `torch.nn.LayerNorm` (affine), computed in f32 whatever the run dtype,
+//! as PyTorch does for half-precision inputs.
+
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::models::weights::VarBuilder;
+
+/// Group normalisation over `[b, c, h, w]`.
+#[derive(Module, Debug)]
+pub struct GroupNorm<B: Backend> {
+    /// gamma `[c]`
+    pub weight: Param<Tensor<B, 1>>,
+    /// beta `[c]`
+    pub bias: Param<Tensor<B, 1>>,
+    pub num_groups: usize,
+    pub eps: f64,
+}
+
+impl<B: Backend> GroupNorm<B> {
+    pub fn load(vb: &VarBuilder<B>, num_groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if num_groups == 0 || channels % num_groups != 0 {
+            return Err(Error::invalid(
+                vb.path(),
+                format!("GroupNorm: {channels} channels are not divisible into {num_groups} groups"),
+            ));
+        }
+        Ok(Self {
+            weight: Param::from_tensor(vb.get("weight", [channels])?),
+            bias: Param::from_tensor(vb.get("bias", [channels])?),
+            num_groups,
+            eps,
+        })
+    }
+
+    /// `[b, c, h, w] -> [b, c, h, w]`
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, c, h, w] = x.dims();
+        let dtype = x.dtype();
+        let x = upcast(x);
+        // [b, g, c/g * h * w]
+        let xg = x.reshape([b, self.num_groups, (c / self.num_groups) * h * w]);
+        let mean = xg.clone().mean_dim(2);
+        let centered = xg - mean;
+        let var = centered.clone().square().mean_dim(2);
+        let normed = centered / (var + self.eps).sqrt();
+        let normed = normed.reshape([b, c, h, w]);
+        let gamma = upcast(self.weight.val()).reshape([1, c, 1, 1]);
+        let beta = upcast(self.bias.val()).reshape([1, c, 1, 1]);
+        downcast(normed * gamma + beta, dtype)
+    }
+}
+
+/// Layer normalisation over the last axis.
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// gamma `[d]`
+    pub weight: Param<Tensor<B, 1>>,
+    /// beta `[d]`
+    pub bias: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    pub fn load(vb: &VarBuilder<B>, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: Param::from_tensor(vb.get("weight", [dim])?),
+            bias: Param::from_tensor(vb.get("bias", [dim])?),
+            eps,
+        })
+    }
+
+    /// `[..., d] -> [..., d]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x = upcast(x);
+        let mean = x.clone().mean_dim(D - 1);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(D - 1);
+        let normed = centered / (var + self.eps).sqrt();
+        let gamma = upcast(self.weight.val()).unsqueeze::<D>();
+        let beta = upcast(self.bias.val()).unsqueeze::<D>();
+        downcast(normed * gamma + beta, dtype)
+    }
+}
+
+/// Casts a tensor to f32 when it is in a lower precision.
+pub fn upcast<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(DType::F32)
+    }
+}
+
+/// Casts a tensor back to `dtype` when that differs from its own.
+pub fn downcast<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if x.dtype() == dtype {
+        x
+    } else {
+        x.cast(dtype)
+    }
+}

@@ -1,0 +1,70 @@
+//! Helpers shared by the integration tests: fixture paths, reference tensors, error measures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use clora_harness::models::weights::WeightStore;
+
+pub type B = clora_harness::backend::Cpu;
+
+pub fn device() -> <B as burn::tensor::backend::BackendTypes>::Device {
+    Default::default()
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The reference tensors of one fixture file.
+pub struct Reference {
+    pub store: WeightStore,
+}
+
+impl Reference {
+    pub fn open(path: &Path) -> Self {
+        let store = WeightStore::open(&[path.to_path_buf()])
+            .unwrap_or_else(|e| panic!("cannot open fixture {}: {e}", path.display()));
+        Self { store }
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.store.contains(key)
+    }
+
+    pub fn f32(&self, key: &str) -> (Vec<f32>, Vec<usize>) {
+        self.store.read_f32(key).unwrap_or_else(|e| panic!("fixture tensor {key}: {e}"))
+    }
+
+    pub fn i64(&self, key: &str) -> (Vec<i64>, Vec<usize>) {
+        self.store.read_i64(key).unwrap_or_else(|e| panic!("fixture tensor {key}: {e}"))
+    }
+
+    pub fn tensor<const D: usize>(&self, key: &str) -> Tensor<B, D> {
+        let (v, shape) = self.f32(key);
+        assert_eq!(shape.len(), D, "fixture tensor {key} has rank {}", shape.len());
+        Tensor::from_data(TensorData::new(v, shape), &device())
+    }
+}
+
+/// Maximum absolute difference between a tensor and reference values of the same shape.
+pub fn max_abs_diff<Bk: Backend, const D: usize>(t: &Tensor<Bk, D>, reference: &(Vec<f32>, Vec<usize>)) -> f32 {
+    assert_eq!(t.dims().to_vec(), reference.1, "shape differs from the reference");
+    let v: Vec<f32> = t.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    v.iter()
+        .zip(&reference.0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+}
+
+/// Largest absolute reference value (to put an error in context).
+pub fn max_abs(reference: &(Vec<f32>, Vec<usize>)) -> f32 {
+    reference.0.iter().map(|v| v.abs()).fold(0f32, f32::max)
+}
+
+/// Asserts `t` is within `tol` of the reference, printing the error so test logs record it.
+pub fn assert_close<Bk: Backend, const D: usize>(what: &str, t: &Tensor<Bk, D>, reference: &(Vec<f32>, Vec<usize>), tol: f32) {
+    let err = max_abs_diff(t, reference);
+    println!("{what}: max abs error {err:.3e} (reference max |x| {:.3})", max_abs(reference));
+    assert!(err <= tol, "{what}: max abs error {err:e} exceeds {tol:e}");
+}
