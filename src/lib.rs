@@ -5,11 +5,17 @@
 //! guidance).
 
 pub mod backend;
+pub mod config;
 pub mod error;
+pub mod harness;
 pub mod latent_io;
+pub mod lora;
+pub mod methods;
+pub mod metrics;
 pub mod models;
 pub mod noise;
 pub mod pipeline;
+pub mod report;
 pub mod schedulers;
 
 pub use error::{Error, Result};

@@ -6,6 +6,7 @@ use std::time::Instant;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::{Error, Result};
+use crate::lora::Component;
 use crate::models::sd::StableDiffusion;
 use crate::noise;
 use crate::schedulers::{self, SchedulerKind};
@@ -68,6 +69,7 @@ impl<B: Backend> StableDiffusion<B> {
 
     /// Encodes prompts with the text encoder: `[n, 77, d]`.
     pub fn encode_prompts(&self, prompts: &[&str], clip_skip: Option<usize>) -> Result<Tensor<B, 3>> {
+        self.lora.check_batch(Component::TextEncoder, prompts.len())?;
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenizer.encode(p)).collect();
         let device = self.unet.conv_in.weight.device();
         self.text_encoder.encode_ids(&ids, clip_skip, &device)
@@ -119,6 +121,7 @@ impl<B: Backend> StableDiffusion<B> {
             };
             let input = scheduler.scale_model_input(input, i);
             let b = input.dims()[0];
+            self.lora.check_batch(Component::Unet, b)?;
             let eps = self.unet.forward(input, &vec![t as f32; b], context.clone())?;
             let eps = if cfg {
                 let mut halves = eps.chunk(2, 0);

@@ -20,7 +20,11 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let cases = cases_from(&root().join("tests/fixtures/tokenizer/cases.json"));
-    assert!(cases.len() >= 50, "expected the full case list, found {}", cases.len());
+    assert!(
+        cases.len() >= 50,
+        "expected the full case list, found {}",
+        cases.len()
+    );
     cases
 }
 
@@ -44,7 +48,11 @@ fn cases_from(path: &Path) -> Vec<Case> {
             ids_full: ids(&c["ids_full"]),
             tokens_full: c["tokens_full"]
                 .as_array()
-                .map(|a| a.iter().map(|t| t.as_str().expect("token").to_string()).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|t| t.as_str().expect("token").to_string())
+                        .collect()
+                })
                 .unwrap_or_default(),
             ids_fast: c.get("ids_fast").map(ids).unwrap_or_default(),
         })
@@ -64,15 +72,24 @@ fn check_cases(tok: &ClipTokenizer, label: &str, cases: &[Case]) {
         let tokens = tok.tokens(&c.text);
         assert_eq!(ids.len(), 77, "{label}: encode({:?}) length", c.text);
         if ids != c.ids {
-            failures.push(format!("{:?}: encode\n  got  {ids:?}\n  want {:?}", c.text, c.ids));
+            failures.push(format!(
+                "{:?}: encode\n  got  {ids:?}\n  want {:?}",
+                c.text, c.ids
+            ));
         }
         if full != c.ids_full {
-            failures.push(format!("{:?}: encode_full\n  got  {full:?}\n  want {:?}", c.text, c.ids_full));
+            failures.push(format!(
+                "{:?}: encode_full\n  got  {full:?}\n  want {:?}",
+                c.text, c.ids_full
+            ));
         }
         if !c.tokens_full.is_empty() {
             let want = &c.tokens_full[1..c.tokens_full.len() - 1];
             if tokens != want {
-                failures.push(format!("{:?}: tokens\n  got  {tokens:?}\n  want {want:?}", c.text));
+                failures.push(format!(
+                    "{:?}: tokens\n  got  {tokens:?}\n  want {want:?}",
+                    c.text
+                ));
             }
         }
         // tokens()[i] sits at position i + 1 of encode().
@@ -119,7 +136,8 @@ fn embedded_matches_transformers_slow_tokenizer() {
 
 #[test]
 fn from_dir_matches_transformers_slow_tokenizer() {
-    let tok = ClipTokenizer::from_dir(&root().join("tests/fixtures/sd/tiny-a/tokenizer")).expect("tiny-a tokenizer loads");
+    let tok = ClipTokenizer::from_dir(&root().join("tests/fixtures/sd/tiny-a/tokenizer"))
+        .expect("tiny-a tokenizer loads");
     assert_eq!(tok.max_length(), 77);
     assert_eq!(tok.bos_id(), 49406);
     assert_eq!(tok.eos_id(), 49407);
@@ -130,7 +148,8 @@ fn from_dir_matches_transformers_slow_tokenizer() {
 
 #[test]
 fn from_bpe_gz_matches_transformers_slow_tokenizer() {
-    let tok = ClipTokenizer::from_bpe_gz(&root().join("assets/clip/bpe_simple_vocab_16e6.txt.gz")).expect("gz loads");
+    let tok = ClipTokenizer::from_bpe_gz(&root().join("assets/clip/bpe_simple_vocab_16e6.txt.gz"))
+        .expect("gz loads");
     check_all(&tok, "from_bpe_gz");
 }
 
@@ -138,8 +157,14 @@ fn from_bpe_gz_matches_transformers_slow_tokenizer() {
 #[test]
 fn slow_is_matched_where_fast_differs() {
     let tok = ClipTokenizer::embedded().unwrap();
-    let differing: Vec<Case> = cases().into_iter().filter(|c| c.ids != c.ids_fast).collect();
-    assert!(!differing.is_empty(), "cases.json should contain slow/fast differences (CJK, control chars, final sigma)");
+    let differing: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| c.ids != c.ids_fast)
+        .collect();
+    assert!(
+        !differing.is_empty(),
+        "cases.json should contain slow/fast differences (CJK, control chars, final sigma)"
+    );
     for c in &differing {
         assert_eq!(tok.encode(&c.text), c.ids, "{:?}", c.text);
         assert_ne!(tok.encode(&c.text), c.ids_fast, "{:?}", c.text);
@@ -149,7 +174,10 @@ fn slow_is_matched_where_fast_differs() {
 #[test]
 fn basic_prompts() {
     let tok = ClipTokenizer::embedded().unwrap();
-    assert_eq!(tok.tokens("A photo of a CAT"), vec!["a</w>", "photo</w>", "of</w>", "a</w>", "cat</w>"]);
+    assert_eq!(
+        tok.tokens("A photo of a CAT"),
+        vec!["a</w>", "photo</w>", "of</w>", "a</w>", "cat</w>"]
+    );
     let ids = tok.encode("a cat");
     assert_eq!(&ids[..4], &[49406, 320, 2368, 49407]);
     assert!(ids[4..].iter().all(|&i| i == 49407));
@@ -168,7 +196,10 @@ fn basic_prompts() {
 // Errors name the file and say what was expected.
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clora-tokenizer-test-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "clora-tokenizer-test-{}-{name}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -198,16 +229,26 @@ fn error_missing_vocab_json() {
     let dir = scratch("no-vocab");
     std::fs::write(dir.join("merges.txt"), "#version: 0.2\ni n\n").unwrap();
     let msg = err_text(ClipTokenizer::from_dir(&dir));
-    assert!(msg.contains(&dir.join("vocab.json").display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&dir.join("vocab.json").display().to_string()),
+        "{msg}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn error_missing_merges_txt() {
     let dir = scratch("no-merges");
-    std::fs::copy(root().join("tests/fixtures/sd/tiny-a/tokenizer/vocab.json"), dir.join("vocab.json")).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/sd/tiny-a/tokenizer/vocab.json"),
+        dir.join("vocab.json"),
+    )
+    .unwrap();
     let msg = err_text(ClipTokenizer::from_dir(&dir));
-    assert!(msg.contains(&dir.join("merges.txt").display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&dir.join("merges.txt").display().to_string()),
+        "{msg}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -217,7 +258,10 @@ fn error_malformed_vocab_json() {
     copy_tiny_tokenizer(&dir);
     std::fs::write(dir.join("vocab.json"), "[1, 2, 3]").unwrap();
     let msg = err_text(ClipTokenizer::from_dir(&dir));
-    assert!(msg.contains(&dir.join("vocab.json").display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&dir.join("vocab.json").display().to_string()),
+        "{msg}"
+    );
     assert!(msg.contains("JSON object"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -231,7 +275,10 @@ fn error_malformed_merges_line() {
     lines[3] = "t h e";
     std::fs::write(dir.join("merges.txt"), lines.join("\n")).unwrap();
     let msg = err_text(ClipTokenizer::from_dir(&dir));
-    assert!(msg.contains(&dir.join("merges.txt").display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&dir.join("merges.txt").display().to_string()),
+        "{msg}"
+    );
     assert!(msg.contains("line 4"), "{msg}");
     assert!(msg.contains("two symbols"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -241,7 +288,11 @@ fn error_malformed_merges_line() {
 fn error_malformed_tokenizer_config() {
     let dir = scratch("bad-config");
     copy_tiny_tokenizer(&dir);
-    std::fs::write(dir.join("tokenizer_config.json"), "{\"model_max_length\": \"long\"}").unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        "{\"model_max_length\": \"long\"}",
+    )
+    .unwrap();
     let msg = err_text(ClipTokenizer::from_dir(&dir));
     assert!(msg.contains("tokenizer_config.json"), "{msg}");
     assert!(msg.contains("model_max_length"), "{msg}");
@@ -281,7 +332,8 @@ fn error_gz_with_too_few_merges() {
     let dir = scratch("short-gz");
     let path = dir.join("short.txt.gz");
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(b"\"bpe_simple_vocab_16e6.txt#version: 0.2\ni n\nt h\n").unwrap();
+    enc.write_all(b"\"bpe_simple_vocab_16e6.txt#version: 0.2\ni n\nt h\n")
+        .unwrap();
     std::fs::write(&path, enc.finish().unwrap()).unwrap();
     let msg = err_text(ClipTokenizer::from_bpe_gz(&path));
     assert!(msg.contains(&path.display().to_string()), "{msg}");
@@ -313,6 +365,10 @@ fn from_dir_reads_pad_token_and_max_length() {
     // not BPE'd to "!</w>" (256).
     assert_eq!(tok.tokens("hi!"), vec!["hi</w>", "!"]);
     assert_eq!(tok.encode_full("hi!"), vec![49406, 1883, 0, 49407]);
+    assert_eq!(
+        tok.encode_full("wow!! ok!"),
+        vec![49406, 2781, 0, 0, 2481, 0, 49407]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     // Without any config file: defaults 77 / <|endoftext|>.
@@ -321,5 +377,42 @@ fn from_dir_reads_pad_token_and_max_length() {
     let tok = ClipTokenizer::from_dir(&dir).unwrap();
     assert_eq!(tok.max_length(), 77);
     assert_eq!(tok.pad_id(), 49407);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn from_dir_splits_added_tokens_decoder_entries() {
+    // A textual-inversion style token saved in tokenizer_config.json's added_tokens_decoder (checked against
+    // transformers 4.39.3).
+    let dir = scratch("added-token");
+    copy_tiny_tokenizer(&dir);
+    let config = std::fs::read_to_string(
+        root().join("tests/fixtures/sd/tiny-a/tokenizer/tokenizer_config.json"),
+    )
+    .unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    config["added_tokens_decoder"]["49408"] = serde_json::json!({
+        "content": "<cat-toy>", "lstrip": false, "normalized": true, "rstrip": false,
+        "single_word": false, "special": false
+    });
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    let tok = ClipTokenizer::from_dir(&dir).unwrap();
+    assert_eq!(
+        tok.tokens("a <cat-toy> on a table"),
+        vec!["a</w>", "<cat-toy>", "on</w>", "a</w>", "table</w>"]
+    );
+    assert_eq!(
+        tok.encode_full("a <cat-toy> on a table"),
+        vec![49406, 320, 49408, 525, 320, 2175, 49407]
+    );
+    assert_eq!(
+        tok.encode_full("a<cat-toy>s"),
+        vec![49406, 320, 49408, 338, 49407]
+    );
+    // Case-sensitive, like the trie.
+    assert_eq!(
+        tok.encode_full("<CAT-TOY>"),
+        vec![49406, 283, 2368, 268, 5988, 285, 49407]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

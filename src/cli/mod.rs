@@ -2,7 +2,11 @@
 
 mod backend;
 mod bench;
+mod eval;
 mod generate;
+mod report;
+mod run;
+mod score;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +24,23 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Time model pieces on random weights (no weight file needed).
     Bench(bench::BenchArgs),
+    /// Run an experiment config: generate its images, score them, write the report.
+    Run(run::RunArgs),
+    /// Score the finished images of a run folder.
+    Eval(eval::EvalArgs),
+    /// Write the tables, plots and image grids of a run folder.
+    Report(report::ReportArgs),
+    /// CLIP-T / CLIPScore, CLIP-I and DINO scores of images against a prompt and reference folders.
+    Score(score::ScoreArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Score(args) => score::run(args),
     }
 }

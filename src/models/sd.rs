@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{backend::Backend, DType};
 
 use crate::error::{Error, Result};
+use crate::lora::state::LoraState;
 use crate::models::clip::text_encoder::{ClipTextConfig, ClipTextModel};
 use crate::models::clip::tokenizer::ClipTokenizer;
 use crate::models::single_file;
@@ -47,6 +48,8 @@ pub struct StableDiffusion<B: Backend> {
     /// What was loaded (the folder or the file).
     pub source: PathBuf,
     pub dtype: DType,
+    /// Attached LoRA adapters, their weights, per-row assignment and fused state (see [`crate::lora`]).
+    pub lora: LoraState,
 }
 
 const UNET_FILES: &[&str] = &["diffusion_pytorch_model.safetensors", "model.safetensors"];
@@ -164,6 +167,7 @@ impl<B: Backend> StableDiffusion<B> {
             scheduler_config: p.scheduler_config,
             source: source.to_path_buf(),
             dtype,
+            lora: LoraState::default(),
         })
     }
 

@@ -189,10 +189,16 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Python's `json.dumps` writes non-finite floats as bare `Infinity`, `-Infinity`, `NaN` (diffusers saves
-/// `lambda_min_clipped: -Infinity`); serde_json refuses them, so outside strings they become strings.
-fn quote_non_finite(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
+/// Marks a number kept as its source text (see [`prepare_json`]).
+const NUMBER_MARK: char = '\u{1}';
+
+/// Makes diffusers' JSON readable by serde_json, exactly:
+/// - Python's `json.dumps` writes non-finite floats as bare `Infinity`, `-Infinity`, `NaN` (diffusers saves
+///   `lambda_min_clipped: -Infinity`), which serde_json refuses: outside strings they become strings;
+/// - numbers become marked strings of their source text, parsed later with Rust's correctly rounded
+///   `str::parse` (serde_json's default float parsing can be an ulp off for long decimals).
+fn prepare_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
     let mut in_string = false;
     let mut escaped = false;
     let mut rest = text;
@@ -215,23 +221,48 @@ fn quote_non_finite(text: &str) -> String {
             rest = &rest[1..];
             continue;
         }
-        let mut matched = false;
-        for token in ["-Infinity", "Infinity", "NaN"] {
-            if rest.starts_with(token) {
-                out.push('"');
-                out.push_str(token);
-                out.push('"');
-                rest = &rest[token.len()..];
-                matched = true;
-                break;
-            }
+        if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
+            out.push('"');
+            out.push_str(token);
+            out.push('"');
+            rest = &rest[token.len()..];
+            continue;
         }
-        if !matched {
-            out.push(c);
-            rest = &rest[c.len_utf8()..];
+        if c == '-' || c.is_ascii_digit() {
+            let len = rest
+                .find(|ch: char| !(ch.is_ascii_digit() || matches!(ch, '-' | '+' | '.' | 'e' | 'E')))
+                .unwrap_or(rest.len());
+            out.push_str("\"\\u0001");
+            out.push_str(&rest[..len]);
+            out.push('"');
+            rest = &rest[len..];
+            continue;
         }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+/// A number's source text, if `v` is a number marked by [`prepare_json`].
+fn number_text(v: &Value) -> Option<&str> {
+    v.as_str().and_then(|s| s.strip_prefix(NUMBER_MARK))
+}
+
+/// `v` as the file wrote it (for error messages).
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => match s.strip_prefix(NUMBER_MARK) {
+            Some(num) => num.to_string(),
+            None => v.to_string(),
+        },
+        Value::Array(items) => format!("[{}]", items.iter().map(shown).collect::<Vec<_>>().join(", ")),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter().map(|(k, x)| format!("\"{k}\": {}", shown(x))).collect::<Vec<_>>().join(", ")
+        ),
+        _ => v.to_string(),
+    }
 }
 
 /// Field readers over the JSON object, each naming file and field in its errors.
@@ -253,22 +284,22 @@ impl Fields<'_> {
     fn usize(&self, field: &str, default: usize) -> Result<usize> {
         match self.get(field) {
             None => Ok(default),
-            Some(v) => v
-                .as_u64()
+            Some(v) => number_text(v)
+                .and_then(|t| t.parse::<u64>().ok())
                 .and_then(|x| usize::try_from(x).ok())
-                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, found {v}"))),
+                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, found {}", shown(v)))),
         }
     }
 
     fn number(&self, field: &str, v: &Value) -> Result<f64> {
-        if let Some(x) = v.as_f64() {
+        if let Some(x) = number_text(v).and_then(|t| t.parse::<f64>().ok()) {
             return Ok(x);
         }
         match v.as_str() {
             Some("Infinity") => Ok(f64::INFINITY),
             Some("-Infinity") => Ok(f64::NEG_INFINITY),
             Some("NaN") => Ok(f64::NAN),
-            _ => Err(self.err(field, format!("expected a number, found {v}"))),
+            _ => Err(self.err(field, format!("expected a number, found {}", shown(v)))),
         }
     }
 
@@ -288,7 +319,7 @@ impl Fields<'_> {
             None => Ok(default),
             Some(v) => v
                 .as_bool()
-                .ok_or_else(|| self.err(field, format!("expected true or false, found {v}"))),
+                .ok_or_else(|| self.err(field, format!("expected true or false, found {}", shown(v)))),
         }
     }
 
@@ -297,8 +328,9 @@ impl Fields<'_> {
             None => Ok(None),
             Some(v) => v
                 .as_str()
+                .filter(|_| number_text(v).is_none())
                 .map(|s| Some(s.to_string()))
-                .ok_or_else(|| self.err(field, format!("expected a string, found {v}"))),
+                .ok_or_else(|| self.err(field, format!("expected a string, found {}", shown(v)))),
         }
     }
 
@@ -306,25 +338,25 @@ impl Fields<'_> {
     fn enumerated<T: serde::de::DeserializeOwned>(&self, field: &str, accepted: &[&str]) -> Result<Option<T>> {
         let Some(v) = self.get(field) else { return Ok(None) };
         let expected = || format!("expected one of {}", accepted.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "));
-        if !v.is_string() {
-            return Err(self.err(field, format!("{}, found {v}", expected())));
+        if !v.is_string() || number_text(v).is_some() {
+            return Err(self.err(field, format!("{}, found {}", expected(), shown(v))));
         }
         serde_json::from_value::<T>(v.clone())
             .map(Some)
-            .map_err(|_| self.err(field, format!("{}, found {v}", expected())))
+            .map_err(|_| self.err(field, format!("{}, found {}", expected(), shown(v))))
     }
 
     fn opt_f64_list(&self, field: &str) -> Result<Option<Vec<f64>>> {
         let Some(v) = self.get(field) else { return Ok(None) };
         let items = v
             .as_array()
-            .ok_or_else(|| self.err(field, format!("expected a list of numbers, found {v}")))?;
+            .ok_or_else(|| self.err(field, format!("expected a list of numbers, found {}", shown(v))))?;
         items
             .iter()
             .enumerate()
             .map(|(i, x)| {
                 self.number(field, x)
-                    .map_err(|_| self.err(field, format!("expected a list of numbers, item {i} is {x}")))
+                    .map_err(|_| self.err(field, format!("expected a list of numbers, item {i} is {}", shown(x))))
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
@@ -340,7 +372,7 @@ impl SchedulerConfig {
 
     /// Parses scheduler fields from JSON text; `path` names the source in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let value: Value = serde_json::from_str(&quote_non_finite(text))
+        let value: Value = serde_json::from_str(&prepare_json(text))
             .map_err(|e| Error::bad_file(path, format!("invalid JSON ({e})")))?;
         let Value::Object(mut map) = value else {
             return Err(Error::bad_file(path, "expected a JSON object of scheduler fields"));
@@ -348,7 +380,7 @@ impl SchedulerConfig {
         // `from_config` drops the keys the live config only holds as its own class's defaults.
         if let Some(used_defaults) = map.remove("_use_default_values") {
             let list = used_defaults.as_array().ok_or_else(|| {
-                Error::config(path, "_use_default_values", format!("expected a list of field names, found {used_defaults}"))
+                Error::config(path, "_use_default_values", format!("expected a list of field names, found {}", shown(&used_defaults)))
             })?;
             for key in list {
                 if let Some(k) = key.as_str() {

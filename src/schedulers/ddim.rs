@@ -3,7 +3,7 @@
 use burn::tensor::{backend::Backend, DType, Tensor};
 
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
-use super::numerics::{alphas_cumprod, betas, np_arange, np_linspace, np_round};
+use super::numerics::{alphas_cumprod, betas, np_arange, np_linspace, np_round, torch_sqrt_f32};
 use super::{check_steps, upcast, Scheduler, SchedulerKind, StepOutput};
 use crate::error::{Error, Result};
 
@@ -146,7 +146,7 @@ impl<B: Backend> Scheduler<B> for DdimScheduler {
         let alpha_prod_t = self.alpha_prod_t(step_index);
         let alpha_prod_t_prev = self.alpha_prod_t_prev(step_index);
         let beta_prod_t = 1.0f32 - alpha_prod_t;
-        let (sqrt_a, sqrt_b) = (alpha_prod_t.sqrt(), beta_prod_t.sqrt());
+        let (sqrt_a, sqrt_b) = (torch_sqrt_f32(alpha_prod_t), torch_sqrt_f32(beta_prod_t));
         let (pred_original_sample, pred_epsilon) = match self.prediction_type {
             PredictionType::Epsilon => (
                 (sample.clone() - model_output.clone().mul_scalar(sqrt_b)).div_scalar(sqrt_a),
@@ -166,9 +166,9 @@ impl<B: Backend> Scheduler<B> for DdimScheduler {
             None => pred_original_sample,
         };
         // eta = 0: std_dev_t = 0, so the direction is sqrt(1 - alpha_prod_t_prev - 0) * eps.
-        let dir_coef = (1.0f32 - alpha_prod_t_prev - 0.0f32).sqrt();
+        let dir_coef = torch_sqrt_f32(1.0f32 - alpha_prod_t_prev - 0.0f32);
         let pred_sample_direction = pred_epsilon.mul_scalar(dir_coef);
-        let prev_sample = pred_original_sample.clone().mul_scalar(alpha_prod_t_prev.sqrt()) + pred_sample_direction;
+        let prev_sample = pred_original_sample.clone().mul_scalar(torch_sqrt_f32(alpha_prod_t_prev)) + pred_sample_direction;
         StepOutput {
             prev_sample: super::downcast(prev_sample, out_dtype),
             pred_original_sample: super::downcast(pred_original_sample, out_dtype),

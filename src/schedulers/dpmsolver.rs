@@ -6,7 +6,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use super::config::{AlgorithmType, FinalSigmasType, PredictionType, SchedulerConfig, SolverType, TimestepSpacing};
 use super::numerics::{
     alphas_cumprod, betas, karras_sigmas, np_arange, np_interp_arange, np_linspace, np_round, sigma_to_t,
-    train_sigmas_f32,
+    torch_sqrt_f32, train_sigmas_f32,
 };
 use super::{check_steps, downcast, upcast, Scheduler, SchedulerKind, StepOutput};
 use crate::error::Result;
@@ -35,7 +35,7 @@ pub struct DpmSolverMultistepScheduler<B: Backend> {
 
 /// `_sigma_to_alpha_sigma_t` in float32.
 fn alpha_sigma(sigma: f32) -> (f32, f32) {
-    let alpha_t = 1.0f32 / (sigma * sigma + 1.0).sqrt();
+    let alpha_t = 1.0f32 / torch_sqrt_f32(sigma * sigma + 1.0);
     (alpha_t, sigma * alpha_t)
 }
 
@@ -78,7 +78,7 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
             Some(clip) => {
                 let lambdas: Vec<f32> = alphas_cumprod
                     .iter()
-                    .map(|&a| lambda(a.sqrt(), (1.0 - a).sqrt()))
+                    .map(|&a| lambda(torch_sqrt_f32(a), torch_sqrt_f32(1.0 - a)))
                     .rev()
                     .collect();
                 // torch.searchsorted(flip(lambda_t), clip) (left), on an ascending sequence.
@@ -132,7 +132,7 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
             timesteps.iter().map(|&t| np_interp_arange(t as f64, &fp)).collect()
         };
         let sigma_last = match config.final_sigmas_type {
-            FinalSigmasType::SigmaMin => ((1.0 - alphas_cumprod[0]) / alphas_cumprod[0]).sqrt(),
+            FinalSigmasType::SigmaMin => torch_sqrt_f32((1.0 - alphas_cumprod[0]) / alphas_cumprod[0]),
             FinalSigmasType::Zero => 0.0,
         };
         let mut sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();

@@ -5,7 +5,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use super::config::{InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing, TimestepType};
 use super::numerics::{
     alphas_cumprod, betas, karras_sigmas, np_arange, np_interp_arange, np_linspace, np_round, sigma_to_t,
-    torch_linspace_f32, train_sigmas_f32,
+    torch_linspace_f32, torch_sqrt_f32, train_sigmas_f32,
 };
 use super::{check_steps, downcast, upcast, Scheduler, SchedulerKind, StepOutput};
 use crate::error::Result;
@@ -86,7 +86,7 @@ impl EulerDiscreteScheduler {
         let max_sigma = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let init_noise_sigma = match spacing {
             TimestepSpacing::Linspace | TimestepSpacing::Trailing => max_sigma,
-            TimestepSpacing::Leading => (max_sigma * max_sigma + 1.0).sqrt(),
+            TimestepSpacing::Leading => torch_sqrt_f32(max_sigma * max_sigma + 1.0),
         };
         Ok(Self {
             alphas_cumprod,
@@ -133,7 +133,7 @@ impl<B: Backend> Scheduler<B> for EulerDiscreteScheduler {
     /// `sample / sqrt(sigma^2 + 1)`.
     fn scale_model_input(&self, sample: Tensor<B, 4>, step_index: usize) -> Tensor<B, 4> {
         let sigma = self.sigmas[step_index];
-        sample.div_scalar((sigma * sigma + 1.0).sqrt())
+        sample.div_scalar(torch_sqrt_f32(sigma * sigma + 1.0))
     }
 
     fn step_output(&mut self, model_output: Tensor<B, 4>, step_index: usize, sample: Tensor<B, 4>) -> StepOutput<B> {
@@ -152,7 +152,7 @@ impl<B: Backend> Scheduler<B> for EulerDiscreteScheduler {
             PredictionType::Epsilon => sample.clone() - model_output.mul_scalar(sigma_hat),
             PredictionType::VPrediction => {
                 let s2p1 = sigma * sigma + 1.0;
-                model_output.mul_scalar(-sigma / s2p1.sqrt()) + sample.clone().div_scalar(s2p1)
+                model_output.mul_scalar(-sigma / torch_sqrt_f32(s2p1)) + sample.clone().div_scalar(s2p1)
             }
         };
         let derivative = (sample.clone() - pred_original_sample.clone()).div_scalar(sigma_hat);

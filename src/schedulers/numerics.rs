@@ -29,6 +29,38 @@ pub fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `torch.sqrt` (and `** 0.5`) of a float32 value as torch 2.2's CPU build computes it: MKL VML's
+/// high-accuracy `vsSqrt`, which on CPUs where MKL does not take its AVX2 path (AMD's, as on the machines
+/// the reference fixtures were made on) is not correctly rounded (up to 0.75 ulp off): a hardware
+/// reciprocal square root estimate refined by one Newton step and one correction, each operation rounded.
+/// Non-normal inputs take MKL's exact path.
+pub fn torch_sqrt_f32(x: f32) -> f32 {
+    if !(x.is_normal() && x > 0.0) || x == f32::INFINITY {
+        return x.sqrt();
+    }
+    let y = rsqrt_estimate(x);
+    let mut s = x * y;
+    let mut h = 0.5f32 * y;
+    let e = 0.5f32 - s * h;
+    s = s + e * s;
+    h = h + e * h;
+    let r = x - s * s;
+    s + h * r
+}
+
+/// The hardware estimate of `1 / sqrt(x)` (`rsqrtss`, about 12 bits); elsewhere the exact value.
+#[cfg(target_arch = "x86_64")]
+fn rsqrt_estimate(x: f32) -> f32 {
+    use std::arch::x86_64::{_mm_cvtss_f32, _mm_rsqrt_ss, _mm_set_ss};
+    // SAFETY: SSE is part of the x86_64 baseline.
+    unsafe { _mm_cvtss_f32(_mm_rsqrt_ss(_mm_set_ss(x))) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn rsqrt_estimate(x: f32) -> f32 {
+    1.0 / x.sqrt()
+}
+
 /// `torch.cumprod(x, 0)` of a float32 tensor on CPU (the running product is kept in f64, torch's CPU
 /// accumulate type for float, and rounded to f32 at each element).
 pub fn torch_cumprod_f32(x: &[f32]) -> Vec<f32> {
@@ -175,7 +207,7 @@ fn betas_for_alpha_bar(n: usize) -> Vec<f32> {
 fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
     let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
     let cumprod = torch_cumprod_f32(&alphas);
-    let mut sqrt: Vec<f32> = cumprod.iter().map(|a| a.sqrt()).collect();
+    let mut sqrt: Vec<f32> = cumprod.iter().map(|&a| torch_sqrt_f32(a)).collect();
     let first = sqrt[0];
     let last = sqrt[sqrt.len() - 1];
     for s in &mut sqrt {
@@ -232,7 +264,7 @@ pub fn alphas_cumprod(betas: &[f32]) -> Vec<f32> {
 
 /// `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5` in float32 (ascending in t).
 pub fn train_sigmas_f32(alphas_cumprod: &[f32]) -> Vec<f32> {
-    alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect()
+    alphas_cumprod.iter().map(|a| torch_sqrt_f32((1.0 - a) / a)).collect()
 }
 
 #[cfg(test)]

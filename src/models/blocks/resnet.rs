@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use crate::error::Result;
+use crate::lora::targets::{join, LoraTargets, Target};
 use crate::models::nn::{Conv2d, GroupNorm, Linear};
 use crate::models::weights::VarBuilder;
 
@@ -63,5 +64,14 @@ impl<B: Backend> ResnetBlock2D<B> {
             None => x,
         };
         shortcut + h
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for ResnetBlock2D<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.conv1.for_each_target(&join(prefix, "conv1"), f);
+        self.time_emb_proj.for_each_target(&join(prefix, "time_emb_proj"), f);
+        self.conv2.for_each_target(&join(prefix, "conv2"), f);
+        self.conv_shortcut.for_each_target(&join(prefix, "conv_shortcut"), f);
     }
 }

@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::Result;
+use crate::lora::targets::{join, LoraTargets, Target};
 use crate::models::nn::resample::upsample_nearest_2x;
 use crate::models::nn::Conv2d;
 use crate::models::weights::VarBuilder;
@@ -51,5 +52,17 @@ impl<B: Backend> Upsample2D<B> {
     /// `[b, c, h, w] -> [b, c, 2h, 2w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         self.conv.forward(upsample_nearest_2x(x))
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for Downsample2D<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.conv.for_each_target(&join(prefix, "conv"), f);
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for Upsample2D<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.conv.for_each_target(&join(prefix, "conv"), f);
     }
 }

@@ -7,6 +7,7 @@ use burn::tensor::{activation::gelu, backend::Backend, Tensor};
 use super::attention::Attention;
 use super::probe::AttentionProbe;
 use crate::error::Result;
+use crate::lora::targets::{join, LoraTargets, Target};
 use crate::models::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::models::weights::VarBuilder;
 
@@ -161,5 +162,37 @@ impl<B: Backend> Transformer2DModel<B> {
             Projection::Linear(lin) => lin.forward(t).swap_dims(1, 2).reshape([b, c, h, w]),
         };
         y + residual
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for FeedForward<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.proj.for_each_target(&join(prefix, "net.0.proj"), f);
+        self.out.for_each_target(&join(prefix, "net.2"), f);
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for BasicTransformerBlock<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.attn1.for_each_target(&join(prefix, "attn1"), f);
+        self.attn2.for_each_target(&join(prefix, "attn2"), f);
+        self.ff.for_each_target(&join(prefix, "ff"), f);
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for Projection<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        match self {
+            Self::Conv(conv) => conv.for_each_target(prefix, f),
+            Self::Linear(lin) => lin.for_each_target(prefix, f),
+        }
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for Transformer2DModel<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.proj_in.for_each_target(&join(prefix, "proj_in"), f);
+        self.transformer_blocks.for_each_target(&join(prefix, "transformer_blocks"), f);
+        self.proj_out.for_each_target(&join(prefix, "proj_out"), f);
     }
 }

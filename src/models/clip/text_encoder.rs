@@ -11,6 +11,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::lora::targets::{join, LoraTargets, Target};
 use crate::models::config_json::JsonConfig;
 use crate::models::nn::activation::Activation;
 use crate::models::nn::attention::{merge_heads, scaled_dot_product, split_heads};
@@ -247,4 +248,34 @@ fn causal_mask<B: Backend>(s: usize, device: &B::Device) -> Tensor<B, 2> {
         }
     }
     Tensor::from_data(TensorData::new(v, [s, s]), device)
+}
+
+impl<B: Backend> LoraTargets<B> for ClipAttention<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.q_proj.for_each_target(&join(prefix, "q_proj"), f);
+        self.k_proj.for_each_target(&join(prefix, "k_proj"), f);
+        self.v_proj.for_each_target(&join(prefix, "v_proj"), f);
+        self.out_proj.for_each_target(&join(prefix, "out_proj"), f);
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for ClipMlp<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.fc1.for_each_target(&join(prefix, "fc1"), f);
+        self.fc2.for_each_target(&join(prefix, "fc2"), f);
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for ClipEncoderLayer<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.self_attn.for_each_target(&join(prefix, "self_attn"), f);
+        self.mlp.for_each_target(&join(prefix, "mlp"), f);
+    }
+}
+
+/// Paths from the root of a `CLIPTextModel` file: `text_model.encoder.layers.{i}.…`.
+impl<B: Backend> LoraTargets<B> for ClipTextModel<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.layers.for_each_target(&join(prefix, "text_model.encoder.layers"), f);
+    }
 }

@@ -4,6 +4,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, ops::ConvOptions, Tensor};
 
 use crate::error::Result;
+use crate::lora::conv::ConvLora;
 use crate::models::weights::VarBuilder;
 
 /// A 2D convolution with bias.
@@ -15,6 +16,8 @@ pub struct Conv2d<B: Backend> {
     pub bias: Option<Param<Tensor<B, 1>>>,
     pub stride: usize,
     pub padding: usize,
+    /// Attached LoRA adapters (`None`: never had one; see [`crate::lora`]).
+    pub lora: Option<ConvLora<B>>,
 }
 
 impl<B: Backend> Conv2d<B> {
@@ -34,6 +37,7 @@ impl<B: Backend> Conv2d<B> {
             bias: Some(Param::from_tensor(bias)),
             stride,
             padding,
+            lora: None,
         })
     }
 
@@ -49,9 +53,17 @@ impl<B: Backend> Conv2d<B> {
         self.weight.dims()[2]
     }
 
-    /// `[b, c_in, h, w] -> [b, c_out, h', w']`
+    /// `[b, c_in, h, w] -> [b, c_out, h', w']`, plus the active LoRA deltas of each batch row.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let delta = match &self.lora {
+            Some(lora) if lora.is_active() => Some(lora.delta(x.clone(), self.stride, self.padding)),
+            _ => None,
+        };
         let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
-        burn::tensor::module::conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+        let y = burn::tensor::module::conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options);
+        match delta {
+            Some(d) => y + d,
+            None => y,
+        }
     }
 }

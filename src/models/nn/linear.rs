@@ -4,6 +4,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::Result;
+use crate::lora::linear::LinearLora;
 use crate::models::weights::VarBuilder;
 
 /// A linear layer. The weight is kept in burn's `[d_in, d_out]` layout (PyTorch stores `[d_out, d_in]`).
@@ -13,6 +14,8 @@ pub struct Linear<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     /// `[d_out]`
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Attached LoRA adapters (`None`: never had one; see [`crate::lora`]).
+    pub lora: Option<LinearLora<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -27,6 +30,7 @@ impl<B: Backend> Linear<B> {
         Ok(Self {
             weight: Param::from_tensor(weight),
             bias,
+            lora: None,
         })
     }
 
@@ -38,8 +42,16 @@ impl<B: Backend> Linear<B> {
         self.weight.dims()[1]
     }
 
-    /// `[..., d_in] -> [..., d_out]`
+    /// `[b, ..., d_in] -> [b, ..., d_out]`, plus the active LoRA deltas of each batch row.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        let delta = match &self.lora {
+            Some(lora) if lora.is_active() => Some(lora.delta(x.clone())),
+            _ => None,
+        };
+        let y = burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        match delta {
+            Some(d) => y + d,
+            None => y,
+        }
     }
 }

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::Result;
+use crate::lora::targets::{join, LoraTargets, Target};
 use crate::models::blocks::transformer::TransformerSpec;
 use crate::models::blocks::{AttentionProbe, Downsample2D, ResnetBlock2D, Transformer2DModel, Upsample2D};
 use crate::models::weights::VarBuilder;
@@ -204,5 +205,28 @@ impl<B: Backend> UpBlock<B> {
             x = up.forward(x);
         }
         x
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for DownBlock<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.resnets.for_each_target(&join(prefix, "resnets"), f);
+        self.attentions.for_each_target(&join(prefix, "attentions"), f);
+        self.downsamplers.for_each_target(&join(prefix, "downsamplers.0"), f);
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for MidBlock<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.resnets.for_each_target(&join(prefix, "resnets"), f);
+        self.attentions.for_each_target(&join(prefix, "attentions"), f);
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for UpBlock<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.resnets.for_each_target(&join(prefix, "resnets"), f);
+        self.attentions.for_each_target(&join(prefix, "attentions"), f);
+        self.upsamplers.for_each_target(&join(prefix, "upsamplers.0"), f);
     }
 }

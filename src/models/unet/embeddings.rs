@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::tensor::{activation::silu, backend::Backend, Tensor, TensorData};
 
 use crate::error::Result;
+use crate::lora::targets::{join, LoraTargets, Target};
 use crate::models::nn::Linear;
 use crate::models::weights::VarBuilder;
 
@@ -61,5 +62,12 @@ impl<B: Backend> TimestepEmbedding<B> {
     /// `[b, c_in] -> [b, dim]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.linear_2.forward(silu(self.linear_1.forward(x)))
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for TimestepEmbedding<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.linear_1.for_each_target(&join(prefix, "linear_1"), f);
+        self.linear_2.for_each_target(&join(prefix, "linear_2"), f);
     }
 }

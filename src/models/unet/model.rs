@@ -8,6 +8,7 @@ use super::blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 use super::config::{DownBlockType, UNetConfig, UpBlockType};
 use super::embeddings::{timestep_features, TimestepEmbedding};
 use crate::error::{Error, Result};
+use crate::lora::targets::{join, LoraTargets, Target};
 use crate::models::blocks::transformer::TransformerSpec;
 use crate::models::blocks::AttentionProbe;
 use crate::models::nn::norm::downcast;
@@ -171,5 +172,16 @@ impl<B: Backend> UNet2DConditionModel<B> {
             x = block.forward(x, &mut skips, &temb, &context, probe);
         }
         Ok(self.conv_out.forward(silu(self.conv_norm_out.forward(x))))
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for UNet2DConditionModel<B> {
+    fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+        self.conv_in.for_each_target(&join(prefix, "conv_in"), f);
+        self.time_embedding.for_each_target(&join(prefix, "time_embedding"), f);
+        self.down_blocks.for_each_target(&join(prefix, "down_blocks"), f);
+        self.mid_block.for_each_target(&join(prefix, "mid_block"), f);
+        self.up_blocks.for_each_target(&join(prefix, "up_blocks"), f);
+        self.conv_out.for_each_target(&join(prefix, "conv_out"), f);
     }
 }

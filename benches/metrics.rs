@@ -1,0 +1,2 @@
+//! Metric encoder benchmarks (being written; see src/metrics/).
+fn main() {}

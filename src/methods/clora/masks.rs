@@ -1,0 +1,141 @@
+//! Binary masks from attention maps (the official `attention_map_to_mask`), computed on the CPU from the
+//! detached maps: threshold at a fraction of each token map's max, OR over the branch's mask tokens,
+//! optional 3x3 morphology, background to the base branch, nearest upsampling to the latent.
+
+/// Morphology switches (applied in the order dilate, erode, opening, closing, as the reference does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Morphology {
+    pub erode: bool,
+    pub dilate: bool,
+    pub opening: bool,
+    pub closing: bool,
+}
+
+/// 3x3 max-pool with stride 1 and padding 1 (padding ignored in the max), over an `h x w` map.
+fn max_pool3(m: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0f32; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let mut best = f32::NEG_INFINITY;
+            for yy in y.saturating_sub(1)..(y + 2).min(h) {
+                for xx in x.saturating_sub(1)..(x + 2).min(w) {
+                    best = best.max(m[yy * w + xx]);
+                }
+            }
+            out[y * w + x] = best;
+        }
+    }
+    out
+}
+
+fn dilate(m: &[f32], h: usize, w: usize) -> Vec<f32> {
+    max_pool3(m, h, w)
+}
+
+fn erode(m: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let inv: Vec<f32> = m.iter().map(|v| 1.0 - v).collect();
+    max_pool3(&inv, h, w).into_iter().map(|v| 1.0 - v).collect()
+}
+
+/// Masks at attention resolution, `[branches][h * w]` with values 0/1.
+///
+/// `maps[k]` is branch k's aggregated map `[h * w, tokens]` (row-major), `mask_tokens[k]` the token
+/// positions whose maps make branch k's mask (empty for the base branch, which gets the background).
+pub fn attention_masks(
+    maps: &[Vec<f32>],
+    tokens: usize,
+    h: usize,
+    w: usize,
+    mask_tokens: &[Vec<usize>],
+    threshold_alpha: f32,
+    morphology: Morphology,
+) -> Vec<Vec<f32>> {
+    let q = h * w;
+    let mut masks: Vec<Vec<f32>> = maps
+        .iter()
+        .zip(mask_tokens)
+        .map(|(map, toks)| {
+            let mut m = vec![0f32; q];
+            for &t in toks {
+                let col: Vec<f32> = (0..q).map(|i| map[i * tokens + t]).collect();
+                let max = col.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let thr = max * threshold_alpha;
+                for (i, &v) in col.iter().enumerate() {
+                    if v > thr {
+                        m[i] = 1.0;
+                    }
+                }
+            }
+            if morphology.dilate {
+                m = dilate(&m, h, w);
+            }
+            if morphology.erode {
+                m = erode(&m, h, w);
+            }
+            if morphology.opening {
+                m = dilate(&erode(&m, h, w), h, w);
+            }
+            if morphology.closing {
+                m = erode(&dilate(&m, h, w), h, w);
+            }
+            m
+        })
+        .collect();
+    // Background (no branch claims the cell) goes to the base branch, which keeps its own ones too.
+    if let Some((first, rest)) = masks.split_first_mut() {
+        for i in 0..q {
+            if first[i] + rest.iter().map(|m| m[i]).sum::<f32>() == 0.0 {
+                first[i] = 1.0;
+            }
+        }
+    }
+    masks
+}
+
+/// Nearest-neighbour resize of an `h x w` map to `oh x ow` (`F.interpolate(mode="nearest")`).
+pub fn upsample_nearest(m: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let (sy, sx) = (h as f32 / oh as f32, w as f32 / ow as f32);
+    let mut out = vec![0f32; oh * ow];
+    for y in 0..oh {
+        let src_y = ((y as f32 * sy).floor() as usize).min(h - 1);
+        for x in 0..ow {
+            let src_x = ((x as f32 * sx).floor() as usize).min(w - 1);
+            out[y * ow + x] = m[src_y * w + src_x];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_or_and_background() {
+        // 2x2 maps with 2 tokens, branch 0 = base (no tokens), branch 1 uses token 1.
+        let base = vec![0.0; 8];
+        let lora = vec![0.0, 0.9, 0.0, 0.1, 0.0, 0.5, 0.0, 0.2];
+        let m = attention_masks(&[base, lora], 2, 2, 2, &[vec![], vec![1]], 0.3, Morphology::default());
+        assert_eq!(m[1], vec![1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(m[0], vec![0.0, 1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn morphology_matches_maxpool_definitions() {
+        let mut m = vec![0f32; 25];
+        m[12] = 1.0;
+        let d = dilate(&m, 5, 5);
+        assert_eq!(d.iter().sum::<f32>(), 9.0);
+        assert_eq!(erode(&d, 5, 5), m);
+        // a single pixel disappears under opening, a 3x3 block survives it
+        assert_eq!(dilate(&erode(&m, 5, 5), 5, 5).iter().sum::<f32>(), 0.0);
+        assert_eq!(dilate(&erode(&d, 5, 5), 5, 5), d);
+    }
+
+    #[test]
+    fn nearest_upsampling_repeats_cells() {
+        let up = upsample_nearest(&[1.0, 2.0, 3.0, 4.0], 2, 2, 4, 4);
+        assert_eq!(&up[..4], &[1.0, 1.0, 2.0, 2.0]);
+        assert_eq!(&up[12..], &[3.0, 3.0, 4.0, 4.0]);
+    }
+}

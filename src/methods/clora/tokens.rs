@@ -1,0 +1,147 @@
+//! Concept groups and mask tokens from words: the harness tokenizes each branch prompt and finds the
+//! token positions of trigger words and class nouns itself (multi-piece words included), so users do not
+//! count BPE pieces by hand (the official code's issue #2).
+
+use crate::error::{Error, Result};
+use crate::models::clip::tokenizer::ClipTokenizer;
+
+/// One concept (one LoRA): the words that name it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConceptWords {
+    /// The LoRA's trigger word(s), e.g. `["sks"]`; present only in that LoRA's own prompt.
+    pub triggers: Vec<String>,
+    /// The class noun, e.g. `"cat"`; present in every prompt.
+    pub class_noun: String,
+}
+
+/// Token positions (0-based, position 0 = `<|startoftext|>`) of every occurrence of `word` in `prompt`.
+/// A word of several BPE pieces yields all its pieces' positions.
+pub fn word_positions(tokenizer: &ClipTokenizer, prompt: &str, word: &str) -> Vec<usize> {
+    let hay = tokenizer.tokens(prompt);
+    let needle = tokenizer.tokens(word);
+    let max = tokenizer.max_length().saturating_sub(1);
+    let mut out = Vec::new();
+    if needle.is_empty() || needle.len() > hay.len() {
+        return out;
+    }
+    for start in 0..=(hay.len() - needle.len()) {
+        if hay[start..start + needle.len()] == needle[..] {
+            // +1 for <|startoftext|>; positions past truncation are dropped
+            out.extend((start + 1..start + 1 + needle.len()).filter(|&p| p < max));
+        }
+    }
+    out
+}
+
+/// The official `important_token_indices[g][k]` and `mask_indices[k]` for prompts
+/// `[base, branch of LoRA 1, ..., branch of LoRA N]` and one concept per LoRA.
+///
+/// Group g holds concept g's class noun in every prompt, plus its trigger words in LoRA g's own prompt.
+/// Branch k's mask tokens are LoRA k's trigger words and class noun in prompt k; the base has none.
+/// Errors name the prompt and the word that is missing.
+pub fn concept_groups(
+    tokenizer: &ClipTokenizer,
+    prompts: &[String],
+    concepts: &[ConceptWords],
+) -> Result<(Vec<Vec<Vec<usize>>>, Vec<Vec<usize>>)> {
+    if concepts.len() < 2 {
+        return Err(Error::invalid(
+            "clora concepts",
+            format!("{} concept(s) given; the contrastive loss needs at least 2 groups", concepts.len()),
+        ));
+    }
+    if prompts.len() != concepts.len() + 1 {
+        return Err(Error::invalid(
+            "clora prompts",
+            format!("{} prompts for {} LoRAs: expected the base prompt then one per LoRA", prompts.len(), concepts.len()),
+        ));
+    }
+    let find = |k: usize, word: &str| -> Result<Vec<usize>> {
+        let pos = word_positions(tokenizer, &prompts[k], word);
+        if pos.is_empty() {
+            Err(Error::invalid(
+                format!("clora prompt {k} (\"{}\")", prompts[k]),
+                format!("the concept word \"{word}\" does not occur in it (within the first 75 tokens)"),
+            ))
+        } else {
+            Ok(pos)
+        }
+    };
+    let mut groups = Vec::new();
+    for (g, c) in concepts.iter().enumerate() {
+        let mut per_prompt = Vec::new();
+        for k in 0..prompts.len() {
+            let mut pos = find(k, &c.class_noun)?;
+            if k == g + 1 {
+                for t in &c.triggers {
+                    pos.extend(find(k, t)?);
+                }
+            }
+            pos.sort_unstable();
+            pos.dedup();
+            per_prompt.push(pos);
+        }
+        groups.push(per_prompt);
+    }
+    let mut masks = vec![Vec::new()];
+    for (g, c) in concepts.iter().enumerate() {
+        let k = g + 1;
+        let mut pos = Vec::new();
+        for t in &c.triggers {
+            pos.extend(find(k, t)?);
+        }
+        pos.extend(find(k, &c.class_noun)?);
+        pos.sort_unstable();
+        pos.dedup();
+        masks.push(pos);
+    }
+    Ok((groups, masks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notebook_example_indices() {
+        let tok = ClipTokenizer::embedded().unwrap();
+        let prompts = vec![
+            "A cat and a dog".to_string(),
+            "A sks dog and a cat".to_string(),
+            "A sks cat and a dog".to_string(),
+        ];
+        // LoRA 1 = dog, LoRA 2 = cat (the notebook's lora_list order)
+        let concepts = vec![
+            ConceptWords { triggers: vec!["sks".into()], class_noun: "dog".into() },
+            ConceptWords { triggers: vec!["sks".into()], class_noun: "cat".into() },
+        ];
+        let (groups, masks) = concept_groups(&tok, &prompts, &concepts).unwrap();
+        // dog group: base "dog"=5; dog prompt "sks dog"=[2,3]; cat prompt "dog"=6
+        assert_eq!(groups[0], vec![vec![5], vec![2, 3], vec![6]]);
+        // cat group: base "cat"=2; dog prompt "cat"=6; cat prompt "sks cat"=[2,3]
+        assert_eq!(groups[1], vec![vec![2], vec![6], vec![2, 3]]);
+        assert_eq!(masks, vec![vec![], vec![2, 3], vec![2, 3]]);
+    }
+
+    #[test]
+    fn missing_word_names_prompt_and_word() {
+        let tok = ClipTokenizer::embedded().unwrap();
+        let prompts = vec!["a cat".to_string(), "a sks cat".to_string(), "a cat".to_string()];
+        let concepts = vec![
+            ConceptWords { triggers: vec!["sks".into()], class_noun: "cat".into() },
+            ConceptWords { triggers: vec!["zwx".into()], class_noun: "dog".into() },
+        ];
+        let e = concept_groups(&tok, &prompts, &concepts).unwrap_err().to_string();
+        assert!(e.contains("\"dog\"") && e.contains("prompt 0"), "{e}");
+    }
+
+    #[test]
+    fn multi_piece_words_give_all_positions() {
+        let tok = ClipTokenizer::embedded().unwrap();
+        let word = "zzxqvk";
+        let pieces = tok.tokens(word).len();
+        assert!(pieces > 1);
+        let pos = word_positions(&tok, &format!("a {word} cat"), word);
+        assert_eq!(pos, (2..2 + pieces).collect::<Vec<_>>());
+    }
+}
