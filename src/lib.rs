@@ -17,6 +17,7 @@ pub mod noise;
 pub mod pipeline;
 pub mod report;
 pub mod schedulers;
+pub mod toyworld;
 
 pub use error::{Error, Result};
 

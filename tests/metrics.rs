@@ -67,14 +67,26 @@ fn reference(dir: &Path, key: &str) -> (Vec<f32>, Vec<usize>) {
         .unwrap()
 }
 
+/// Max abs difference per row between rows and a flat reference of the same shape.
+fn row_diffs(rows: &[Vec<f32>], reference: &(Vec<f32>, Vec<usize>)) -> Vec<f32> {
+    assert_eq!(vec![rows.len(), rows[0].len()], reference.1, "shape");
+    let d = rows[0].len();
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.iter()
+                .zip(&reference.0[i * d..(i + 1) * d])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        })
+        .collect()
+}
+
 /// Max abs difference between rows and a flat reference of the same shape.
 fn max_diff(rows: &[Vec<f32>], reference: &(Vec<f32>, Vec<usize>)) -> f32 {
-    assert_eq!(vec![rows.len(), rows[0].len()], reference.1, "shape");
-    rows.iter()
-        .flatten()
-        .zip(&reference.0)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max)
+    let d = row_diffs(rows, reference);
+    println!("  per row: {:?}", d.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>());
+    d.into_iter().fold(0f32, f32::max)
 }
 
 fn open_clip(name: &str) -> ClipEncoder {
@@ -113,6 +125,7 @@ fn preprocessing_is_bit_exact_against_transformers() {
     let cases = doc["cases"].as_array().unwrap();
     assert!(cases.len() >= 60);
     let mut by_processor = std::collections::BTreeMap::<String, usize>::new();
+    let mut failures = Vec::new();
     for case in cases {
         let pname = case["processor"].as_str().unwrap();
         let iname = case["image"].as_str().unwrap();
@@ -120,9 +133,12 @@ fn preprocessing_is_bit_exact_against_transformers() {
         let img = read_rgb(&image_path(iname)).unwrap();
         let u8_img = p.resize_and_crop(&img).unwrap();
         if let Some(png) = case.get("u8_png").and_then(|v| v.as_str()) {
-            // located comparison first, so a failure says where
+            // located comparison, so a failure says how far off
             let want = read_rgb(&fixtures().join("preprocess").join(png)).unwrap();
-            assert_eq!((u8_img.width, u8_img.height), (want.width, want.height), "{pname}/{iname}: size");
+            if (u8_img.width, u8_img.height) != (want.width, want.height) {
+                failures.push(format!("{pname}/{iname}: size {}x{}", u8_img.width, u8_img.height));
+                continue;
+            }
             let bad = u8_img.data.iter().zip(&want.data).filter(|(a, b)| a != b).count();
             let worst = u8_img
                 .data
@@ -131,25 +147,27 @@ fn preprocessing_is_bit_exact_against_transformers() {
                 .map(|(a, b)| (*a as i32 - *b as i32).abs())
                 .max()
                 .unwrap_or(0);
-            assert_eq!(bad, 0, "{pname}/{iname}: {bad} bytes differ (max |diff| {worst})");
+            if bad > 0 {
+                failures.push(format!("{pname}/{iname}: {bad} bytes differ (max |diff| {worst})"));
+                continue;
+            }
         }
-        assert_eq!(sha(&u8_img.data), case["u8_sha256"].as_str().unwrap(), "{pname}/{iname}: uint8 after resize+crop");
+        if sha(&u8_img.data) != case["u8_sha256"].as_str().unwrap() {
+            failures.push(format!("{pname}/{iname}: uint8 after resize+crop differs"));
+            continue;
+        }
         let pv = p.to_pixel_values(&u8_img);
-        let shape = case["shape"].as_array().unwrap();
-        assert_eq!(
-            [3, pv.height, pv.width].map(|v| v as u64).to_vec(),
-            shape.iter().map(|v| v.as_u64().unwrap()).collect::<Vec<_>>(),
-            "{pname}/{iname}: shape"
-        );
-        assert_eq!(sha(&f32_bytes(&pv.data)), case["f32_sha256"].as_str().unwrap(), "{pname}/{iname}: float32 pixel_values");
-        assert_eq!(
-            p.output_size(img.width, img.height),
-            (pv.height, pv.width),
-            "{pname}/{iname}: output_size"
-        );
+        let shape: Vec<u64> = case["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!([3, pv.height, pv.width].map(|v| v as u64).to_vec(), shape, "{pname}/{iname}: shape");
+        assert_eq!(p.output_size(img.width, img.height), (pv.height, pv.width), "{pname}/{iname}: output_size");
+        if sha(&f32_bytes(&pv.data)) != case["f32_sha256"].as_str().unwrap() {
+            failures.push(format!("{pname}/{iname}: float32 pixel_values differ"));
+            continue;
+        }
         *by_processor.entry(pname.to_string()).or_default() += 1;
     }
     println!("pixel_values bit-exact (sha256 of uint8 and float32 arrays): {by_processor:?}");
+    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
 use clora_harness::schedulers::{
-    build, DdimScheduler, DpmSolverMultistepScheduler, EulerDiscreteScheduler, Scheduler, SchedulerConfig,
-    SchedulerKind,
+    build, DdimScheduler, DpmSolverMultistepScheduler, EulerDiscreteScheduler, Scheduler,
+    SchedulerConfig, SchedulerKind,
 };
 use common::{device, fixtures, max_abs, max_abs_diff, Reference, B};
 
@@ -32,13 +32,19 @@ struct Case {
 
 fn load_case(name: &str) -> Case {
     let json_path = case_dir().join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&json_path).unwrap_or_else(|e| panic!("{}: {e}", json_path.display()));
+    let text = std::fs::read_to_string(&json_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", json_path.display()));
     // Python's json writes `-Infinity` (DPM-Solver's lambda_min_clipped in `resolved_config`).
-    let text = text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null");
+    let text = text
+        .replace("-Infinity", "null")
+        .replace("Infinity", "null")
+        .replace("NaN", "null");
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let config_text = serde_json::to_string(&json["config"]).unwrap();
     let config = SchedulerConfig::from_json_str(&config_text, &json_path).unwrap();
-    let steps = json["num_inference_steps"].as_u64().expect("num_inference_steps") as usize;
+    let steps = json["num_inference_steps"]
+        .as_u64()
+        .expect("num_inference_steps") as usize;
     let kind = match json["class"].as_str().expect("class") {
         "DDIMScheduler" => SchedulerKind::Ddim,
         "EulerDiscreteScheduler" => SchedulerKind::Euler,
@@ -61,11 +67,24 @@ fn load_case(name: &str) -> Case {
 
 /// Largest relative difference (|a - b| / max(|b|, tiny)), asserting it is within `tol`.
 fn assert_rel(what: &str, ours: &[f64], reference: &[f64], tol: f64) -> f64 {
-    assert_eq!(ours.len(), reference.len(), "{what}: length {} vs reference {}", ours.len(), reference.len());
+    assert_eq!(
+        ours.len(),
+        reference.len(),
+        "{what}: length {} vs reference {}",
+        ours.len(),
+        reference.len()
+    );
     let mut worst = 0f64;
     for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
-        let err = if a == b { 0.0 } else { (a - b).abs() / b.abs().max(1e-30) };
-        assert!(err <= tol, "{what}[{i}]: ours {a} vs reference {b} (rel {err:e})");
+        let err = if a == b {
+            0.0
+        } else {
+            (a - b).abs() / b.abs().max(1e-30)
+        };
+        assert!(
+            err <= tol,
+            "{what}[{i}]: ours {a} vs reference {b} (rel {err:e})"
+        );
         worst = worst.max(err);
     }
     worst
@@ -78,7 +97,10 @@ fn slice_k(values: &(Vec<f32>, Vec<usize>), k: usize) -> (Vec<f32>, Vec<usize>) 
 }
 
 fn to_tensor(values: &(Vec<f32>, Vec<usize>)) -> Tensor<B, 4> {
-    Tensor::from_data(TensorData::new(values.0.clone(), values.1.clone()), &device())
+    Tensor::from_data(
+        TensorData::new(values.0.clone(), values.1.clone()),
+        &device(),
+    )
 }
 
 /// Maximum errors of one trajectory run.
@@ -102,33 +124,60 @@ fn run_trajectory(
     tol: f32,
 ) -> (Tensor<B, 4>, StepErrors) {
     let r = &case.reference;
-    let mode = if teacher_forcing { "teacher-forced" } else { "free-running" };
+    let mode = if teacher_forcing {
+        "teacher-forced"
+    } else {
+        "free-running"
+    };
     let model_outputs = r.f32("model_outputs");
     let scaled_inputs = r.f32("scaled_inputs");
     let prev_samples = r.f32("prev_samples");
-    let x0s = r.has("pred_original_samples").then(|| r.f32("pred_original_samples"));
+    let x0s = r
+        .has("pred_original_samples")
+        .then(|| r.f32("pred_original_samples"));
     let k_steps = model_outputs.1[0];
-    assert_eq!(k_steps, scheduler.num_inference_steps(), "{}: step count", case.name);
+    assert_eq!(
+        k_steps,
+        scheduler.num_inference_steps(),
+        "{}: step count",
+        case.name
+    );
     let mut errors = StepErrors::default();
     let mut sample: Tensor<B, 4> = r.tensor("sample0");
     for k in 0..k_steps {
         let scaled = scheduler.scale_model_input(sample.clone(), k);
         let e = max_abs_diff(&scaled, &slice_k(&scaled_inputs, k));
-        assert!(e <= tol, "{} ({mode}): scaled input {k}: max abs error {e:e} > {tol:e}", case.name);
+        assert!(
+            e <= tol,
+            "{} ({mode}): scaled input {k}: max abs error {e:e} > {tol:e}",
+            case.name
+        );
         errors.scaled = errors.scaled.max(e);
 
         let out = scheduler.step_output(to_tensor(&slice_k(&model_outputs, k)), k, sample);
         let reference_prev = slice_k(&prev_samples, k);
         let e = max_abs_diff(&out.prev_sample, &reference_prev);
-        assert!(e <= tol, "{} ({mode}): prev_sample {k}: max abs error {e:e} > {tol:e}", case.name);
+        assert!(
+            e <= tol,
+            "{} ({mode}): prev_sample {k}: max abs error {e:e} > {tol:e}",
+            case.name
+        );
         errors.prev = errors.prev.max(e);
         errors.prev_ref_max = errors.prev_ref_max.max(max_abs(&reference_prev));
         if let Some(x0s) = &x0s {
             let e = max_abs_diff(&out.pred_original_sample, &slice_k(x0s, k));
-            assert!(e <= tol, "{} ({mode}): pred_original_sample {k}: max abs error {e:e} > {tol:e}", case.name);
+            assert!(
+                e <= tol,
+                "{} ({mode}): pred_original_sample {k}: max abs error {e:e} > {tol:e}",
+                case.name
+            );
             errors.x0 = errors.x0.max(e);
         }
-        sample = if teacher_forcing { to_tensor(&reference_prev) } else { out.prev_sample };
+        sample = if teacher_forcing {
+            to_tensor(&reference_prev)
+        } else {
+            out.prev_sample
+        };
     }
     (sample, errors)
 }
@@ -144,22 +193,50 @@ fn check_case(name: &str) {
         SchedulerKind::Euler => r.f32("timesteps").0.iter().map(|&t| t as f64).collect(),
         _ => r.i64("timesteps").0.iter().map(|&t| t as f64).collect(),
     };
-    let timesteps_rel = assert_rel(&format!("{name}: timesteps"), scheduler.timesteps(), &ref_timesteps, REL_TOL);
-    let ref_ac: Vec<f64> = r.f32("alphas_cumprod").0.iter().map(|&a| a as f64).collect();
-    let ours_ac: Vec<f64> = scheduler.alphas_cumprod().iter().map(|&a| a as f64).collect();
-    let alphas_cumprod_rel = assert_rel(&format!("{name}: alphas_cumprod"), &ours_ac, &ref_ac, REL_TOL);
+    let timesteps_rel = assert_rel(
+        &format!("{name}: timesteps"),
+        scheduler.timesteps(),
+        &ref_timesteps,
+        REL_TOL,
+    );
+    let ref_ac: Vec<f64> = r
+        .f32("alphas_cumprod")
+        .0
+        .iter()
+        .map(|&a| a as f64)
+        .collect();
+    let ours_ac: Vec<f64> = scheduler
+        .alphas_cumprod()
+        .iter()
+        .map(|&a| a as f64)
+        .collect();
+    let alphas_cumprod_rel = assert_rel(
+        &format!("{name}: alphas_cumprod"),
+        &ours_ac,
+        &ref_ac,
+        REL_TOL,
+    );
     let ref_ins = r.f32("init_noise_sigma").0[0] as f64;
-    let init_noise_sigma_rel =
-        assert_rel(&format!("{name}: init_noise_sigma"), &[scheduler.init_noise_sigma()], &[ref_ins], REL_TOL);
+    let init_noise_sigma_rel = assert_rel(
+        &format!("{name}: init_noise_sigma"),
+        &[scheduler.init_noise_sigma()],
+        &[ref_ins],
+        REL_TOL,
+    );
     let mut sigmas_rel = f64::NAN;
     if r.has("sigmas") {
         let ref_sigmas: Vec<f64> = r.f32("sigmas").0.iter().map(|&s| s as f64).collect();
         let ours: Vec<f64> = match case.kind {
-            SchedulerKind::Euler => EulerDiscreteScheduler::new(&case.config, case.steps).unwrap().sigmas().to_vec(),
-            SchedulerKind::DpmPp2m => DpmSolverMultistepScheduler::<B>::new(&case.config, case.steps)
+            SchedulerKind::Euler => EulerDiscreteScheduler::new(&case.config, case.steps)
                 .unwrap()
                 .sigmas()
                 .to_vec(),
+            SchedulerKind::DpmPp2m => {
+                DpmSolverMultistepScheduler::<B>::new(&case.config, case.steps)
+                    .unwrap()
+                    .sigmas()
+                    .to_vec()
+            }
             SchedulerKind::Ddim => unreachable!("DDIM has no sigmas"),
         }
         .into_iter()
@@ -184,11 +261,24 @@ fn check_case(name: &str) {
     let (second, _) = run_trajectory(&case, scheduler.as_mut(), false, free_tol);
     let first: Vec<f32> = first.into_data().to_vec().unwrap();
     let second: Vec<f32> = second.into_data().to_vec().unwrap();
-    assert_eq!(first, second, "{name}: a second run on the same scheduler differs");
+    assert_eq!(
+        first, second,
+        "{name}: a second run on the same scheduler differs"
+    );
 
     let has_x0 = r.has("pred_original_samples");
-    let x0 = |e: f32| if has_x0 { format!("{e:.2e}") } else { "n/a".to_string() };
-    let sigmas = if sigmas_rel.is_nan() { "n/a".to_string() } else { format!("{sigmas_rel:.1e}") };
+    let x0 = |e: f32| {
+        if has_x0 {
+            format!("{e:.2e}")
+        } else {
+            "n/a".to_string()
+        }
+    };
+    let sigmas = if sigmas_rel.is_nan() {
+        "n/a".to_string()
+    } else {
+        format!("{sigmas_rel:.1e}")
+    };
     println!(
         "{name} ({}, {} steps, {}): rel error timesteps {timesteps_rel:.1e}, sigmas {sigmas}, \
          alphas_cumprod {alphas_cumprod_rel:.1e}, init_noise_sigma {init_noise_sigma_rel:.1e}; max abs error \
@@ -279,7 +369,10 @@ fn from_file_and_errors() {
 
     std::fs::write(&path, r#"{"beta_schedule": "cosine"}"#).unwrap();
     let msg = SchedulerConfig::from_file(&path).unwrap_err().to_string();
-    assert!(msg.contains("scheduler_config.json") && msg.contains("beta_schedule"), "{msg}");
+    assert!(
+        msg.contains("scheduler_config.json") && msg.contains("beta_schedule"),
+        "{msg}"
+    );
     std::fs::write(&path, r#"{"steps_offset": 1.5}"#).unwrap();
     let msg = SchedulerConfig::from_file(&path).unwrap_err().to_string();
     assert!(msg.contains("steps_offset"), "{msg}");
@@ -309,10 +402,15 @@ fn more_configurations_match_diffusers() {
         if trained {
             cfg_json.as_object_mut().unwrap().remove("trained_betas");
         }
-        let mut config =
-            SchedulerConfig::from_json_str(&serde_json::to_string(&cfg_json).unwrap(), Path::new(name)).unwrap();
+        let mut config = SchedulerConfig::from_json_str(
+            &serde_json::to_string(&cfg_json).unwrap(),
+            Path::new(name),
+        )
+        .unwrap();
         if trained {
-            config.trained_betas = Some(clora_harness::schedulers::numerics::np_linspace(0.0001, 0.02, 1000));
+            config.trained_betas = Some(clora_harness::schedulers::numerics::np_linspace(
+                0.0001, 0.02, 1000,
+            ));
         }
         let steps = case["steps"].as_u64().unwrap() as usize;
         let mut scheduler: Box<dyn Scheduler<B>> = match case["cls"].as_str().unwrap() {
@@ -322,12 +420,30 @@ fn more_configurations_match_diffusers() {
             other => panic!("{other}"),
         };
         let floats = |key: &str| -> Vec<f64> {
-            case[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+            case[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
         };
-        let t_rel = assert_rel(&format!("{name}: timesteps"), scheduler.timesteps(), &floats("timesteps"), REL_TOL);
+        let t_rel = assert_rel(
+            &format!("{name}: timesteps"),
+            scheduler.timesteps(),
+            &floats("timesteps"),
+            REL_TOL,
+        );
         let ac_idx = [0usize, 1, 500, 998, 999];
-        let ours_ac: Vec<f64> = ac_idx.iter().map(|&i| scheduler.alphas_cumprod()[i] as f64).collect();
-        assert_rel(&format!("{name}: alphas_cumprod"), &ours_ac, &floats("alphas_cumprod"), REL_TOL);
+        let ours_ac: Vec<f64> = ac_idx
+            .iter()
+            .map(|&i| scheduler.alphas_cumprod()[i] as f64)
+            .collect();
+        assert_rel(
+            &format!("{name}: alphas_cumprod"),
+            &ours_ac,
+            &floats("alphas_cumprod"),
+            REL_TOL,
+        );
         assert_rel(
             &format!("{name}: init_noise_sigma"),
             &[scheduler.init_noise_sigma()],
@@ -336,19 +452,35 @@ fn more_configurations_match_diffusers() {
         );
         if case.get("sigmas").is_some() {
             let ours: Vec<f64> = match case["cls"].as_str().unwrap() {
-                "Euler" => EulerDiscreteScheduler::new(&config, steps).unwrap().sigmas().to_vec(),
-                _ => DpmSolverMultistepScheduler::<B>::new(&config, steps).unwrap().sigmas().to_vec(),
+                "Euler" => EulerDiscreteScheduler::new(&config, steps)
+                    .unwrap()
+                    .sigmas()
+                    .to_vec(),
+                _ => DpmSolverMultistepScheduler::<B>::new(&config, steps)
+                    .unwrap()
+                    .sigmas()
+                    .to_vec(),
             }
             .into_iter()
             .map(|s| s as f64)
             .collect();
-            assert_rel(&format!("{name}: sigmas"), &ours, &floats("sigmas"), REL_TOL);
+            assert_rel(
+                &format!("{name}: sigmas"),
+                &ours,
+                &floats("sigmas"),
+                REL_TOL,
+            );
         }
         let ins = scheduler.init_noise_sigma() as f32;
-        let x: Vec<f32> = (0..n).map(|i| (i as f64 * 0.7).sin() as f32 * ins).collect();
-        let mut sample: Tensor<B, 4> = Tensor::from_data(TensorData::new(x, [1, 4, 2, 2]), &device());
+        let x: Vec<f32> = (0..n)
+            .map(|i| (i as f64 * 0.7).sin() as f32 * ins)
+            .collect();
+        let mut sample: Tensor<B, 4> =
+            Tensor::from_data(TensorData::new(x, [1, 4, 2, 2]), &device());
         for k in 0..scheduler.num_inference_steps() {
-            let mo: Vec<f32> = (0..n).map(|i| ((i as f64 * 0.3 + k as f64).cos() * 0.8) as f32).collect();
+            let mo: Vec<f32> = (0..n)
+                .map(|i| ((i as f64 * 0.3 + k as f64).cos() * 0.8) as f32)
+                .collect();
             let mo = Tensor::from_data(TensorData::new(mo, [1, 4, 2, 2]), &device());
             let _ = scheduler.scale_model_input(sample.clone(), k);
             sample = scheduler.step(mo, k, sample);
@@ -357,7 +489,10 @@ fn more_configurations_match_diffusers() {
         let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
         let err = max_abs_diff(&sample, &(reference, vec![1, 4, 2, 2]));
         println!("{name}: timesteps rel {t_rel:.1e}, final sample max abs error {err:.2e} (|ref| <= {scale:.2})");
-        assert!(err <= ABS_TOL * scale, "{name}: final sample max abs error {err:e}");
+        assert!(
+            err <= ABS_TOL * scale,
+            "{name}: final sample max abs error {err:e}"
+        );
     }
 }
 

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use clora_harness::latent_io;
+use clora_harness::lora::{LoraFile, Unmatched};
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
 use clora_harness::pipeline::GenerateParams;
 use clora_harness::schedulers::SchedulerKind;
@@ -57,12 +58,57 @@ pub struct GenerateArgs {
     /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
+    /// A LoRA file (kohya/A1111, diffusers/PEFT or older diffusers format) with an optional adapter weight,
+    /// `PATH[:WEIGHT]` (default weight 1.0). Repeatable: several LoRAs are summed into the weights (naive
+    /// merge, `W + s * sum_i w_i (alpha_i / r_i) B_i A_i`).
+    #[arg(long = "lora", value_name = "PATH[:WEIGHT]", value_parser = parse_lora_arg)]
+    pub loras: Vec<LoraArg>,
+    /// Global LoRA scale `s` multiplying every LoRA (diffusers' `cross_attention_kwargs={"scale": s}`).
+    #[arg(long, default_value_t = 1.0)]
+    pub lora_scale: f64,
+    /// What to do with LoRA keys that match no module of the model: stop with an error naming the key, or
+    /// skip them with a warning listing every skipped key.
+    #[arg(long, value_enum, default_value = "error")]
+    pub lora_unmatched: UnmatchedArg,
     /// Where to run.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
     /// Run precision (f16/bf16 on GPU only).
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: Precision,
+}
+
+/// One `--lora PATH[:WEIGHT]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraArg {
+    pub path: PathBuf,
+    pub weight: f64,
+}
+
+/// `PATH[:WEIGHT]`: the text after the last `:` is the weight when it parses as a number, else part of the path.
+fn parse_lora_arg(s: &str) -> std::result::Result<LoraArg, String> {
+    let (path, weight) = match s.rsplit_once(':') {
+        Some((p, w)) if !p.is_empty() => match w.parse::<f64>() {
+            Ok(w) if w.is_finite() => (p, w),
+            Ok(_) => return Err(format!("`{w}`: the LoRA weight must be a finite number")),
+            Err(_) => (s, 1.0),
+        },
+        _ => (s, 1.0),
+    };
+    if path.is_empty() {
+        return Err("empty LoRA path".into());
+    }
+    Ok(LoraArg {
+        path: PathBuf::from(path),
+        weight,
+    })
+}
+
+/// `--lora-unmatched`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnmatchedArg {
+    Error,
+    Warn,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -75,8 +121,9 @@ fn run_on<B: burn::tensor::backend::Backend>(args: &GenerateArgs, device: &B::De
         dtype: args.dtype.dtype(),
         config_dir: args.model_config.clone(),
     };
-    let sd = StableDiffusion::<B>::load(&args.model, &options, device)
+    let mut sd = StableDiffusion::<B>::load(&args.model, &options, device)
         .with_context(|| format!("loading model {}", args.model.display()))?;
+    apply_loras(&mut sd, args)?;
     let default_side = sd.unet_config.sample_size * sd.vae_scale_factor();
     let params = GenerateParams {
         prompt: args.prompt.clone(),
@@ -112,4 +159,62 @@ fn run_on<B: burn::tensor::backend::Backend>(args: &GenerateArgs, device: &B::De
         out.total_seconds
     );
     Ok(())
+}
+
+/// Attaches every `--lora` and fuses their weighted sum (scaled by `--lora-scale`) into the weights.
+fn apply_loras<B: burn::tensor::backend::Backend>(sd: &mut StableDiffusion<B>, args: &GenerateArgs) -> Result<()> {
+    if args.loras.is_empty() {
+        return Ok(());
+    }
+    let policy = match args.lora_unmatched {
+        UnmatchedArg::Error => Unmatched::Error,
+        UnmatchedArg::Warn => Unmatched::Warn,
+    };
+    let mut merged = Vec::new();
+    for lora in &args.loras {
+        let file = LoraFile::open(&lora.path).with_context(|| format!("reading LoRA {}", lora.path.display()))?;
+        let name = lora.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let load = sd
+            .add_lora(&name, &file, lora.weight, policy)
+            .with_context(|| format!("applying LoRA {}", lora.path.display()))?;
+        if !load.skipped.is_empty() {
+            eprintln!(
+                "warning: {}: skipped {} keys that match no module of this model:",
+                lora.path.display(),
+                load.skipped.len()
+            );
+            for k in &load.skipped {
+                eprintln!("  {k}");
+            }
+        }
+        eprintln!(
+            "LoRA {} (weight {}): {} UNet and {} text-encoder layers, {:?}",
+            lora.path.display(),
+            lora.weight,
+            load.layers[0],
+            load.layers[1],
+            file.formats()
+        );
+        merged.push((load.id, lora.weight));
+    }
+    sd.fuse_loras(&merged, args.lora_scale)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lora_arg_with_and_without_weight() {
+        let a = parse_lora_arg("dir/style.safetensors:0.75").unwrap();
+        assert_eq!((a.path, a.weight), (PathBuf::from("dir/style.safetensors"), 0.75));
+        let a = parse_lora_arg("dir/style.safetensors").unwrap();
+        assert_eq!((a.path, a.weight), (PathBuf::from("dir/style.safetensors"), 1.0));
+        // a colon that is not followed by a number belongs to the path
+        let a = parse_lora_arg("C:/loras/x.safetensors").unwrap();
+        assert_eq!((a.path, a.weight), (PathBuf::from("C:/loras/x.safetensors"), 1.0));
+        assert!(parse_lora_arg("x.safetensors:inf").is_err());
+        assert!(parse_lora_arg(":0.5").is_ok_and(|a| a.path == PathBuf::from(":0.5")));
+    }
 }

@@ -36,6 +36,19 @@ pub struct CompositionJob {
     pub width: usize,
     pub height: usize,
     pub clip_skip: Option<usize>,
+    /// CLoRA's token positions given by hand (the official `important_token_indices` and `mask_indices`);
+    /// `None`: found from the concept words.
+    pub token_indices: Option<TokenIndices>,
+}
+
+/// Hand-given CLoRA token positions (0-based, position 0 = `<|startoftext|>`), prompts ordered
+/// `[base, LoRA 1's, ...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIndices {
+    /// `groups[g][k]`: positions of concept g's tokens in prompt k.
+    pub groups: Vec<Vec<Vec<usize>>>,
+    /// `masks[k]`: positions whose maps make branch k's mask (`[]` for the base branch).
+    pub masks: Vec<Vec<usize>>,
 }
 
 /// Puts `triggers` before the first whole-word occurrence of `noun` in `prompt` ("a dog" -> "a sks dog").

@@ -92,7 +92,9 @@ pub fn write_grids(run: &RunDir, data: &ReportData, seed: u64, dir: &Path) -> Ha
         let c = native.clamp(128, 256);
         let ncol = variants.len() as u32;
         let nrow = prompts.len() as u32;
-        let width = LEFT + ncol * (c + GAP) + GAP;
+        let title = format!("Prompt set \"{set}\": prompts x methods, seed {seed}, sample 0");
+        // about 11 px per character of the 20 px title
+        let width = (LEFT + ncol * (c + GAP) + GAP).max(title.chars().count() as u32 * 11 + 24);
         let header_h = LINE_H * 3 + 12;
         let height = TITLE_H + header_h + nrow * (c + GAP) + GAP + 24;
         // compose the images first, then draw the text over the canvas
@@ -116,7 +118,6 @@ pub fn write_grids(run: &RunDir, data: &ReportData, seed: u64, dir: &Path) -> Ha
         }
         let file = format!("grid_{}_seed{seed}.png", file_safe(&set));
         let path = dir.join(&file);
-        let title = format!("Prompt set \"{set}\": prompts x methods, seed {seed}, sample 0");
         render_on(&path, canvas, |root| {
             root.draw(&Text::new(title.clone(), (GAP as i32 + 4, 12), (FAMILY, 20).into_font()))
                 .map_err(|e| e.to_string())?;

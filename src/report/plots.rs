@@ -149,7 +149,7 @@ pub fn sweep_plot(data: &ReportData, axis: &str, metric: &str, confidence: f64, 
             .map_err(e)?;
         let fmt_x = |x: &f64| -> String {
             if numeric {
-                super::tables::fmt(*x)
+                super::tables::tick(*x)
             } else {
                 let i = x.round();
                 if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
@@ -169,10 +169,11 @@ pub fn sweep_plot(data: &ReportData, axis: &str, metric: &str, confidence: f64, 
             .y_desc(metric)
             .x_labels(if numeric { 8 } else { labels.len().max(2) * 2 + 1 })
             .x_label_formatter(&fmt_x)
-            .y_label_formatter(&|y| super::tables::fmt(*y))
+            .y_label_formatter(&|y| super::tables::tick(*y))
             .label_style((FAMILY, 15))
             .axis_desc_style((FAMILY, 17))
-            .light_line_style(RGBColor(235, 235, 235))
+            .max_light_lines(2)
+            .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(e)?;
         let dodge = (x1 - x0) * 0.012;
@@ -250,10 +251,11 @@ pub fn bar_plot(data: &ReportData, metric: &str, confidence: f64, dir: &Path) ->
             .disable_y_mesh()
             .y_labels(0)
             .x_desc(format!("{metric} ({NOTE}, {:.0}% CI)", confidence * 100.0))
-            .x_label_formatter(&|x| super::tables::fmt(*x))
+            .x_label_formatter(&|x| super::tables::tick(*x))
             .label_style((FAMILY, 15))
             .axis_desc_style((FAMILY, 15))
-            .light_line_style(RGBColor(235, 235, 235))
+            .max_light_lines(2)
+            .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(e)?;
         for (i, (label, method, s)) in bars.iter().enumerate() {
@@ -315,11 +317,12 @@ pub fn tradeoff_plot(data: &ReportData, mx: &str, my: &str, confidence: f64, dir
             .configure_mesh()
             .x_desc(mx)
             .y_desc(my)
-            .x_label_formatter(&|x| super::tables::fmt(*x))
-            .y_label_formatter(&|y| super::tables::fmt(*y))
+            .x_label_formatter(&|x| super::tables::tick(*x))
+            .y_label_formatter(&|y| super::tables::tick(*y))
             .label_style((FAMILY, 15))
             .axis_desc_style((FAMILY, 17))
-            .light_line_style(RGBColor(235, 235, 235))
+            .max_light_lines(2)
+            .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(e)?;
         for (mi, m) in methods.iter().enumerate() {

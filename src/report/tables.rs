@@ -39,6 +39,16 @@ pub fn fmt(x: f64) -> String {
     format!("{x:.decimals$}")
 }
 
+/// A tick label: at most 4 significant digits, trailing zeros dropped (`0.05`, `0.415`, `20`).
+pub fn tick(x: f64) -> String {
+    let s = fmt(x);
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// Markdown table from a header and rows.
 pub fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
     let esc = |s: &str| s.replace('|', "\\|");

@@ -221,7 +221,10 @@ fn prepare_json(text: &str) -> String {
             rest = &rest[1..];
             continue;
         }
-        if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
+        if let Some(token) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t))
+        {
             out.push('"');
             out.push_str(token);
             out.push('"');
@@ -230,7 +233,9 @@ fn prepare_json(text: &str) -> String {
         }
         if c == '-' || c.is_ascii_digit() {
             let len = rest
-                .find(|ch: char| !(ch.is_ascii_digit() || matches!(ch, '-' | '+' | '.' | 'e' | 'E')))
+                .find(|ch: char| {
+                    !(ch.is_ascii_digit() || matches!(ch, '-' | '+' | '.' | 'e' | 'E'))
+                })
                 .unwrap_or(rest.len());
             out.push_str("\"\\u0001");
             out.push_str(&rest[..len]);
@@ -256,10 +261,16 @@ fn shown(v: &Value) -> String {
             Some(num) => num.to_string(),
             None => v.to_string(),
         },
-        Value::Array(items) => format!("[{}]", items.iter().map(shown).collect::<Vec<_>>().join(", ")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(shown).collect::<Vec<_>>().join(", ")
+        ),
         Value::Object(map) => format!(
             "{{{}}}",
-            map.iter().map(|(k, x)| format!("\"{k}\": {}", shown(x))).collect::<Vec<_>>().join(", ")
+            map.iter()
+                .map(|(k, x)| format!("\"{k}\": {}", shown(x)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         _ => v.to_string(),
     }
@@ -287,7 +298,12 @@ impl Fields<'_> {
             Some(v) => number_text(v)
                 .and_then(|t| t.parse::<u64>().ok())
                 .and_then(|x| usize::try_from(x).ok())
-                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, found {}", shown(v)))),
+                .ok_or_else(|| {
+                    self.err(
+                        field,
+                        format!("expected a non-negative integer, found {}", shown(v)),
+                    )
+                }),
         }
     }
 
@@ -317,9 +333,9 @@ impl Fields<'_> {
     fn bool(&self, field: &str, default: bool) -> Result<bool> {
         match self.get(field) {
             None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.err(field, format!("expected true or false, found {}", shown(v)))),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                self.err(field, format!("expected true or false, found {}", shown(v)))
+            }),
         }
     }
 
@@ -335,9 +351,24 @@ impl Fields<'_> {
     }
 
     /// An enum field, read through its serde names; the error lists the accepted names.
-    fn enumerated<T: serde::de::DeserializeOwned>(&self, field: &str, accepted: &[&str]) -> Result<Option<T>> {
-        let Some(v) = self.get(field) else { return Ok(None) };
-        let expected = || format!("expected one of {}", accepted.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "));
+    fn enumerated<T: serde::de::DeserializeOwned>(
+        &self,
+        field: &str,
+        accepted: &[&str],
+    ) -> Result<Option<T>> {
+        let Some(v) = self.get(field) else {
+            return Ok(None);
+        };
+        let expected = || {
+            format!(
+                "expected one of {}",
+                accepted
+                    .iter()
+                    .map(|a| format!("\"{a}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         if !v.is_string() || number_text(v).is_some() {
             return Err(self.err(field, format!("{}, found {}", expected(), shown(v))));
         }
@@ -347,16 +378,25 @@ impl Fields<'_> {
     }
 
     fn opt_f64_list(&self, field: &str) -> Result<Option<Vec<f64>>> {
-        let Some(v) = self.get(field) else { return Ok(None) };
-        let items = v
-            .as_array()
-            .ok_or_else(|| self.err(field, format!("expected a list of numbers, found {}", shown(v))))?;
+        let Some(v) = self.get(field) else {
+            return Ok(None);
+        };
+        let items = v.as_array().ok_or_else(|| {
+            self.err(
+                field,
+                format!("expected a list of numbers, found {}", shown(v)),
+            )
+        })?;
         items
             .iter()
             .enumerate()
             .map(|(i, x)| {
-                self.number(field, x)
-                    .map_err(|_| self.err(field, format!("expected a list of numbers, item {i} is {}", shown(x))))
+                self.number(field, x).map_err(|_| {
+                    self.err(
+                        field,
+                        format!("expected a list of numbers, item {i} is {}", shown(x)),
+                    )
+                })
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
@@ -375,12 +415,22 @@ impl SchedulerConfig {
         let value: Value = serde_json::from_str(&prepare_json(text))
             .map_err(|e| Error::bad_file(path, format!("invalid JSON ({e})")))?;
         let Value::Object(mut map) = value else {
-            return Err(Error::bad_file(path, "expected a JSON object of scheduler fields"));
+            return Err(Error::bad_file(
+                path,
+                "expected a JSON object of scheduler fields",
+            ));
         };
         // `from_config` drops the keys the live config only holds as its own class's defaults.
         if let Some(used_defaults) = map.remove("_use_default_values") {
             let list = used_defaults.as_array().ok_or_else(|| {
-                Error::config(path, "_use_default_values", format!("expected a list of field names, found {}", shown(&used_defaults)))
+                Error::config(
+                    path,
+                    "_use_default_values",
+                    format!(
+                        "expected a list of field names, found {}",
+                        shown(&used_defaults)
+                    ),
+                )
             })?;
             for key in list {
                 if let Some(k) = key.as_str() {
@@ -392,24 +442,32 @@ impl SchedulerConfig {
         let d = Self::default();
         let num_train_timesteps = f.usize("num_train_timesteps", d.num_train_timesteps)?;
         if num_train_timesteps < 2 {
-            return Err(f.err("num_train_timesteps", format!("expected at least 2, found {num_train_timesteps}")));
+            return Err(f.err(
+                "num_train_timesteps",
+                format!("expected at least 2, found {num_train_timesteps}"),
+            ));
         }
         let cfg = Self {
             num_train_timesteps,
             beta_start: f.f64("beta_start", d.beta_start)?,
             beta_end: f.f64("beta_end", d.beta_end)?,
             beta_schedule: f
-                .enumerated("beta_schedule", &["linear", "scaled_linear", "squaredcos_cap_v2"])?
+                .enumerated(
+                    "beta_schedule",
+                    &["linear", "scaled_linear", "squaredcos_cap_v2"],
+                )?
                 .unwrap_or(d.beta_schedule),
             trained_betas: f.opt_f64_list("trained_betas")?,
             prediction_type: f
                 .enumerated("prediction_type", &["epsilon", "v_prediction", "sample"])?
                 .unwrap_or(d.prediction_type),
-            timestep_spacing: f.enumerated("timestep_spacing", &["leading", "trailing", "linspace"])?,
+            timestep_spacing: f
+                .enumerated("timestep_spacing", &["leading", "trailing", "linspace"])?,
             steps_offset: f.usize("steps_offset", d.steps_offset)?,
             rescale_betas_zero_snr: f.bool("rescale_betas_zero_snr", d.rescale_betas_zero_snr)?,
             thresholding: f.bool("thresholding", d.thresholding)?,
-            dynamic_thresholding_ratio: f.f64("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio)?,
+            dynamic_thresholding_ratio: f
+                .f64("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio)?,
             sample_max_value: f.f64("sample_max_value", d.sample_max_value)?,
             clip_sample: f.bool("clip_sample", d.clip_sample)?,
             clip_sample_range: f.f64("clip_sample_range", d.clip_sample_range)?,
@@ -427,7 +485,13 @@ impl SchedulerConfig {
             algorithm_type: f
                 .enumerated(
                     "algorithm_type",
-                    &["dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver", "deis"],
+                    &[
+                        "dpmsolver++",
+                        "sde-dpmsolver++",
+                        "dpmsolver",
+                        "sde-dpmsolver",
+                        "deis",
+                    ],
                 )?
                 .unwrap_or(d.algorithm_type),
             solver_type: f
@@ -439,7 +503,9 @@ impl SchedulerConfig {
             final_sigmas_type: f
                 .enumerated("final_sigmas_type", &["zero", "sigma_min"])?
                 .unwrap_or(d.final_sigmas_type),
-            lambda_min_clipped: f.opt_f64("lambda_min_clipped")?.filter(|x| *x != f64::NEG_INFINITY),
+            lambda_min_clipped: f
+                .opt_f64("lambda_min_clipped")?
+                .filter(|x| *x != f64::NEG_INFINITY),
             variance_type: f.opt_string("variance_type")?,
             source: Some(path.to_path_buf()),
         };
@@ -466,7 +532,9 @@ impl SchedulerConfig {
 
     /// The path named in errors about this config.
     pub fn source_path(&self) -> PathBuf {
-        self.source.clone().unwrap_or_else(|| PathBuf::from("<scheduler config>"))
+        self.source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<scheduler config>"))
     }
 
     /// `timestep_spacing`, or the class default when the config does not set it.
@@ -494,7 +562,11 @@ pub enum SchedulerKind {
 }
 
 impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 3] = [SchedulerKind::Ddim, SchedulerKind::Euler, SchedulerKind::DpmPp2m];
+    pub const ALL: [SchedulerKind; 3] = [
+        SchedulerKind::Ddim,
+        SchedulerKind::Euler,
+        SchedulerKind::DpmPp2m,
+    ];
 
     /// The name used on the command line and in provenance.
     pub fn as_str(&self) -> &'static str {

@@ -26,11 +26,18 @@ impl DdimScheduler {
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
         check_steps(config, num_inference_steps)?;
         if config.thresholding {
-            return Err(config.err("thresholding", "only false is supported (dynamic thresholding is for pixel-space models)"));
+            return Err(config.err(
+                "thresholding",
+                "only false is supported (dynamic thresholding is for pixel-space models)",
+            ));
         }
         let betas = betas(config)?;
         let alphas_cumprod = alphas_cumprod(&betas);
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
+        let final_alpha_cumprod = if config.set_alpha_to_one {
+            1.0
+        } else {
+            alphas_cumprod[0]
+        };
         let n_train = config.num_train_timesteps;
         let n = num_inference_steps;
         let timesteps_i: Vec<i64> = match config.spacing_or(TimestepSpacing::Leading) {
@@ -41,7 +48,10 @@ impl DdimScheduler {
                 .collect(),
             TimestepSpacing::Leading => {
                 let ratio = (n_train / n) as i64;
-                (0..n as i64).rev().map(|i| i * ratio + config.steps_offset as i64).collect()
+                (0..n as i64)
+                    .rev()
+                    .map(|i| i * ratio + config.steps_offset as i64)
+                    .collect()
             }
             TimestepSpacing::Trailing => {
                 let ratio = n_train as f64 / n as f64;
@@ -51,7 +61,10 @@ impl DdimScheduler {
                     .collect()
             }
         };
-        if let Some(&t) = timesteps_i.iter().find(|&&t| t < 0 || t as usize >= n_train) {
+        if let Some(&t) = timesteps_i
+            .iter()
+            .find(|&&t| t < 0 || t as usize >= n_train)
+        {
             return Err(config.err(
                 "steps_offset",
                 format!(
@@ -67,12 +80,18 @@ impl DdimScheduler {
             timesteps_i,
             step_ratio: (n_train / n) as i64,
             prediction_type: config.prediction_type,
-            clip_sample: config.clip_sample.then_some(config.clip_sample_range as f32),
+            clip_sample: config
+                .clip_sample
+                .then_some(config.clip_sample_range as f32),
         })
     }
 
     /// As [`DdimScheduler::new`], refusing any `eta` but 0 (stochastic DDIM is not implemented).
-    pub fn with_eta(config: &SchedulerConfig, num_inference_steps: usize, eta: f64) -> Result<Self> {
+    pub fn with_eta(
+        config: &SchedulerConfig,
+        num_inference_steps: usize,
+        eta: f64,
+    ) -> Result<Self> {
         if eta != 0.0 {
             return Err(Error::invalid(
                 "eta",
@@ -134,7 +153,12 @@ impl<B: Backend> Scheduler<B> for DdimScheduler {
         sample
     }
 
-    fn step_output(&mut self, model_output: Tensor<B, 4>, step_index: usize, sample: Tensor<B, 4>) -> StepOutput<B> {
+    fn step_output(
+        &mut self,
+        model_output: Tensor<B, 4>,
+        step_index: usize,
+        sample: Tensor<B, 4>,
+    ) -> StepOutput<B> {
         assert!(
             step_index < self.timesteps_i.len(),
             "DDIM step {step_index} out of range ({} steps)",
@@ -168,7 +192,10 @@ impl<B: Backend> Scheduler<B> for DdimScheduler {
         // eta = 0: std_dev_t = 0, so the direction is sqrt(1 - alpha_prod_t_prev - 0) * eps.
         let dir_coef = torch_sqrt_f32(1.0f32 - alpha_prod_t_prev - 0.0f32);
         let pred_sample_direction = pred_epsilon.mul_scalar(dir_coef);
-        let prev_sample = pred_original_sample.clone().mul_scalar(torch_sqrt_f32(alpha_prod_t_prev)) + pred_sample_direction;
+        let prev_sample = pred_original_sample
+            .clone()
+            .mul_scalar(torch_sqrt_f32(alpha_prod_t_prev))
+            + pred_sample_direction;
         StepOutput {
             prev_sample: super::downcast(prev_sample, out_dtype),
             pred_original_sample: super::downcast(pred_original_sample, out_dtype),

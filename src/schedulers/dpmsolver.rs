@@ -3,10 +3,12 @@
 
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::config::{AlgorithmType, FinalSigmasType, PredictionType, SchedulerConfig, SolverType, TimestepSpacing};
+use super::config::{
+    AlgorithmType, FinalSigmasType, PredictionType, SchedulerConfig, SolverType, TimestepSpacing,
+};
 use super::numerics::{
-    alphas_cumprod, betas, karras_sigmas, np_arange, np_interp_arange, np_linspace, np_round, sigma_to_t,
-    torch_sqrt_f32, train_sigmas_f32,
+    alphas_cumprod, betas, karras_sigmas, np_arange, np_interp_arange, np_linspace, np_round,
+    sigma_to_t, torch_sqrt_f32, train_sigmas_f32,
 };
 use super::{check_steps, downcast, upcast, Scheduler, SchedulerKind, StepOutput};
 use crate::error::Result;
@@ -54,15 +56,24 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
         if !(1..=2).contains(&config.solver_order) {
             return Err(config.err(
                 "solver_order",
-                format!("expected 1 or 2 (DPM-Solver++ 2M), found {}", config.solver_order),
+                format!(
+                    "expected 1 or 2 (DPM-Solver++ 2M), found {}",
+                    config.solver_order
+                ),
             ));
         }
         if config.thresholding {
-            return Err(config.err("thresholding", "only false is supported (dynamic thresholding is for pixel-space models)"));
+            return Err(config.err(
+                "thresholding",
+                "only false is supported (dynamic thresholding is for pixel-space models)",
+            ));
         }
         if let Some(v) = config.variance_type.as_deref() {
             if v == "learned" || v == "learned_range" {
-                return Err(config.err("variance_type", format!("a model that predicts its variance (\"{v}\") is not supported")));
+                return Err(config.err(
+                    "variance_type",
+                    format!("a model that predicts its variance (\"{v}\") is not supported"),
+                ));
             }
         }
         let n_train = config.num_train_timesteps;
@@ -98,7 +109,10 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
             }
             TimestepSpacing::Leading => {
                 let ratio = (last_timestep / (n + 1)) as i64;
-                (1..=n as i64).rev().map(|i| i * ratio + config.steps_offset as i64).collect()
+                (1..=n as i64)
+                    .rev()
+                    .map(|i| i * ratio + config.steps_offset as i64)
+                    .collect()
             }
             TimestepSpacing::Trailing => {
                 let ratio = n_train as f64 / n as f64;
@@ -112,9 +126,14 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
         let log_sigmas: Vec<f32> = train_sigmas.iter().map(|s| s.ln()).collect();
         let sigmas: Vec<f64> = if config.use_karras_sigmas {
             let sigma_min = config.sigma_min.unwrap_or(train_sigmas[0] as f64);
-            let sigma_max = config.sigma_max.unwrap_or(*train_sigmas.last().unwrap() as f64);
+            let sigma_max = config
+                .sigma_max
+                .unwrap_or(*train_sigmas.last().unwrap() as f64);
             let s = karras_sigmas(sigma_min, sigma_max, n);
-            timesteps = s.iter().map(|&s| np_round(sigma_to_t(s, &log_sigmas)) as i64).collect();
+            timesteps = s
+                .iter()
+                .map(|&s| np_round(sigma_to_t(s, &log_sigmas)) as i64)
+                .collect();
             s
         } else if config.use_lu_lambdas {
             // Uniform log-SNR (diffusers' `_convert_to_lu` over the flipped log-sigmas).
@@ -125,14 +144,22 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
                 .iter()
                 .map(|r| (lambda_max + r * (lambda_min - lambda_max)).exp())
                 .collect();
-            timesteps = s.iter().map(|&s| np_round(sigma_to_t(s, &log_sigmas)) as i64).collect();
+            timesteps = s
+                .iter()
+                .map(|&s| np_round(sigma_to_t(s, &log_sigmas)) as i64)
+                .collect();
             s
         } else {
             let fp: Vec<f64> = train_sigmas.iter().map(|&s| s as f64).collect();
-            timesteps.iter().map(|&t| np_interp_arange(t as f64, &fp)).collect()
+            timesteps
+                .iter()
+                .map(|&t| np_interp_arange(t as f64, &fp))
+                .collect()
         };
         let sigma_last = match config.final_sigmas_type {
-            FinalSigmasType::SigmaMin => torch_sqrt_f32((1.0 - alphas_cumprod[0]) / alphas_cumprod[0]),
+            FinalSigmasType::SigmaMin => {
+                torch_sqrt_f32((1.0 - alphas_cumprod[0]) / alphas_cumprod[0])
+            }
             FinalSigmasType::Zero => 0.0,
         };
         let mut sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();
@@ -188,7 +215,13 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
         sample.mul_scalar(sigma_t / sigma_s) - x0.clone().mul_scalar(alpha_t * ((-h).exp() - 1.0))
     }
 
-    fn second_order(&self, m0: &Tensor<B, 4>, m1: &Tensor<B, 4>, i: usize, sample: Tensor<B, 4>) -> Tensor<B, 4> {
+    fn second_order(
+        &self,
+        m0: &Tensor<B, 4>,
+        m1: &Tensor<B, 4>,
+        i: usize,
+        sample: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
         let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[i]);
         let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[i - 1]);
@@ -230,9 +263,17 @@ impl<B: Backend> Scheduler<B> for DpmSolverMultistepScheduler<B> {
     }
 
     /// Steps must run in order 0, 1, ..., n - 1; step 0 starts a new trajectory.
-    fn step_output(&mut self, model_output: Tensor<B, 4>, step_index: usize, sample: Tensor<B, 4>) -> StepOutput<B> {
+    fn step_output(
+        &mut self,
+        model_output: Tensor<B, 4>,
+        step_index: usize,
+        sample: Tensor<B, 4>,
+    ) -> StepOutput<B> {
         let n = self.timesteps.len();
-        assert!(step_index < n, "DPM-Solver step {step_index} out of range ({n} steps)");
+        assert!(
+            step_index < n,
+            "DPM-Solver step {step_index} out of range ({n} steps)"
+        );
         if step_index == 0 {
             self.reset();
         }
@@ -244,7 +285,9 @@ impl<B: Backend> Scheduler<B> for DpmSolverMultistepScheduler<B> {
         let out_dtype = model_output.dtype();
         let (model_output, sample) = (upcast(model_output), upcast(sample));
         let lower_order_final = step_index == n - 1
-            && (self.euler_at_final || (self.lower_order_final && n < 15) || self.final_sigmas_zero);
+            && (self.euler_at_final
+                || (self.lower_order_final && n < 15)
+                || self.final_sigmas_zero);
 
         // convert_model_output: the data prediction x0.
         let x0 = match self.prediction_type {
@@ -261,15 +304,16 @@ impl<B: Backend> Scheduler<B> for DpmSolverMultistepScheduler<B> {
         self.model_outputs.remove(0);
         self.model_outputs.push(Some(x0.clone()));
 
-        let prev_sample = if self.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
-            self.first_order(&x0, step_index, sample)
-        } else {
-            // solver_order == 2: the 2M update (diffusers' `lower_order_second` only matters for order 3).
-            let m1 = self.model_outputs[self.solver_order - 2]
-                .as_ref()
-                .expect("the previous model output is kept after the first step");
-            self.second_order(&x0, m1, step_index, sample)
-        };
+        let prev_sample =
+            if self.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
+                self.first_order(&x0, step_index, sample)
+            } else {
+                // solver_order == 2: the 2M update (diffusers' `lower_order_second` only matters for order 3).
+                let m1 = self.model_outputs[self.solver_order - 2]
+                    .as_ref()
+                    .expect("the previous model output is kept after the first step");
+                self.second_order(&x0, m1, step_index, sample)
+            };
         if self.lower_order_nums < self.solver_order {
             self.lower_order_nums += 1;
         }

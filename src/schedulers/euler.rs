@@ -2,10 +2,12 @@
 
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::config::{InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing, TimestepType};
+use super::config::{
+    InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing, TimestepType,
+};
 use super::numerics::{
-    alphas_cumprod, betas, karras_sigmas, np_arange, np_interp_arange, np_linspace, np_round, sigma_to_t,
-    torch_linspace_f32, torch_sqrt_f32, train_sigmas_f32,
+    alphas_cumprod, betas, karras_sigmas, np_arange, np_interp_arange, np_linspace, np_round,
+    sigma_to_t, torch_linspace_f32, torch_sqrt_f32, train_sigmas_f32,
 };
 use super::{check_steps, downcast, upcast, Scheduler, SchedulerKind, StepOutput};
 use crate::error::Result;
@@ -66,20 +68,29 @@ impl EulerDiscreteScheduler {
                 .collect(),
             InterpolationType::LogLinear => {
                 // torch.linspace(log(sigmas[-1]), log(sigmas[0]), n + 1).exp(), in float32.
-                torch_linspace_f32(*log_sigmas.last().unwrap() as f64, log_sigmas[0] as f64, n + 1)
-                    .into_iter()
-                    .map(|l| l.exp() as f64)
-                    .collect()
+                torch_linspace_f32(
+                    *log_sigmas.last().unwrap() as f64,
+                    log_sigmas[0] as f64,
+                    n + 1,
+                )
+                .into_iter()
+                .map(|l| l.exp() as f64)
+                .collect()
             }
         };
         if config.use_karras_sigmas {
             let sigma_min = config.sigma_min.unwrap_or(*sigmas.last().unwrap());
             let sigma_max = config.sigma_max.unwrap_or(sigmas[0]);
             sigmas = karras_sigmas(sigma_min, sigma_max, n);
-            timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas) as f32).collect();
+            timesteps = sigmas
+                .iter()
+                .map(|&s| sigma_to_t(s, &log_sigmas) as f32)
+                .collect();
         }
         let mut sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();
-        if config.timestep_type == TimestepType::Continuous && config.prediction_type == PredictionType::VPrediction {
+        if config.timestep_type == TimestepType::Continuous
+            && config.prediction_type == PredictionType::VPrediction
+        {
             timesteps = sigmas.iter().map(|s| 0.25f32 * s.ln()).collect();
         }
         sigmas.push(0.0);
@@ -136,7 +147,12 @@ impl<B: Backend> Scheduler<B> for EulerDiscreteScheduler {
         sample.div_scalar(torch_sqrt_f32(sigma * sigma + 1.0))
     }
 
-    fn step_output(&mut self, model_output: Tensor<B, 4>, step_index: usize, sample: Tensor<B, 4>) -> StepOutput<B> {
+    fn step_output(
+        &mut self,
+        model_output: Tensor<B, 4>,
+        step_index: usize,
+        sample: Tensor<B, 4>,
+    ) -> StepOutput<B> {
         assert!(
             step_index < self.timesteps.len(),
             "Euler step {step_index} out of range ({} steps)",
@@ -152,7 +168,8 @@ impl<B: Backend> Scheduler<B> for EulerDiscreteScheduler {
             PredictionType::Epsilon => sample.clone() - model_output.mul_scalar(sigma_hat),
             PredictionType::VPrediction => {
                 let s2p1 = sigma * sigma + 1.0;
-                model_output.mul_scalar(-sigma / torch_sqrt_f32(s2p1)) + sample.clone().div_scalar(s2p1)
+                model_output.mul_scalar(-sigma / torch_sqrt_f32(s2p1))
+                    + sample.clone().div_scalar(s2p1)
             }
         };
         let derivative = (sample.clone() - pred_original_sample.clone()).div_scalar(sigma_hat);

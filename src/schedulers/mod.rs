@@ -35,8 +35,8 @@ pub mod numerics;
 use burn::tensor::{backend::Backend, DType, Tensor};
 
 pub use config::{
-    AlgorithmType, BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, SchedulerKind,
-    SolverType, TimestepSpacing, TimestepType,
+    AlgorithmType, BetaSchedule, FinalSigmasType, InterpolationType, PredictionType,
+    SchedulerConfig, SchedulerKind, SolverType, TimestepSpacing, TimestepType,
 };
 pub use ddim::DdimScheduler;
 pub use dpmsolver::DpmSolverMultistepScheduler;
@@ -83,12 +83,23 @@ pub trait Scheduler<B: Backend>: Send {
     /// also giving the x0 prediction. Steps must be called in order 0..n for multistep solvers.
     ///
     /// Panics if `step_index` is out of range, or (multistep) out of order.
-    fn step_output(&mut self, model_output: Tensor<B, 4>, step_index: usize, sample: Tensor<B, 4>) -> StepOutput<B>;
+    fn step_output(
+        &mut self,
+        model_output: Tensor<B, 4>,
+        step_index: usize,
+        sample: Tensor<B, 4>,
+    ) -> StepOutput<B>;
 
     /// One denoising step from step_index (0-based) with the model's output; steps must be called in order
     /// 0..n for multistep solvers.
-    fn step(&mut self, model_output: Tensor<B, 4>, step_index: usize, sample: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.step_output(model_output, step_index, sample).prev_sample
+    fn step(
+        &mut self,
+        model_output: Tensor<B, 4>,
+        step_index: usize,
+        sample: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        self.step_output(model_output, step_index, sample)
+            .prev_sample
     }
 
     /// Forgets any state kept between steps, for a new image (multistep solvers; step 0 also does it).
@@ -111,7 +122,10 @@ pub fn build<B: Backend>(
             let mut config = config.clone();
             config.solver_order = 2;
             config.algorithm_type = AlgorithmType::DpmSolverPlusPlus;
-            Box::new(DpmSolverMultistepScheduler::<B>::new(&config, num_inference_steps)?)
+            Box::new(DpmSolverMultistepScheduler::<B>::new(
+                &config,
+                num_inference_steps,
+            )?)
         }
     })
 }
@@ -119,7 +133,10 @@ pub fn build<B: Backend>(
 /// `num_inference_steps` must be in 1..=num_train_timesteps.
 fn check_steps(config: &SchedulerConfig, num_inference_steps: usize) -> Result<()> {
     if num_inference_steps == 0 {
-        return Err(Error::invalid("num_inference_steps", "expected at least 1 step, found 0"));
+        return Err(Error::invalid(
+            "num_inference_steps",
+            "expected at least 1 step, found 0",
+        ));
     }
     if num_inference_steps > config.num_train_timesteps {
         return Err(Error::invalid(
@@ -195,7 +212,8 @@ mod tests {
 
     #[test]
     fn dpm_sd15_timesteps() {
-        let s = DpmSolverMultistepScheduler::<Cpu>::new(&SchedulerConfig::sd15_default(), 20).unwrap();
+        let s =
+            DpmSolverMultistepScheduler::<Cpu>::new(&SchedulerConfig::sd15_default(), 20).unwrap();
         assert_eq!(s.timesteps_i64()[0], 999);
         assert_eq!(s.timesteps_i64()[19], 50);
         assert_eq!(s.sigmas().len(), 21);
@@ -206,7 +224,12 @@ mod tests {
         let p = Path::new("sched.json");
         let e = SchedulerConfig::from_json_str(r#"{"timestep_spacing": "foo"}"#, p).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("sched.json") && msg.contains("timestep_spacing") && msg.contains("leading"), "{msg}");
+        assert!(
+            msg.contains("sched.json")
+                && msg.contains("timestep_spacing")
+                && msg.contains("leading"),
+            "{msg}"
+        );
         let e = SchedulerConfig::from_json_str(r#"{"num_train_timesteps": -3}"#, p).unwrap_err();
         assert!(e.to_string().contains("num_train_timesteps"));
         let e = SchedulerConfig::from_json_str(r#"{"clip_sample": "yes"}"#, p).unwrap_err();
@@ -252,21 +275,30 @@ mod tests {
         let text = r#"{"beta_start": 0.00085000000000000006, "beta_end": 1.2e-2, "sigma_min": -0.1,
             "trained_betas": [0.1, 0.30000000000000004, 1e-3], "steps_offset": 0}"#;
         let c = SchedulerConfig::from_json_str(text, Path::new("n.json")).unwrap();
-        assert_eq!(c.beta_start, "0.00085000000000000006".parse::<f64>().unwrap());
+        assert_eq!(
+            c.beta_start,
+            "0.00085000000000000006".parse::<f64>().unwrap()
+        );
         assert_eq!(c.beta_end, 0.012);
         assert_eq!(c.sigma_min, Some(-0.1));
         assert_eq!(c.trained_betas, Some(vec![0.1, 0.30000000000000004, 0.001]));
-        let e = SchedulerConfig::from_json_str(r#"{"timestep_spacing": 3}"#, Path::new("n.json")).unwrap_err();
+        let e = SchedulerConfig::from_json_str(r#"{"timestep_spacing": 3}"#, Path::new("n.json"))
+            .unwrap_err();
         assert!(e.to_string().contains("found 3"), "{e}");
-        let e = SchedulerConfig::from_json_str(r#"{"variance_type": 3}"#, Path::new("n.json")).unwrap_err();
+        let e = SchedulerConfig::from_json_str(r#"{"variance_type": 3}"#, Path::new("n.json"))
+            .unwrap_err();
         assert!(e.to_string().contains("variance_type"), "{e}");
-        let e = SchedulerConfig::from_json_str(r#"{"steps_offset": 1.0}"#, Path::new("n.json")).unwrap_err();
+        let e = SchedulerConfig::from_json_str(r#"{"steps_offset": 1.0}"#, Path::new("n.json"))
+            .unwrap_err();
         assert!(e.to_string().contains("found 1.0"), "{e}");
     }
 
     #[test]
     fn kind_parses() {
-        assert_eq!("dpmpp-2m".parse::<SchedulerKind>().unwrap(), SchedulerKind::DpmPp2m);
+        assert_eq!(
+            "dpmpp-2m".parse::<SchedulerKind>().unwrap(),
+            SchedulerKind::DpmPp2m
+        );
         assert_eq!(SchedulerKind::Euler.to_string(), "euler");
         let e = "pndm".parse::<SchedulerKind>().unwrap_err().to_string();
         assert!(e.contains("pndm") && e.contains("ddim"), "{e}");

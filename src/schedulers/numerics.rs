@@ -185,7 +185,9 @@ pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, num_inference_steps: usize)
     let min_inv_rho = sigma_min.powf(1.0 / rho);
     let max_inv_rho = sigma_max.powf(1.0 / rho);
     let span = min_inv_rho - max_inv_rho;
-    ramp.iter().map(|r| (max_inv_rho + r * span).powf(rho)).collect()
+    ramp.iter()
+        .map(|r| (max_inv_rho + r * span).powf(rho))
+        .collect()
 }
 
 /// diffusers' `betas_for_alpha_bar` (cosine, `max_beta` 0.999), computed in f64 and stored as f32.
@@ -233,7 +235,10 @@ pub fn betas(config: &SchedulerConfig) -> Result<Vec<f32>> {
         if tb.len() != n {
             return Err(config.err(
                 "trained_betas",
-                format!("expected num_train_timesteps = {n} values, found {}", tb.len()),
+                format!(
+                    "expected num_train_timesteps = {n} values, found {}",
+                    tb.len()
+                ),
             ));
         }
         tb.iter().map(|&b| b as f32).collect()
@@ -264,7 +269,10 @@ pub fn alphas_cumprod(betas: &[f32]) -> Vec<f32> {
 
 /// `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5` in float32 (ascending in t).
 pub fn train_sigmas_f32(alphas_cumprod: &[f32]) -> Vec<f32> {
-    alphas_cumprod.iter().map(|a| torch_sqrt_f32((1.0 - a) / a)).collect()
+    alphas_cumprod
+        .iter()
+        .map(|a| torch_sqrt_f32((1.0 - a) / a))
+        .collect()
 }
 
 #[cfg(test)]

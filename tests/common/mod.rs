@@ -68,3 +68,47 @@ pub fn assert_close<Bk: Backend, const D: usize>(what: &str, t: &Tensor<Bk, D>, 
     println!("{what}: max abs error {err:.3e} (reference max |x| {:.3})", max_abs(reference));
     assert!(err <= tol, "{what}: max abs error {err:e} exceeds {tol:e}");
 }
+
+/// A fresh empty directory under the system temp dir, unique to this process and `tag`.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("clora-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Rewrites a safetensors file as f32 tensors, letting `edit` drop or replace entries.
+pub fn rewrite_safetensors(
+    path: &Path,
+    edit: impl Fn(&str, Vec<f32>, Vec<usize>) -> Option<(Vec<f32>, Vec<usize>)>,
+) {
+    let store = WeightStore::open(&[path.to_path_buf()]).unwrap();
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    for key in store.keys().map(str::to_string).collect::<Vec<_>>() {
+        let Ok((v, s)) = store.read_f32(&key) else { continue };
+        if let Some((v, s)) = edit(&key, v, s) {
+            tensors.push((key, v.iter().flat_map(|x| x.to_le_bytes()).collect(), s));
+        }
+    }
+    drop(store);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, b, s)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}

@@ -10,6 +10,7 @@ use super::tokens::concept_groups;
 use crate::error::{Error, Result};
 use crate::lora::key::Component;
 use crate::lora::state::AdapterId;
+use crate::methods::job::TokenIndices;
 use crate::methods::{CompositionJob, CompositionMethod, StepContext, StepOutput};
 use crate::models::sd::StableDiffusion;
 
@@ -68,7 +69,13 @@ impl<B: AutodiffBackend> Clora<B> {
         }
         let prompts = job.clora_prompts()?;
         let concepts: Vec<_> = job.loras.iter().map(|l| l.concept.clone()).collect();
-        let (groups, mask_tokens) = concept_groups(&sd.tokenizer, &prompts, &concepts)?;
+        let (groups, mask_tokens) = match &job.token_indices {
+            Some(ti) => {
+                check_indices(ti, prompts.len(), sd.tokenizer.max_length())?;
+                (ti.groups.clone(), ti.masks.clone())
+            }
+            None => concept_groups(&sd.tokenizer, &prompts, &concepts)?,
+        };
         // Every branch LoRA at its weight (the weights per-row selection uses), and the global scale.
         let mut weights: Vec<(AdapterId, f64)> = job.loras.iter().map(|l| (l.id, l.weight)).collect();
         weights.extend(job.style);
@@ -172,6 +179,35 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Clora<B> {
         let _ = sd.set_adapters(&[]);
         let _ = sd.set_lora_scale(1.0);
     }
+}
+
+/// Checks hand-given indices: at least 2 groups, one entry per prompt, positions inside the 77 tokens.
+fn check_indices(ti: &TokenIndices, prompts: usize, max_len: usize) -> Result<()> {
+    if ti.groups.len() < 2 {
+        return Err(Error::invalid(
+            "clora token_indices",
+            format!("{} group(s); the contrastive loss needs at least 2", ti.groups.len()),
+        ));
+    }
+    for (g, per_prompt) in ti.groups.iter().enumerate() {
+        if per_prompt.len() != prompts {
+            return Err(Error::invalid(
+                format!("clora token_indices[{g}]"),
+                format!("{} entries, expected one per prompt ({prompts})", per_prompt.len()),
+            ));
+        }
+    }
+    if ti.masks.len() != prompts {
+        return Err(Error::invalid(
+            "clora mask_indices",
+            format!("{} entries, expected one per prompt ({prompts})", ti.masks.len()),
+        ));
+    }
+    let all = ti.groups.iter().flatten().flatten().chain(ti.masks.iter().flatten());
+    if let Some(bad) = all.into_iter().find(|&&p| p >= max_len) {
+        return Err(Error::invalid("clora token_indices", format!("position {bad} is outside the {max_len} tokens")));
+    }
+    Ok(())
 }
 
 fn to_vec<B: AutodiffBackend, const D: usize>(t: &Tensor<B, D>) -> Result<Vec<f32>> {

@@ -1,0 +1,225 @@
+//! The toyworld model's architecture: a miniature Stable Diffusion 1.x (same classes, same config files), sized
+//! for 64x64 images on a CPU, written as diffusers `config.json` files and parsed back by the SD loaders.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::models::clip::text_encoder::ClipTextConfig;
+use crate::models::config_json::JsonConfig;
+use crate::models::unet::UNetConfig;
+use crate::models::vae::VaeConfig;
+
+use super::error::ToyResult;
+
+/// Sizes of the miniature pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToyArch {
+    /// Image side in pixels.
+    pub image_size: usize,
+    /// VAE channels per level (`len - 1` halvings: 3 levels = 64 px -> 16 latent cells).
+    pub vae_channels: Vec<usize>,
+    pub vae_groups: usize,
+    pub latent_channels: usize,
+    /// UNet channels per level.
+    pub unet_channels: Vec<usize>,
+    /// Whether each UNet level has cross-attention (down block `i`, and the mirrored up block).
+    pub unet_cross_attention: Vec<bool>,
+    /// Heads per UNet level (the SD 1.x meaning of `attention_head_dim`).
+    pub unet_heads: Vec<usize>,
+    pub unet_layers_per_block: usize,
+    pub unet_groups: usize,
+    /// Text encoder width (= the UNet's `cross_attention_dim`).
+    pub text_hidden: usize,
+    pub text_layers: usize,
+    pub text_heads: usize,
+    pub text_intermediate: usize,
+}
+
+impl Default for ToyArch {
+    /// The shipped model: 64x64 images, a 16x16x4 latent, cross-attention at 8x8 and 4x4 (CLoRA reads the
+    /// 8x8 maps: `attention_stride_px` 8), a 2-layer CLIP text encoder of width 64 over the real CLIP vocabulary.
+    fn default() -> Self {
+        Self {
+            image_size: 64,
+            vae_channels: vec![16, 32, 64],
+            vae_groups: 8,
+            latent_channels: 4,
+            unet_channels: vec![32, 64, 64],
+            unet_cross_attention: vec![false, true, true],
+            unet_heads: vec![2, 2, 2],
+            unet_layers_per_block: 1,
+            unet_groups: 8,
+            text_hidden: 64,
+            text_layers: 2,
+            text_heads: 2,
+            text_intermediate: 256,
+        }
+    }
+}
+
+/// The CLIP vocabulary size (the real tokenizer's).
+pub const CLIP_VOCAB: usize = 49408;
+
+impl ToyArch {
+    /// Pixels per latent cell.
+    pub fn vae_scale_factor(&self) -> usize {
+        1 << (self.vae_channels.len() - 1)
+    }
+
+    /// Latent side in cells.
+    pub fn latent_size(&self) -> usize {
+        self.image_size / self.vae_scale_factor()
+    }
+
+    /// diffusers `unet/config.json`.
+    pub fn unet_json(&self) -> Value {
+        let down: Vec<&str> = self
+            .unet_cross_attention
+            .iter()
+            .map(|&a| if a { "CrossAttnDownBlock2D" } else { "DownBlock2D" })
+            .collect();
+        let up: Vec<&str> = self
+            .unet_cross_attention
+            .iter()
+            .rev()
+            .map(|&a| if a { "CrossAttnUpBlock2D" } else { "UpBlock2D" })
+            .collect();
+        json!({
+            "_class_name": "UNet2DConditionModel",
+            "_diffusers_version": "0.27.2",
+            "act_fn": "silu",
+            "attention_head_dim": self.unet_heads,
+            "block_out_channels": self.unet_channels,
+            "center_input_sample": false,
+            "cross_attention_dim": self.text_hidden,
+            "down_block_types": down,
+            "downsample_padding": 1,
+            "dual_cross_attention": false,
+            "flip_sin_to_cos": true,
+            "freq_shift": 0,
+            "in_channels": self.latent_channels,
+            "layers_per_block": self.unet_layers_per_block,
+            "mid_block_scale_factor": 1,
+            "mid_block_type": "UNetMidBlock2DCrossAttn",
+            "norm_eps": 1e-5,
+            "norm_num_groups": self.unet_groups,
+            "only_cross_attention": false,
+            "out_channels": self.latent_channels,
+            "resnet_time_scale_shift": "default",
+            "sample_size": self.latent_size(),
+            "transformer_layers_per_block": 1,
+            "up_block_types": up,
+            "upcast_attention": false,
+            "use_linear_projection": false
+        })
+    }
+
+    /// diffusers `vae/config.json`; `scaling_factor` makes the diffusion latents about unit variance.
+    pub fn vae_json(&self, scaling_factor: f64) -> Value {
+        let n = self.vae_channels.len();
+        json!({
+            "_class_name": "AutoencoderKL",
+            "_diffusers_version": "0.27.2",
+            "act_fn": "silu",
+            "block_out_channels": self.vae_channels,
+            "down_block_types": vec!["DownEncoderBlock2D"; n],
+            "force_upcast": true,
+            "in_channels": 3,
+            "latent_channels": self.latent_channels,
+            "layers_per_block": 1,
+            "mid_block_add_attention": false,
+            "norm_num_groups": self.vae_groups,
+            "out_channels": 3,
+            "sample_size": self.image_size,
+            "scaling_factor": scaling_factor,
+            "up_block_types": vec!["UpDecoderBlock2D"; n]
+        })
+    }
+
+    /// transformers `text_encoder/config.json` (`CLIPTextModel`).
+    pub fn text_json(&self) -> Value {
+        json!({
+            "architectures": ["CLIPTextModel"],
+            "attention_dropout": 0.0,
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "hidden_act": "quick_gelu",
+            "hidden_size": self.text_hidden,
+            "initializer_factor": 1.0,
+            "initializer_range": 0.02,
+            "intermediate_size": self.text_intermediate,
+            "layer_norm_eps": 1e-5,
+            "max_position_embeddings": 77,
+            "model_type": "clip_text_model",
+            "num_attention_heads": self.text_heads,
+            "num_hidden_layers": self.text_layers,
+            "pad_token_id": 1,
+            "projection_dim": self.text_hidden,
+            "torch_dtype": "float16",
+            "transformers_version": "4.39.3",
+            "vocab_size": CLIP_VOCAB
+        })
+    }
+
+    /// Stable Diffusion 1.5's `scheduler/scheduler_config.json`, unchanged (the toy model is trained on its
+    /// noise schedule).
+    pub fn scheduler_json() -> Value {
+        json!({
+            "_class_name": "PNDMScheduler",
+            "_diffusers_version": "0.6.0",
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085,
+            "num_train_timesteps": 1000,
+            "set_alpha_to_one": false,
+            "skip_prk_steps": true,
+            "steps_offset": 1,
+            "trained_betas": null,
+            "clip_sample": false
+        })
+    }
+
+    /// diffusers `model_index.json` of a `StableDiffusionPipeline`.
+    pub fn model_index_json() -> Value {
+        json!({
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": "0.27.2",
+            "feature_extractor": [null, null],
+            "image_encoder": [null, null],
+            "requires_safety_checker": false,
+            "safety_checker": [null, null],
+            "scheduler": ["diffusers", "PNDMScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"]
+        })
+    }
+
+    /// The typed UNet config, parsed from [`unet_json`](Self::unet_json) by the SD loader's own parser.
+    pub fn unet_config(&self) -> ToyResult<UNetConfig> {
+        Ok(UNetConfig::from_json(&json_config(self.unet_json(), "unet/config.json"))?)
+    }
+
+    /// The typed VAE config.
+    pub fn vae_config(&self, scaling_factor: f64) -> ToyResult<VaeConfig> {
+        Ok(VaeConfig::from_json(&json_config(self.vae_json(scaling_factor), "vae/config.json"))?)
+    }
+
+    /// The typed text encoder config.
+    pub fn text_config(&self) -> ToyResult<ClipTextConfig> {
+        Ok(ClipTextConfig::from_json(&json_config(self.text_json(), "text_encoder/config.json"))?)
+    }
+}
+
+fn json_config(value: Value, name: &str) -> JsonConfig {
+    let map = match value {
+        Value::Object(m) => m,
+        _ => unreachable!("the toyworld configs are JSON objects"),
+    };
+    JsonConfig {
+        path: Path::new("<toyworld>").join(name),
+        map,
+    }
+}
