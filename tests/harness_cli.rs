@@ -8,17 +8,25 @@ fn help(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Every option or argument line of a clap help text carries a description.
+/// Every option or argument of a clap help text carries a description, on its line or the next.
 fn all_described(text: &str) {
+    let lines: Vec<&str> = text.lines().collect();
     let mut in_list = false;
-    for line in text.lines() {
+    for (i, line) in lines.iter().enumerate() {
         if line.ends_with(':') && !line.starts_with(' ') {
             in_list = line.starts_with("Options") || line.starts_with("Arguments") || line.starts_with("Commands");
             continue;
         }
-        if in_list && line.starts_with("  ") && !line.trim().is_empty() {
-            let parts: Vec<&str> = line.trim().split("  ").filter(|s| !s.trim().is_empty()).collect();
-            assert!(parts.len() >= 2, "undescribed: `{line}` in\n{text}");
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        // an entry: `  -x, --flag <V>  text`, `      --flag`, `  <ARG>` or `  command  text`
+        if in_list && (2..=6).contains(&indent) && !trimmed.is_empty() {
+            let same_line = trimmed.split("  ").filter(|s| !s.trim().is_empty()).count() >= 2;
+            let next_line = lines.get(i + 1).is_some_and(|n| {
+                let t = n.trim_start();
+                !t.is_empty() && n.len() - t.len() > indent + 2
+            });
+            assert!(same_line || next_line, "undescribed: `{line}` in\n{text}");
         }
     }
 }

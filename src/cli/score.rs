@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use clora_harness::metrics::image_io::{has_image_extension, list_images};
-use clora_harness::metrics::{clip_t_prompt, ConceptRefs, ImageQuery, MetricsConfig, Scorer, Trigger};
+use clora_harness::metrics::{
+    clip_t_prompt, ConceptRefs, ImageQuery, MetricsConfig, Scorer, Trigger,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -54,7 +56,9 @@ pub struct ScoreArgs {
 
 fn concept_refs(spec: &str) -> Result<ConceptRefs> {
     let (name, dir) = match spec.split_once('=') {
-        Some((n, d)) if !n.is_empty() && !Path::new(spec).exists() => (n.to_string(), PathBuf::from(d)),
+        Some((n, d)) if !n.is_empty() && !Path::new(spec).exists() => {
+            (n.to_string(), PathBuf::from(d))
+        }
         _ => {
             let dir = PathBuf::from(spec);
             let name = dir
@@ -83,7 +87,11 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         .iter()
         .map(|t| Trigger::parse(t).with_context(|| format!("--trigger {t:?}: expected WORD=NOUN")))
         .collect::<Result<Vec<_>>>()?;
-    let concepts = args.refs.iter().map(|r| concept_refs(r)).collect::<Result<Vec<_>>>()?;
+    let concepts = args
+        .refs
+        .iter()
+        .map(|r| concept_refs(r))
+        .collect::<Result<Vec<_>>>()?;
     let images = if args.images.is_file() && has_image_extension(&args.images) {
         vec![args.images.clone()]
     } else {
@@ -102,7 +110,8 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         ..MetricsConfig::default()
     })?;
     let start = std::time::Instant::now();
-    let items: Vec<(PathBuf, ImageQuery)> = images.iter().map(|p| (p.clone(), query.clone())).collect();
+    let items: Vec<(PathBuf, ImageQuery)> =
+        images.iter().map(|p| (p.clone(), query.clone())).collect();
     let scores = scorer.score_images(&items)?;
 
     let mut out: Box<dyn Write> = match &args.out {

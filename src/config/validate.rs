@@ -344,7 +344,12 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
                 match KNOWN_METRICS.iter().find(|(n, _)| n == name) {
                     None => p.add(f, field, format!("unknown metric \"{name}\": expected one of {}", KNOWN_METRICS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))),
                     Some((_, Some(needs))) => {
-                        let have = if *needs == "clip_model" { clip_model.is_some() } else { dino_model.is_some() };
+                        // set at all (a wrong path is reported once, at the path)
+                        let have = if *needs == "clip_model" {
+                            last(&m.metrics, |r| r.clip_model.clone()).is_some()
+                        } else {
+                            last(&m.metrics, |r| r.dino_model.clone()).is_some()
+                        };
                         if !have {
                             p.add(f, field, format!("metric \"{name}\" needs `metrics.{needs}` (a model folder in HF layout)"));
                         }

@@ -94,9 +94,9 @@ impl LoraFile {
         for ((component, module), parts) in groups {
             let (Some(down_key), Some(up_key)) = (&parts.down, &parts.up) else {
                 let (have, missing) = match (&parts.down, &parts.up, &parts.alpha) {
-                    (Some(d), None, _) => (d.clone(), "its up (B) factor"),
-                    (None, Some(u), _) => (u.clone(), "its down (A) factor"),
-                    (None, None, Some(a)) => (a.clone(), "down and up factors"),
+                    (Some(d), None, _) => (d.clone(), "up (B) factor"),
+                    (None, Some(u), _) => (u.clone(), "down (A) factor"),
+                    (None, None, Some(a)) => (a.clone(), "down (A) and up (B) factors"),
                     _ => unreachable!("a group has at least one key"),
                 };
                 return Err(Error::bad_file(path, format!("`{have}` has no matching {missing} for module `{module}`")));

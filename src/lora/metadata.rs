@@ -85,10 +85,8 @@ pub fn adapter_configs(metadata: &HashMap<String, String>, path: &Path) -> Resul
                 }
             }
             "use_rslora" => cfg.use_rslora = value.as_bool().ok_or_else(|| bad("a boolean"))?,
-            "use_dora" => {
-                if value.as_bool() == Some(true) {
-                    return Err(Error::config(path, field(full), "DoRA adapters are not supported"));
-                }
+            "use_dora" if value.as_bool() == Some(true) => {
+                return Err(Error::config(path, field(full), "DoRA adapters are not supported"));
             }
             _ => {}
         }

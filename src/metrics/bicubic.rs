@@ -32,7 +32,12 @@ fn axis_taps(input: usize, scale_factor: f64) -> AxisTaps {
         let real = scale * (dst as f32 + 0.5) - 0.5;
         let i = (real.floor() as i64).min(input as i64 - 1);
         let t = (real - i as f32).clamp(0.0, 1.0);
-        weight.push([cubic2(t + 1.0, A), cubic1(t, A), cubic1(1.0 - t, A), cubic2(2.0 - t, A)]);
+        weight.push([
+            cubic2(t + 1.0, A),
+            cubic1(t, A),
+            cubic1(1.0 - t, A),
+            cubic2(2.0 - t, A),
+        ]);
         let clamp = |k: i64| k.clamp(0, input as i64 - 1) as usize;
         index.push([clamp(i - 1), clamp(i), clamp(i + 1), clamp(i + 2)]);
     }
@@ -97,14 +102,24 @@ mod tests {
     }
 
     #[test]
-    fn linear_ramps_stay_linear_inside() {
-        // cubic convolution reproduces linear functions away from the clamped border
-        let src: Vec<f32> = (0..10).map(|i| i as f32).collect();
-        let (out, _, w) = interpolate(&src, 1, 1, 10, 1.0, 2.0);
-        assert_eq!(w, 20);
-        for (x, v) in out.iter().enumerate().take(16).skip(4) {
-            let expect = (x as f32 + 0.5) / 2.0 - 0.5;
-            assert!((v - expect).abs() < 1e-5, "x={x}: {v} vs {expect}");
+    fn matches_torch_interpolate() {
+        // torch 2.2.2: F.interpolate(x, scale_factor=..., mode="bicubic", align_corners=False)
+        let x = [0.0, 1.0, 4.0, 9.0, 2.0, -3.0, 5.0, 1.0, 7.0, 0.5, -2.0, 3.0];
+        let (up, h, w) = interpolate(&x, 1, 3, 4, 1.37, 2.2);
+        assert_eq!((h, w), (4, 8));
+        let want_up = [
+            -0.30892, 0.025338, 0.507593, 1.547009, 2.294215, 3.924228, 6.740767, 9.200453,
+            0.942978, 0.138084, -1.73095, -1.403246, 2.079677, 5.358995, 5.445742, 4.080132,
+            4.412787, 2.673059, -0.834523, -2.311388, 0.282178, 2.9718, 2.504456, 0.91933,
+            7.892612, 6.205265, 3.227277, 0.015481, -2.05628, -2.256801, -0.15667, 2.662656,
+        ];
+        for (i, (a, b)) in up.iter().zip(want_up).enumerate() {
+            assert!((a - b).abs() < 1e-5, "up {i}: {a} vs {b}");
+        }
+        let (down, h, w) = interpolate(&x, 1, 3, 4, 0.7, 0.55);
+        assert_eq!((h, w), (2, 2));
+        for (a, b) in down.iter().zip([-0.109086, 5.429705, 2.785446, 0.868249]) {
+            assert!((a - b).abs() < 1e-5, "down: {a} vs {b}");
         }
     }
 }

@@ -69,8 +69,16 @@ impl EmbeddingCache {
     /// The cached embedding of an image under a model, if any (memory first, then disk).
     pub fn get(&self, digest: &str, image: &[u8; 32]) -> Option<Arc<Vec<f32>>> {
         let key = (digest.to_string(), *image);
-        if let Some(v) = self.memory.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            self.stats.lock().unwrap_or_else(|p| p.into_inner()).memory_hits += 1;
+        if let Some(v) = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            self.stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .memory_hits += 1;
             return Some(v.clone());
         }
         let path = self.entry_path(digest, image)?;
@@ -80,19 +88,34 @@ impl EmbeddingCache {
         match read_entry(&path) {
             Some(v) => {
                 let v = Arc::new(v);
-                self.memory.lock().unwrap_or_else(|p| p.into_inner()).insert(key, v.clone());
-                self.stats.lock().unwrap_or_else(|p| p.into_inner()).disk_hits += 1;
+                self.memory
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, v.clone());
+                self.stats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .disk_hits += 1;
                 Some(v)
             }
             None => {
-                self.stats.lock().unwrap_or_else(|p| p.into_inner()).disk_errors += 1;
+                self.stats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .disk_errors += 1;
                 None
             }
         }
     }
 
     /// Stores a freshly computed embedding (memory, and disk when the cache has a directory).
-    pub fn put(&self, digest: &str, model_id: &str, image: &[u8; 32], embedding: Vec<f32>) -> Result<Arc<Vec<f32>>> {
+    pub fn put(
+        &self,
+        digest: &str,
+        model_id: &str,
+        image: &[u8; 32],
+        embedding: Vec<f32>,
+    ) -> Result<Arc<Vec<f32>>> {
         let v = Arc::new(embedding);
         if let Some(path) = self.entry_path(digest, image) {
             write_entry(&path, model_id, &v)?;
@@ -101,7 +124,10 @@ impl EmbeddingCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert((digest.to_string(), *image), v.clone());
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).computed += 1;
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .computed += 1;
         Ok(v)
     }
 
@@ -111,12 +137,18 @@ impl EmbeddingCache {
             return folder.content_digest();
         };
         let memo_path = dir.join("model-digests.json");
-        let key = folder.dir.canonicalize().unwrap_or_else(|_| folder.dir.clone()).display().to_string();
+        let key = folder
+            .dir
+            .canonicalize()
+            .unwrap_or_else(|_| folder.dir.clone())
+            .display()
+            .to_string();
         let stamp = file_stamps(folder)?;
-        let mut memo: serde_json::Map<String, serde_json::Value> = std::fs::read_to_string(&memo_path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let mut memo: serde_json::Map<String, serde_json::Value> =
+            std::fs::read_to_string(&memo_path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
         if let Some(entry) = memo.get(&key) {
             if entry.get("files") == Some(&stamp) {
                 if let Some(d) = entry.get("digest").and_then(|d| d.as_str()) {
@@ -126,7 +158,8 @@ impl EmbeddingCache {
         }
         let digest = folder.content_digest()?;
         memo.insert(key, serde_json::json!({ "files": stamp, "digest": digest }));
-        let text = serde_json::to_string_pretty(&memo).map_err(|e| Error::bad_file(&memo_path, e.to_string()))?;
+        let text = serde_json::to_string_pretty(&memo)
+            .map_err(|e| Error::bad_file(&memo_path, e.to_string()))?;
         write_atomic(&memo_path, text.as_bytes())?;
         Ok(digest)
     }
@@ -134,7 +167,10 @@ impl EmbeddingCache {
 
 /// `[[name, size, mtime_ns], ...]` of the files a model digest covers.
 fn file_stamps(folder: &ModelFolder) -> Result<serde_json::Value> {
-    let mut files = vec![folder.dir.join("config.json"), folder.dir.join("preprocessor_config.json")];
+    let mut files = vec![
+        folder.dir.join("config.json"),
+        folder.dir.join("preprocessor_config.json"),
+    ];
     files.extend(folder.weight_files.iter().cloned());
     let mut out = Vec::new();
     for f in files {
@@ -145,7 +181,11 @@ fn file_stamps(folder: &ModelFolder) -> Result<serde_json::Value> {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        out.push(serde_json::json!([f.display().to_string(), meta.len(), mtime]));
+        out.push(serde_json::json!([
+            f.display().to_string(),
+            meta.len(),
+            mtime
+        ]));
     }
     Ok(serde_json::Value::Array(out))
 }
@@ -181,7 +221,9 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let tmp = parent.join(format!(
         ".{}.{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
@@ -201,7 +243,8 @@ mod tests {
         {
             let c = EmbeddingCache::new(Some(&dir)).unwrap();
             assert!(c.get(&digest, &img).is_none());
-            c.put(&digest, "clip:x@abab", &img, vec![1.0, -2.5, 3.25]).unwrap();
+            c.put(&digest, "clip:x@abab", &img, vec![1.0, -2.5, 3.25])
+                .unwrap();
             assert_eq!(*c.get(&digest, &img).unwrap(), vec![1.0, -2.5, 3.25]);
             assert_eq!(c.stats().memory_hits, 1);
         }

@@ -68,7 +68,11 @@ impl ClipTextConfig {
             num_hidden_layers: cfg.usize("num_hidden_layers", Some(12))?,
             num_attention_heads,
             max_position_embeddings: positive(cfg, "max_position_embeddings", 77)?,
-            hidden_act: Activation::parse(&cfg.string("hidden_act", Some("quick_gelu"))?, &cfg.path, "hidden_act")?,
+            hidden_act: Activation::parse(
+                &cfg.string("hidden_act", Some("quick_gelu"))?,
+                &cfg.path,
+                "hidden_act",
+            )?,
             layer_norm_eps: cfg.f64("layer_norm_eps", Some(1e-5))?,
             eos_token_id: u32::try_from(cfg.usize("eos_token_id", Some(49407))?)
                 .map_err(|_| Error::config(&cfg.path, "eos_token_id", "does not fit in 32 bits"))?,
@@ -114,7 +118,11 @@ impl ClipVisionConfig {
             num_channels: positive(cfg, "num_channels", 3)?,
             image_size,
             patch_size,
-            hidden_act: Activation::parse(&cfg.string("hidden_act", Some("quick_gelu"))?, &cfg.path, "hidden_act")?,
+            hidden_act: Activation::parse(
+                &cfg.string("hidden_act", Some("quick_gelu"))?,
+                &cfg.path,
+                "hidden_act",
+            )?,
             layer_norm_eps: cfg.f64("layer_norm_eps", Some(1e-5))?,
         })
     }
@@ -143,8 +151,14 @@ impl ClipVisionConfig {
 impl ClipConfig {
     /// From a `CLIPModel` `config.json` (the caller has checked `model_type`).
     pub fn from_json(cfg: &JsonConfig) -> Result<Self> {
-        let text = in_section("text_config", ClipTextConfig::from_json(&nested(cfg, "text_config")?))?;
-        let vision = in_section("vision_config", ClipVisionConfig::from_json(&nested(cfg, "vision_config")?))?;
+        let text = in_section(
+            "text_config",
+            ClipTextConfig::from_json(&nested(cfg, "text_config")?),
+        )?;
+        let vision = in_section(
+            "vision_config",
+            ClipVisionConfig::from_json(&nested(cfg, "vision_config")?),
+        )?;
         Ok(Self {
             text,
             vision,
@@ -200,7 +214,9 @@ impl ClipAttention {
     }
 
     fn split_heads(&self, xs: &Tensor, b: usize, s: usize) -> candle::Result<Tensor> {
-        xs.reshape((b, s, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+        xs.reshape((b, s, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 
     /// `mask`: additive, broadcast to `[b, heads, s, s]`.
@@ -260,7 +276,10 @@ impl ClipEncoderLayer {
 
     fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle::Result<Tensor> {
         let residual = xs;
-        let xs = (self.self_attn.forward(&self.layer_norm1.forward(xs)?, mask)? + residual)?;
+        let xs = (self
+            .self_attn
+            .forward(&self.layer_norm1.forward(xs)?, mask)?
+            + residual)?;
         let residual = &xs;
         self.mlp.forward(&self.layer_norm2.forward(&xs)?)? + residual
     }
@@ -311,14 +330,22 @@ impl ClipTextTransformer {
         };
         let emb = vb.pp("embeddings");
         Ok(Self {
-            token_embedding: candle_nn::embedding(c.vocab_size, c.hidden_size, emb.pp("token_embedding"))?,
+            token_embedding: candle_nn::embedding(
+                c.vocab_size,
+                c.hidden_size,
+                emb.pp("token_embedding"),
+            )?,
             position_embedding: candle_nn::embedding(
                 c.max_position_embeddings,
                 c.hidden_size,
                 emb.pp("position_embedding"),
             )?,
             encoder: ClipEncoder::new(vb.pp("encoder"), &stack)?,
-            final_layer_norm: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("final_layer_norm"))?,
+            final_layer_norm: candle_nn::layer_norm(
+                c.hidden_size,
+                c.layer_norm_eps,
+                vb.pp("final_layer_norm"),
+            )?,
             config: c.clone(),
         })
     }
@@ -332,7 +359,9 @@ impl ClipTextTransformer {
                     let max = row.iter().copied().max().unwrap_or(0);
                     row.iter().position(|&t| t == max).unwrap_or(0)
                 } else {
-                    row.iter().position(|&t| t == self.config.eos_token_id).unwrap_or(0)
+                    row.iter()
+                        .position(|&t| t == self.config.eos_token_id)
+                        .unwrap_or(0)
                 }
             })
             .collect()
@@ -343,7 +372,9 @@ impl ClipTextTransformer {
     pub fn forward(&self, input_ids: &Tensor, positions: &[usize]) -> candle::Result<Tensor> {
         let (b, s) = input_ids.dims2()?;
         if positions.len() != b || positions.iter().any(|&p| p >= s) {
-            candle::bail!("pooling positions {positions:?} do not fit input ids of shape [{b}, {s}]");
+            candle::bail!(
+                "pooling positions {positions:?} do not fit input ids of shape [{b}, {s}]"
+            );
         }
         let tokens = self.token_embedding.forward(input_ids)?;
         let pos = self.position_embedding.embeddings().narrow(0, 0, s)?;
@@ -411,10 +442,22 @@ impl ClipVisionTransformer {
                 conv,
                 emb.pp("patch_embedding"),
             )?,
-            position_embedding: candle_nn::embedding(c.grid() * c.grid() + 1, c.hidden_size, emb.pp("position_embedding"))?,
-            pre_layrnorm: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("pre_layrnorm"))?,
+            position_embedding: candle_nn::embedding(
+                c.grid() * c.grid() + 1,
+                c.hidden_size,
+                emb.pp("position_embedding"),
+            )?,
+            pre_layrnorm: candle_nn::layer_norm(
+                c.hidden_size,
+                c.layer_norm_eps,
+                vb.pp("pre_layrnorm"),
+            )?,
             encoder: ClipEncoder::new(vb.pp("encoder"), &stack)?,
-            post_layernorm: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("post_layernorm"))?,
+            post_layernorm: candle_nn::layer_norm(
+                c.hidden_size,
+                c.layer_norm_eps,
+                vb.pp("post_layernorm"),
+            )?,
             config: c.clone(),
         })
     }
@@ -431,8 +474,15 @@ impl ClipVisionTransformer {
             candle::bail!("CLIP vision input is {h}x{w}, the model's image_size is {side}x{side}");
         }
         let hidden = self.config.hidden_size;
-        let patches = self.patch_embedding.forward(pixel_values)?.flatten_from(2)?.transpose(1, 2)?;
-        let cls = self.class_embedding.reshape((1, 1, hidden))?.broadcast_as((b, 1, hidden))?;
+        let patches = self
+            .patch_embedding
+            .forward(pixel_values)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, hidden))?
+            .broadcast_as((b, 1, hidden))?;
         let xs = Tensor::cat(&[&cls, &patches], 1)?;
         let xs = xs.broadcast_add(self.position_embedding.embeddings())?;
         let xs = self.pre_layrnorm.forward(&xs)?;
@@ -460,13 +510,18 @@ impl ClipModel {
                 c.projection_dim,
                 vb.pp("visual_projection"),
             )?,
-            text_projection: candle_nn::linear_no_bias(c.text.hidden_size, c.projection_dim, vb.pp("text_projection"))?,
+            text_projection: candle_nn::linear_no_bias(
+                c.text.hidden_size,
+                c.projection_dim,
+                vb.pp("text_projection"),
+            )?,
         })
     }
 
     /// `get_image_features`: `[b, projection_dim]`, not normalised.
     pub fn get_image_features(&self, pixel_values: &Tensor) -> candle::Result<Tensor> {
-        self.visual_projection.forward(&self.vision_model.forward(pixel_values)?)
+        self.visual_projection
+            .forward(&self.vision_model.forward(pixel_values)?)
     }
 
     /// `get_text_features` for rows of token ids (BOS ... EOS, any lengths): `[b, projection_dim]`.
@@ -485,6 +540,7 @@ impl ClipModel {
             })
             .collect();
         let input = Tensor::from_vec(flat, (ids.len(), s), device)?;
-        self.text_projection.forward(&self.text_model.forward(&input, &positions)?)
+        self.text_projection
+            .forward(&self.text_model.forward(&input, &positions)?)
     }
 }

@@ -17,7 +17,11 @@ pub fn nested(cfg: &JsonConfig, key: &str) -> Result<JsonConfig> {
             path: cfg.path.clone(),
             map: map.clone(),
         }),
-        Some(v) => Err(Error::config(&cfg.path, key, format!("expected an object, found {v}"))),
+        Some(v) => Err(Error::config(
+            &cfg.path,
+            key,
+            format!("expected an object, found {v}"),
+        )),
     }
 }
 

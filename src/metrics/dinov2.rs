@@ -53,7 +53,11 @@ impl Dinov2Config {
             num_hidden_layers: cfg.usize("num_hidden_layers", Some(12))?,
             num_attention_heads,
             mlp_ratio,
-            hidden_act: Activation::parse(&cfg.string("hidden_act", Some("gelu"))?, &cfg.path, "hidden_act")?,
+            hidden_act: Activation::parse(
+                &cfg.string("hidden_act", Some("gelu"))?,
+                &cfg.path,
+                "hidden_act",
+            )?,
             layer_norm_eps: cfg.f64("layer_norm_eps", Some(1e-6))?,
             image_size: positive(cfg, "image_size", 224)?,
             patch_size: positive(cfg, "patch_size", 16)?,
@@ -116,8 +120,12 @@ impl Dinov2Embeddings {
             stdev: 0.02,
         };
         let cls_token = vb.get_with_hints((1, 1, h), "cls_token", randn)?;
-        let position_embeddings = vb.get_with_hints((1, c.num_positions() + 1, h), "position_embeddings", randn)?;
-        let patch_positions = position_embeddings.i((0, 1..))?.flatten_all()?.to_vec1::<f32>()?;
+        let position_embeddings =
+            vb.get_with_hints((1, c.num_positions() + 1, h), "position_embeddings", randn)?;
+        let patch_positions = position_embeddings
+            .i((0, 1..))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let conv = Conv2dConfig {
             stride: c.patch_size,
             ..Default::default()
@@ -160,7 +168,9 @@ impl Dinov2Embeddings {
         let (sh, sw) = ((gh as f64 + 0.1) / side, (gw as f64 + 0.1) / side);
         let (out, oh, ow) = bicubic::interpolate(&chw, self.hidden, grid, grid, sh, sw);
         if oh != gh || ow != gw {
-            candle::bail!("interpolated position grid {oh}x{ow} does not match the patch grid {gh}x{gw}");
+            candle::bail!(
+                "interpolated position grid {oh}x{ow} does not match the patch grid {gh}x{gw}"
+            );
         }
         let mut hwc = vec![0f32; oh * ow * self.hidden];
         for p in 0..oh * ow {
@@ -176,7 +186,11 @@ impl Dinov2Embeddings {
 
     fn forward(&self, pixel_values: &Tensor) -> candle::Result<Tensor> {
         let (b, _, h, w) = pixel_values.dims4()?;
-        let patches = self.projection.forward(pixel_values)?.flatten_from(2)?.transpose(1, 2)?;
+        let patches = self
+            .projection
+            .forward(pixel_values)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
         let cls = self.cls_token.broadcast_as((b, 1, self.hidden))?;
         let xs = Tensor::cat(&[&cls, &patches], 1)?;
         xs.broadcast_add(&self.positions_for(h, w)?)
@@ -209,7 +223,11 @@ impl Dinov2Attention {
 
     fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
         let (b, s, h) = xs.dims3()?;
-        let split = |t: Tensor| t.reshape((b, s, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous();
+        let split = |t: Tensor| {
+            t.reshape((b, s, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = split(self.query.forward(xs)?)?;
         let k = split(self.key.forward(xs)?)?;
         let v = split(self.value.forward(xs)?)?;
@@ -222,8 +240,15 @@ impl Dinov2Attention {
 
 #[derive(Debug, Clone)]
 enum Dinov2Mlp {
-    Plain { fc1: Linear, fc2: Linear, act: Activation },
-    SwiGlu { weights_in: Linear, weights_out: Linear },
+    Plain {
+        fc1: Linear,
+        fc2: Linear,
+        act: Activation,
+    },
+    SwiGlu {
+        weights_in: Linear,
+        weights_out: Linear,
+    },
 }
 
 impl Dinov2Mlp {

@@ -56,7 +56,10 @@ pub trait ImageEncoder {
             let mut data = Vec::with_capacity(chunk.len() * 3 * h * w);
             for p in chunk {
                 if (p.height, p.width) != (h, w) {
-                    return Err(Error::invalid(self.model_id(), "images of one batch have different sizes"));
+                    return Err(Error::invalid(
+                        self.model_id(),
+                        "images of one batch have different sizes",
+                    ));
                 }
                 data.extend_from_slice(&p.data);
             }
@@ -88,10 +91,15 @@ impl ClipEncoder {
     /// Loads a `CLIPModel` folder; `digest` is its content digest (see [`ModelFolder::content_digest`]).
     pub fn load(folder: &ModelFolder, digest: &str, device: &Device) -> Result<Self> {
         if folder.kind != ModelKind::Clip {
-            return Err(Error::invalid(folder.dir.display().to_string(), "not a CLIP model folder"));
+            return Err(Error::invalid(
+                folder.dir.display().to_string(),
+                "not a CLIP model folder",
+            ));
         }
         let config = ClipConfig::from_json(&folder.config)?;
-        let model = load(&folder.model_weights(), DType::F32, device, |vb| ClipModel::new(vb, &config))?;
+        let model = load(&folder.model_weights(), DType::F32, device, |vb| {
+            ClipModel::new(vb, &config)
+        })?;
         let tokenizer = load_tokenizer(&folder.dir, config.text.vocab_size)?;
         Ok(Self {
             model,
@@ -118,7 +126,10 @@ impl ClipEncoder {
             ids.truncate(max - 1);
             ids.push(eos);
         }
-        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.config.text.vocab_size) {
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&t| t as usize >= self.config.text.vocab_size)
+        {
             return Err(Error::invalid(
                 &self.model_id,
                 format!(
@@ -134,7 +145,10 @@ impl ClipEncoder {
     pub fn embed_texts(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(batch_size.max(1)) {
-            let ids = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
+            let ids = chunk
+                .iter()
+                .map(|t| self.tokenize(t))
+                .collect::<Result<Vec<_>>>()?;
             let emb = self
                 .model
                 .get_text_features(&ids, &self.device)
@@ -210,14 +224,25 @@ impl DinoEncoder {
         let model = match folder.kind {
             ModelKind::DinoV1 => {
                 let cfg = DinoV1Config::from_json(&folder.config)?;
-                DinoModel::V1(load(&weights, DType::F32, device, |vb| DinoV1::new(vb, &cfg))?, cfg)
+                DinoModel::V1(
+                    load(&weights, DType::F32, device, |vb| DinoV1::new(vb, &cfg))?,
+                    cfg,
+                )
             }
             ModelKind::DinoV2 => {
                 let cfg = Dinov2Config::from_json(&folder.config)?;
-                DinoModel::V2(load(&weights, DType::F32, device, |vb| Dinov2Model::new(vb, &cfg))?, cfg)
+                DinoModel::V2(
+                    load(&weights, DType::F32, device, |vb| {
+                        Dinov2Model::new(vb, &cfg)
+                    })?,
+                    cfg,
+                )
             }
             ModelKind::Clip => {
-                return Err(Error::invalid(folder.dir.display().to_string(), "not a DINO model folder"))
+                return Err(Error::invalid(
+                    folder.dir.display().to_string(),
+                    "not a DINO model folder",
+                ))
             }
         };
         Ok(Self {

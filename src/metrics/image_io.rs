@@ -40,7 +40,11 @@ impl std::fmt::Debug for RgbImage {
 impl RgbImage {
     /// An image from `HWC` bytes; `None` when the length does not match.
     pub fn from_raw(width: usize, height: usize, data: Vec<u8>) -> Option<Self> {
-        (data.len() == width * height * 3).then_some(Self { width, height, data })
+        (data.len() == width * height * 3).then_some(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// The pixel at (x, y) as `[r, g, b]`.
@@ -105,6 +109,12 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
             format!("unsupported image format {format:?} (expected PNG or JPEG)"),
         ));
     }
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(Error::bad_file(
+            path,
+            "cannot decode the JPEG image: truncated (the data ends before the end-of-image marker)",
+        ));
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
     let decoded = reader.decode().map_err(|e| {
@@ -116,15 +126,79 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     Ok(to_rgb8(decoded))
 }
 
+/// Whether JPEG data runs to its end-of-image marker. The JPEG decoder fills a truncated scan with gray instead
+/// of failing, where PIL raises "image file is truncated"; walking the marker segments (skipping entropy-coded
+/// data, stuffed `FF 00` bytes and restart markers, and embedded thumbnails by their segment lengths) finds the
+/// truncation.
+fn jpeg_is_complete(b: &[u8]) -> bool {
+    if b.len() < 4 || b[0] != 0xFF || b[1] != 0xD8 {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        if i >= b.len() {
+            return false;
+        }
+        let marker = b[i];
+        i += 1;
+        match marker {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {
+                if i + 2 > b.len() {
+                    return false;
+                }
+                let len = usize::from(u16::from_be_bytes([b[i], b[i + 1]]));
+                if len < 2 || i + len > b.len() {
+                    return false;
+                }
+                i += len;
+                if marker == 0xDA {
+                    // entropy-coded data up to the next real marker
+                    loop {
+                        while i < b.len() && b[i] != 0xFF {
+                            i += 1;
+                        }
+                        if i + 1 >= b.len() {
+                            return false;
+                        }
+                        match b[i + 1] {
+                            0x00 | 0xD0..=0xD7 => i += 2,
+                            0xFF => i += 1,
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Converts any decoded image to 8-bit RGB as described in the module docs.
 pub fn to_rgb8(image: DynamicImage) -> RgbImage {
     let (width, height) = (image.width() as usize, image.height() as usize);
     let n = width * height;
     let data: Vec<u8> = match image {
         DynamicImage::ImageRgb8(buf) => buf.into_raw(),
-        DynamicImage::ImageRgba8(buf) => buf.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
-        DynamicImage::ImageLuma8(buf) => buf.into_raw().into_iter().flat_map(|v| [v, v, v]).collect(),
-        DynamicImage::ImageLumaA8(buf) => buf.into_raw().chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        DynamicImage::ImageRgba8(buf) => buf
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
+        DynamicImage::ImageLuma8(buf) => {
+            buf.into_raw().into_iter().flat_map(|v| [v, v, v]).collect()
+        }
+        DynamicImage::ImageLumaA8(buf) => buf
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
         DynamicImage::ImageRgb16(buf) => buf.into_raw().into_iter().map(high_byte).collect(),
         DynamicImage::ImageRgba16(buf) => buf
             .into_raw()
@@ -151,7 +225,11 @@ pub fn to_rgb8(image: DynamicImage) -> RgbImage {
         other => other.to_rgb8().into_raw(),
     };
     debug_assert_eq!(data.len(), n * 3);
-    RgbImage { width, height, data }
+    RgbImage {
+        width,
+        height,
+        data,
+    }
 }
 
 fn high_byte(v: u16) -> u8 {
@@ -195,4 +273,42 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_completeness_walks_segments() {
+        // SOI, APP0 (len 4), SOS (len 3 + 1 byte), data with a stuffed FF00 and a restart marker, EOI
+        let full = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB, 0xFF, 0xDA, 0x00, 0x03, 0x01, 0x12,
+            0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xD9,
+        ];
+        assert!(jpeg_is_complete(&full));
+        for cut in 2..full.len() - 1 {
+            assert!(!jpeg_is_complete(&full[..cut]), "cut at {cut}");
+        }
+        // an EOI inside a segment (e.g. an EXIF thumbnail) does not count
+        let thumb = [
+            0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x04, 0xFF, 0xD9, 0xFF, 0xDA, 0x00, 0x02, 0x11,
+        ];
+        assert!(!jpeg_is_complete(&thumb));
+        assert!(!jpeg_is_complete(b"not a jpeg"));
+    }
+
+    #[test]
+    fn conversions_to_rgb8() {
+        let gray16 =
+            image::ImageBuffer::<image::Luma<u16>, _>::from_raw(2, 1, vec![0x12ff, 0xff00])
+                .unwrap();
+        let rgb = to_rgb8(DynamicImage::ImageLuma16(gray16));
+        assert_eq!(rgb.data, vec![0x12, 0x12, 0x12, 0xff, 0xff, 0xff]);
+        let la = image::ImageBuffer::<image::LumaA<u8>, _>::from_raw(1, 1, vec![7, 0]).unwrap();
+        assert_eq!(to_rgb8(DynamicImage::ImageLumaA8(la)).data, vec![7, 7, 7]);
+        let rgba =
+            image::ImageBuffer::<image::Rgba<u8>, _>::from_raw(1, 1, vec![1, 2, 3, 0]).unwrap();
+        assert_eq!(to_rgb8(DynamicImage::ImageRgba8(rgba)).data, vec![1, 2, 3]);
+    }
 }

@@ -148,7 +148,10 @@ impl ModelFolder {
             ModelKind::DinoV1 => "vit.",
             ModelKind::DinoV2 => "dinov2.",
         };
-        if self.weights.contains(&format!("{prefix}embeddings.cls_token")) {
+        if self
+            .weights
+            .contains(&format!("{prefix}embeddings.cls_token"))
+        {
             self.weights.strip_prefix(prefix)
         } else {
             self.weights.clone()
@@ -168,7 +171,10 @@ impl ModelFolder {
     /// by its length), as lower-case hex.
     pub fn content_digest(&self) -> Result<String> {
         let mut h = Sha256::new();
-        let mut files = vec![self.dir.join("config.json"), self.dir.join("preprocessor_config.json")];
+        let mut files = vec![
+            self.dir.join("config.json"),
+            self.dir.join("preprocessor_config.json"),
+        ];
         files.extend(self.weight_files.iter().cloned());
         let mut buf = vec![0u8; 1 << 20];
         for path in files {
@@ -188,7 +194,12 @@ impl ModelFolder {
 
     /// The model id `<kind>:<folder name>@<first 16 hex digits of the content digest>`.
     pub fn model_id(&self, digest: &str) -> String {
-        format!("{}:{}@{}", self.kind.id_prefix(), self.name(), &digest[..16.min(digest.len())])
+        format!(
+            "{}:{}@{}",
+            self.kind.id_prefix(),
+            self.name(),
+            &digest[..16.min(digest.len())]
+        )
     }
 }
 

@@ -206,7 +206,11 @@ impl ImageProcessorConfig {
             None => base.resample,
             Some(v) => {
                 let code = v.as_u64().ok_or_else(|| {
-                    Error::config(path, "resample", format!("expected an integer PIL filter, found {v}"))
+                    Error::config(
+                        path,
+                        "resample",
+                        format!("expected an integer PIL filter, found {v}"),
+                    )
                 })?;
                 Filter::from_pil(code).ok_or_else(|| {
                     Error::config(
@@ -225,7 +229,8 @@ impl ImageProcessorConfig {
             do_resize: cfg.bool("do_resize", base.do_resize)?,
             size,
             resample,
-            do_center_crop: kind != ProcessorKind::Vit && cfg.bool("do_center_crop", base.do_center_crop)?,
+            do_center_crop: kind != ProcessorKind::Vit
+                && cfg.bool("do_center_crop", base.do_center_crop)?,
             crop_size,
             do_rescale: cfg.bool("do_rescale", base.do_rescale)?,
             rescale_factor: cfg.f64("rescale_factor", Some(base.rescale_factor))?,
@@ -244,7 +249,11 @@ impl ImageProcessorConfig {
         match self.size {
             ResizeTo::Exact { height, width } => (height, width),
             ResizeTo::ShortestEdge(s) => {
-                let (short, long) = if width <= height { (width, height) } else { (height, width) };
+                let (short, long) = if width <= height {
+                    (width, height)
+                } else {
+                    (height, width)
+                };
                 // Python: int(requested_new_short * long / short), true division in float64
                 let new_long = (s as f64 * long as f64 / short as f64) as usize;
                 if width <= height {
@@ -401,7 +410,10 @@ fn size_dict(v: &Value, int_is_shortest_edge: bool, path: &Path, field: &str) ->
             Ok(if int_is_shortest_edge {
                 ResizeTo::ShortestEdge(s)
             } else {
-                ResizeTo::Exact { height: s, width: s }
+                ResizeTo::Exact {
+                    height: s,
+                    width: s,
+                }
             })
         }
         Value::Array(a) if a.len() == 2 => Ok(ResizeTo::Exact {
@@ -434,7 +446,13 @@ fn triple(cfg: &JsonConfig, field: &str, default: [f64; 3]) -> Result<[f64; 3]> 
     let Some(v) = cfg.get(field) else {
         return Ok(default);
     };
-    let bad = || Error::config(&cfg.path, field, format!("expected a number or a list of 3 numbers, found {v}"));
+    let bad = || {
+        Error::config(
+            &cfg.path,
+            field,
+            format!("expected a number or a list of 3 numbers, found {v}"),
+        )
+    };
     match v {
         Value::Number(n) => {
             let x = n.as_f64().ok_or_else(bad)?;
@@ -456,7 +474,10 @@ mod tests {
     use super::*;
 
     fn cfg(json: &str) -> Result<ImageProcessorConfig> {
-        ImageProcessorConfig::from_json(&JsonConfig::from_str(json, Path::new("preprocessor_config.json"))?)
+        ImageProcessorConfig::from_json(&JsonConfig::from_str(
+            json,
+            Path::new("preprocessor_config.json"),
+        )?)
     }
 
     #[test]
@@ -473,8 +494,10 @@ mod tests {
         let p = cfg(r#"{"feature_extractor_type": "CLIPFeatureExtractor", "size": 224, "crop_size": 224, "resample": 3}"#)
             .unwrap();
         assert_eq!(p, ImageProcessorConfig::clip_default());
-        let v = cfg(r#"{"feature_extractor_type": "ViTFeatureExtractor", "size": 224, "resample": 2,
-                        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}"#)
+        let v = cfg(
+            r#"{"feature_extractor_type": "ViTFeatureExtractor", "size": 224, "resample": 2,
+                        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}"#,
+        )
         .unwrap();
         assert_eq!(v, ImageProcessorConfig::dino_v1_default());
     }
@@ -489,22 +512,37 @@ mod tests {
 
     #[test]
     fn bad_configs_name_the_field() {
-        let e = cfg(r#"{"image_processor_type": "SiglipImageProcessor"}"#).unwrap_err().to_string();
-        assert!(e.contains("preprocessor_config.json") && e.contains("image_processor_type"), "{e}");
-        let e = cfg(r#"{"image_processor_type": "CLIPImageProcessor", "resample": 0}"#).unwrap_err().to_string();
-        assert!(e.contains("`resample`") && e.contains("NEAREST"), "{e}");
-        let e = cfg(r#"{"image_processor_type": "ViTImageProcessor", "size": {"shortest_edge": 3}}"#)
+        let e = cfg(r#"{"image_processor_type": "SiglipImageProcessor"}"#)
             .unwrap_err()
             .to_string();
+        assert!(
+            e.contains("preprocessor_config.json") && e.contains("image_processor_type"),
+            "{e}"
+        );
+        let e = cfg(r#"{"image_processor_type": "CLIPImageProcessor", "resample": 0}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`resample`") && e.contains("NEAREST"), "{e}");
+        let e =
+            cfg(r#"{"image_processor_type": "ViTImageProcessor", "size": {"shortest_edge": 3}}"#)
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("`size`"), "{e}");
-        let e = cfg(r#"{"image_processor_type": "CLIPImageProcessor", "image_mean": [1, 2]}"#).unwrap_err().to_string();
+        let e = cfg(r#"{"image_processor_type": "CLIPImageProcessor", "image_mean": [1, 2]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`image_mean`"), "{e}");
     }
 
     #[test]
     fn center_crop_pads_like_transformers() {
         // checked against transformers.image_transforms.center_crop
-        let img = RgbImage::from_raw(2, 2, [1u8, 2, 3, 4].iter().flat_map(|&v| [v, v, v]).collect()).unwrap();
+        let img = RgbImage::from_raw(
+            2,
+            2,
+            [1u8, 2, 3, 4].iter().flat_map(|&v| [v, v, v]).collect(),
+        )
+        .unwrap();
         let out = center_crop(&img, (4, 4));
         assert_eq!((out.height, out.width), (4, 4));
         let red: Vec<u8> = out.data.chunks(3).map(|p| p[0]).collect();

@@ -53,7 +53,11 @@ fn replace_one(text: &str, t: &Trigger) -> String {
     while i < text.len() {
         let rest = &text[i..];
         if rest.starts_with(word) {
-            let before_ok = !first_is_word || text[..i].chars().next_back().is_none_or(|c| !is_word_char(c));
+            let before_ok = !first_is_word
+                || text[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !is_word_char(c));
             let after = &rest[word.len()..];
             let after_ok = !last_is_word || after.chars().next().is_none_or(|c| !is_word_char(c));
             if before_ok && after_ok {
@@ -66,7 +70,10 @@ fn replace_one(text: &str, t: &Trigger) -> String {
                     && next.len() >= t.class_noun.len()
                     && next.is_char_boundary(t.class_noun.len())
                     && next[..t.class_noun.len()].eq_ignore_ascii_case(&t.class_noun)
-                    && next[t.class_noun.len()..].chars().next().is_none_or(|c| !is_word_char(c))
+                    && next[t.class_noun.len()..]
+                        .chars()
+                        .next()
+                        .is_none_or(|c| !is_word_char(c))
                 {
                     consumed += ws + t.class_noun.len();
                 }
@@ -88,8 +95,14 @@ mod tests {
     #[test]
     fn replaces_triggers_by_class_nouns() {
         let t = [Trigger::new("sks", "cat"), Trigger::new("zwx", "cup")];
-        assert_eq!(clip_t_prompt("a sks cat next to a zwx cup", &t), "a cat next to a cup");
-        assert_eq!(clip_t_prompt("a sks next to a zwx", &t), "a cat next to a cup");
+        assert_eq!(
+            clip_t_prompt("a sks cat next to a zwx cup", &t),
+            "a cat next to a cup"
+        );
+        assert_eq!(
+            clip_t_prompt("a sks next to a zwx", &t),
+            "a cat next to a cup"
+        );
         assert_eq!(clip_t_prompt("a photo of sks Cat.", &t), "a photo of cat.");
         // whole words only
         assert_eq!(clip_t_prompt("asks sks_x sks", &t), "asks sks_x cat");
@@ -99,8 +112,14 @@ mod tests {
 
     #[test]
     fn punctuation_triggers_and_longest_first() {
-        let t = [Trigger::new("<cat-toy>", "toy"), Trigger::new("<cat>", "cat")];
-        assert_eq!(clip_t_prompt("a <cat-toy> and a<cat>", &t), "a toy and acat");
+        let t = [
+            Trigger::new("<cat-toy>", "toy"),
+            Trigger::new("<cat>", "cat"),
+        ];
+        assert_eq!(
+            clip_t_prompt("a <cat-toy> and a<cat>", &t),
+            "a toy and acat"
+        );
         let t = [Trigger::new("sks", "dog"), Trigger::new("sks2", "cat")];
         assert_eq!(clip_t_prompt("sks2 and sks", &t), "cat and dog");
     }
@@ -108,7 +127,10 @@ mod tests {
     #[test]
     fn parse_cli_form() {
         assert_eq!(Trigger::parse("sks=dog"), Some(Trigger::new("sks", "dog")));
-        assert_eq!(Trigger::parse(" <s1> = teddy bear "), Some(Trigger::new("<s1>", "teddy bear")));
+        assert_eq!(
+            Trigger::parse(" <s1> = teddy bear "),
+            Some(Trigger::new("<s1>", "teddy bear"))
+        );
         assert_eq!(Trigger::parse("sks"), None);
         assert_eq!(Trigger::parse("=dog"), None);
     }

@@ -1,11 +1,12 @@
 //! Pillow's convolution resize of 8-bit images (`Image.resize` with BOX, BILINEAR, HAMMING, BICUBIC or LANCZOS),
 //! bit-exact: the transformers image processors resize through PIL, so the metrics must too.
 //!
-//! Port of `libImaging/Resample.c` (Pillow 13, unchanged in substance since Pillow 4): per output pixel the
+//! Port of `libImaging/Resample.c` of Pillow 13 (the version the fixtures pin): per output pixel the
 //! filter weights are computed in double precision over the input pixels under the (scaled) filter support,
-//! normalised to sum 1, then converted to fixed point with 22 fractional bits; the horizontal pass runs first
-//! (over the input rows the vertical pass needs), then the vertical pass, each rounding and clipping to 0..=255.
-//! A pass whose size does not change is skipped (so a same-size resize is a copy).
+//! normalised to sum 1, then converted to fixed point with 22 fractional bits; each pass rounds and clips to
+//! 0..=255. The horizontal pass runs first (over the input rows the vertical pass needs) unless the height
+//! shrinks by more than twice as many pixels as the width (Pillow 13's order, see [`vertical_first`]). A pass
+//! whose size does not change is skipped (so a same-size resize is a copy).
 
 use super::image_io::RgbImage;
 
@@ -180,73 +181,59 @@ fn clip8(v: i64) -> u8 {
     }
 }
 
-/// Resizes to `width x height` exactly as Pillow's `Image.resize((width, height), filter)` does for an RGB image.
-pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> RgbImage {
-    let need_h = width != img.width;
-    let need_v = height != img.height;
-    if !need_h && !need_v {
-        return img.clone();
-    }
-    let horiz = precompute(img.width, width, filter);
-    let vert = precompute(img.height, height, filter);
+/// Horizontal pass: rows `first_row .. first_row + rows` of `src`, each resampled to `width` pixels.
+fn horizontal_pass(
+    src: &RgbImage,
+    width: usize,
+    c: &Coeffs,
+    first_row: usize,
+    rows: usize,
+) -> RgbImage {
     let half = 1i64 << (PRECISION_BITS - 1);
-
-    // Horizontal pass over the rows the vertical pass reads (all of them unless the vertical pass is skipped).
-    let (first_row, tmp) = if need_h {
-        let (ybox_first, ybox_last) = if need_v {
-            let last = vert.bounds[height - 1];
-            (vert.bounds[0].0, last.0 + last.1)
-        } else {
-            (0, img.height)
-        };
-        let rows = ybox_last - ybox_first;
-        let mut out = vec![0u8; rows * width * 3];
-        for yy in 0..rows {
-            let src = &img.data[(yy + ybox_first) * img.width * 3..(yy + ybox_first + 1) * img.width * 3];
-            let dst = &mut out[yy * width * 3..(yy + 1) * width * 3];
-            for xx in 0..width {
-                let (xmin, n) = horiz.bounds[xx];
-                let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
-                let (mut s0, mut s1, mut s2) = (half, half, half);
-                for (x, &w) in k.iter().enumerate() {
-                    let p = (xmin + x) * 3;
-                    s0 += i64::from(src[p]) * i64::from(w);
-                    s1 += i64::from(src[p + 1]) * i64::from(w);
-                    s2 += i64::from(src[p + 2]) * i64::from(w);
-                }
-                dst[xx * 3] = clip8(s0);
-                dst[xx * 3 + 1] = clip8(s1);
-                dst[xx * 3 + 2] = clip8(s2);
+    let mut out = vec![0u8; rows * width * 3];
+    for yy in 0..rows {
+        let line =
+            &src.data[(yy + first_row) * src.width * 3..(yy + first_row + 1) * src.width * 3];
+        let dst = &mut out[yy * width * 3..(yy + 1) * width * 3];
+        for xx in 0..width {
+            let (xmin, n) = c.bounds[xx];
+            let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
+            let (mut s0, mut s1, mut s2) = (half, half, half);
+            for (x, &w) in k.iter().enumerate() {
+                let p = (xmin + x) * 3;
+                s0 += i64::from(line[p]) * i64::from(w);
+                s1 += i64::from(line[p + 1]) * i64::from(w);
+                s2 += i64::from(line[p + 2]) * i64::from(w);
             }
+            dst[xx * 3] = clip8(s0);
+            dst[xx * 3 + 1] = clip8(s1);
+            dst[xx * 3 + 2] = clip8(s2);
         }
-        (
-            ybox_first,
-            RgbImage {
-                width,
-                height: rows,
-                data: out,
-            },
-        )
-    } else {
-        (0, img.clone())
-    };
-    if !need_v {
-        return tmp;
     }
+    RgbImage {
+        width,
+        height: rows,
+        data: out,
+    }
+}
 
+/// Vertical pass to `height` rows; `row_shift` is subtracted from every bound (the rows `src` starts at).
+fn vertical_pass(src: &RgbImage, height: usize, c: &Coeffs, row_shift: usize) -> RgbImage {
+    let half = 1i64 << (PRECISION_BITS - 1);
+    let width = src.width;
     let mut out = vec![0u8; height * width * 3];
     for yy in 0..height {
-        let (ymin, n) = vert.bounds[yy];
-        let ymin = ymin - first_row;
-        let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
+        let (ymin, n) = c.bounds[yy];
+        let ymin = ymin - row_shift;
+        let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
         let dst = &mut out[yy * width * 3..(yy + 1) * width * 3];
         for xx in 0..width {
             let (mut s0, mut s1, mut s2) = (half, half, half);
             for (y, &w) in k.iter().enumerate() {
                 let p = ((ymin + y) * width + xx) * 3;
-                s0 += i64::from(tmp.data[p]) * i64::from(w);
-                s1 += i64::from(tmp.data[p + 1]) * i64::from(w);
-                s2 += i64::from(tmp.data[p + 2]) * i64::from(w);
+                s0 += i64::from(src.data[p]) * i64::from(w);
+                s1 += i64::from(src.data[p + 1]) * i64::from(w);
+                s2 += i64::from(src.data[p + 2]) * i64::from(w);
             }
             dst[xx * 3] = clip8(s0);
             dst[xx * 3 + 1] = clip8(s1);
@@ -257,6 +244,43 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> Rg
         width,
         height,
         data: out,
+    }
+}
+
+/// Whether Pillow 13 runs the vertical pass first: when the height shrinks by more than twice as many pixels
+/// as the width does (`ImagingResampleInner`, Pillow >= 13; earlier Pillows always start horizontally, which
+/// changes some pixels by one level for such sizes).
+pub fn vertical_first(in_w: usize, in_h: usize, width: usize, height: usize) -> bool {
+    let dy = in_h as i64 - height as i64;
+    let dx = in_w as i64 - width as i64;
+    dy > 0 && dy > dx * 2
+}
+
+/// Resizes to `width x height` exactly as Pillow 13's `Image.resize((width, height), filter)` does for an RGB
+/// image.
+pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> RgbImage {
+    let need_h = width != img.width;
+    let need_v = height != img.height;
+    if !need_h && !need_v {
+        return img.clone();
+    }
+    let vert = precompute(img.height, height, filter);
+    if !need_h {
+        return vertical_pass(img, height, &vert, 0);
+    }
+    let horiz = precompute(img.width, width, filter);
+    if !need_v {
+        return horizontal_pass(img, width, &horiz, 0, img.height);
+    }
+    if vertical_first(img.width, img.height, width, height) {
+        let tmp = vertical_pass(img, height, &vert, 0);
+        horizontal_pass(&tmp, width, &horiz, 0, height)
+    } else {
+        // only the input rows the vertical pass reads
+        let last = vert.bounds[height - 1];
+        let (first_row, last_row) = (vert.bounds[0].0, last.0 + last.1);
+        let tmp = horizontal_pass(img, width, &horiz, first_row, last_row - first_row);
+        vertical_pass(&tmp, height, &vert, first_row)
     }
 }
 
@@ -277,7 +301,13 @@ mod tests {
 
     #[test]
     fn weights_sum_to_one_in_fixed_point() {
-        for filter in [Filter::Box, Filter::Bilinear, Filter::Hamming, Filter::Bicubic, Filter::Lanczos] {
+        for filter in [
+            Filter::Box,
+            Filter::Bilinear,
+            Filter::Hamming,
+            Filter::Bicubic,
+            Filter::Lanczos,
+        ] {
             for (i, o) in [(10, 3), (3, 10), (451, 224), (7, 7)] {
                 let c = precompute(i, o, filter);
                 for xx in 0..o {
@@ -298,13 +328,35 @@ mod tests {
     #[test]
     fn constant_image_stays_constant() {
         let img = RgbImage::from_raw(13, 9, [200u8, 10, 99].repeat(13 * 9)).unwrap();
-        for filter in [Filter::Box, Filter::Bilinear, Filter::Hamming, Filter::Bicubic, Filter::Lanczos] {
+        for filter in [
+            Filter::Box,
+            Filter::Bilinear,
+            Filter::Hamming,
+            Filter::Bicubic,
+            Filter::Lanczos,
+        ] {
             for (w, h) in [(5, 4), (30, 17), (13, 20)] {
                 let out = resize(&img, w, h, filter);
                 assert_eq!((out.width, out.height), (w, h));
-                assert!(out.data.chunks(3).all(|p| p == [200, 10, 99]), "{filter:?} {w}x{h}");
+                assert!(
+                    out.data.chunks(3).all(|p| p == [200, 10, 99]),
+                    "{filter:?} {w}x{h}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn pass_order_follows_pillow_13() {
+        assert!(vertical_first(80, 300, 224, 224)); // width grows, height shrinks
+        assert!(vertical_first(225, 300, 224, 224)); // 76 > 2 * 1
+        assert!(!vertical_first(451, 300, 224, 224)); // 76 < 2 * 227
+        assert!(!vertical_first(300, 200, 224, 224)); // height grows
+        assert!(vertical_first(240, 512, 224, 477)); // 35 > 2 * 16
+                                                     // both orders give the same size
+        let img = ramp(40, 90);
+        let out = resize(&img, 37, 30, Filter::Bicubic);
+        assert_eq!((out.width, out.height), (37, 30));
     }
 
     #[test]

@@ -39,7 +39,9 @@ use super::cache::{CacheStats, EmbeddingCache};
 use super::encoder::{ClipEncoder, DinoEncoder, ImageEncoder};
 use super::image_io::{hex, list_images, ImageFile};
 use super::model_folder::{ModelFolder, ModelKind};
-use super::scores::{clip_score, cosine, mean_cosine, Aggregate, ClipTScore, ConceptScore, ImageScores};
+use super::scores::{
+    clip_score, cosine, mean_cosine, Aggregate, ClipTScore, ConceptScore, ImageScores,
+};
 use crate::error::{Error, Result};
 
 /// What to load.
@@ -116,7 +118,10 @@ impl Scorer {
             ));
         }
         if cfg.batch_size == 0 {
-            return Err(Error::invalid("MetricsConfig.batch_size", "must be at least 1"));
+            return Err(Error::invalid(
+                "MetricsConfig.batch_size",
+                "must be at least 1",
+            ));
         }
         let cache = EmbeddingCache::new(cfg.cache_dir.as_deref())?;
         let clip = match &cfg.clip {
@@ -129,7 +134,11 @@ impl Scorer {
         };
         let dino = match &cfg.dino {
             Some(dir) => {
-                let folder = ModelFolder::open(dir, &[ModelKind::DinoV1, ModelKind::DinoV2], "the DINO model (--dino)")?;
+                let folder = ModelFolder::open(
+                    dir,
+                    &[ModelKind::DinoV1, ModelKind::DinoV2],
+                    "the DINO model (--dino)",
+                )?;
                 let digest = cache.model_digest(&folder)?;
                 Some(DinoEncoder::load(&folder, &digest, &cfg.device)?)
             }
@@ -184,7 +193,10 @@ impl Scorer {
             for c in &q.concepts {
                 if !concept_refs.contains_key(&c.ref_dir) {
                     let files = self.ref_list(&c.ref_dir)?;
-                    let refs = files.iter().map(|p| self.file_ref(p)).collect::<Result<Vec<_>>>()?;
+                    let refs = files
+                        .iter()
+                        .map(|p| self.file_ref(p))
+                        .collect::<Result<Vec<_>>>()?;
                     concept_refs.insert(c.ref_dir.clone(), refs);
                 }
             }
@@ -228,7 +240,10 @@ impl Scorer {
                 let refs = &concept_refs[&c.ref_dir];
                 let score = |emb: &Option<HashMap<[u8; 32], Arc<Vec<f32>>>>| {
                     emb.as_ref().and_then(|m| {
-                        mean_cosine(&m[&image.sha256], refs.iter().map(|r| m[&r.sha256].as_slice()))
+                        mean_cosine(
+                            &m[&image.sha256],
+                            refs.iter().map(|r| m[&r.sha256].as_slice()),
+                        )
                     })
                 };
                 concepts.push(ConceptScore {
@@ -258,7 +273,12 @@ impl Scorer {
 
     /// CLIP text features of a text, computed once per run.
     pub fn text_embedding(&self, enc: &ClipEncoder, text: &str) -> Result<Arc<Vec<f32>>> {
-        if let Some(v) = self.texts.lock().unwrap_or_else(|p| p.into_inner()).get(text) {
+        if let Some(v) = self
+            .texts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(text)
+        {
             return Ok(v.clone());
         }
         let v = Arc::new(enc.embed_texts(&[text], 1)?.remove(0));
@@ -271,7 +291,11 @@ impl Scorer {
 
     /// Embeddings of image files under one encoder, through the cache; misses are decoded, preprocessed and
     /// embedded in batches. Returned by content hash.
-    fn embed_files<E: ImageEncoder>(&self, enc: &E, files: &[FileRef]) -> Result<HashMap<[u8; 32], Arc<Vec<f32>>>> {
+    fn embed_files<E: ImageEncoder>(
+        &self,
+        enc: &E,
+        files: &[FileRef],
+    ) -> Result<HashMap<[u8; 32], Arc<Vec<f32>>>> {
         let mut out = HashMap::new();
         let mut missing: Vec<&FileRef> = Vec::new();
         for f in files {
@@ -291,7 +315,10 @@ impl Scorer {
             for f in chunk {
                 let file = ImageFile::read(&f.path)?;
                 let rgb = file.decode()?;
-                let px = enc.processor().preprocess(&rgb).map_err(|e| Error::bad_file(&f.path, e.to_string()))?;
+                let px = enc
+                    .processor()
+                    .preprocess(&rgb)
+                    .map_err(|e| Error::bad_file(&f.path, e.to_string()))?;
                 pixels.push(px);
                 keys.push((f.sha256, file.sha256));
             }
@@ -308,7 +335,12 @@ impl Scorer {
     fn file_ref(&self, path: &Path) -> Result<FileRef> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let stamp = (meta.len(), meta.modified().ok());
-        if let Some((len, mtime, sha)) = self.hashes.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+        if let Some((len, mtime, sha)) = self
+            .hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
             if (*len, *mtime) == stamp {
                 return Ok(FileRef {
                     path: path.to_path_buf(),
@@ -329,7 +361,12 @@ impl Scorer {
 
     /// The images of a reference folder, listed once per run (error naming the folder when it has none).
     fn ref_list(&self, dir: &Path) -> Result<Arc<Vec<PathBuf>>> {
-        if let Some(v) = self.ref_lists.lock().unwrap_or_else(|p| p.into_inner()).get(dir) {
+        if let Some(v) = self
+            .ref_lists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(dir)
+        {
             return Ok(v.clone());
         }
         let files = Arc::new(list_images(dir)?);

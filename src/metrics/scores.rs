@@ -174,9 +174,24 @@ impl ImageScores {
             }
         }
         #[allow(clippy::type_complexity)]
-        let per_metric: [(Metric, &Option<String>, Option<Aggregate>, fn(&ConceptScore) -> Option<f32>); 2] = [
-            (Metric::ClipI, &self.clip_model, self.clip_i, |c: &ConceptScore| c.clip_i),
-            (Metric::Dino, &self.dino_model, self.dino, |c: &ConceptScore| c.dino),
+        let per_metric: [(
+            Metric,
+            &Option<String>,
+            Option<Aggregate>,
+            fn(&ConceptScore) -> Option<f32>,
+        ); 2] = [
+            (
+                Metric::ClipI,
+                &self.clip_model,
+                self.clip_i,
+                |c: &ConceptScore| c.clip_i,
+            ),
+            (
+                Metric::Dino,
+                &self.dino_model,
+                self.dino,
+                |c: &ConceptScore| c.dino,
+            ),
         ];
         for (metric, model, agg, get) in per_metric {
             let Some(model) = model else { continue };

@@ -30,7 +30,13 @@ impl DinoV1Config {
         let act_name = cfg.string("hidden_act", Some("gelu"))?;
         let hidden_act = Activation::parse(&act_name, &cfg.path, "hidden_act")?
             .to_candle()
-            .ok_or_else(|| Error::config(&cfg.path, "hidden_act", format!("\"{act_name}\" is not supported for ViT")))?;
+            .ok_or_else(|| {
+                Error::config(
+                    &cfg.path,
+                    "hidden_act",
+                    format!("\"{act_name}\" is not supported for ViT"),
+                )
+            })?;
         let image_size = positive(cfg, "image_size", 224)?;
         let patch_size = positive(cfg, "patch_size", 16)?;
         if image_size % patch_size != 0 {
@@ -90,7 +96,11 @@ impl DinoV1 {
         Ok(Self {
             embeddings: vit::Embeddings::new(cfg, false, vb.pp("embeddings"))?,
             encoder: vit::Encoder::new(cfg, vb.pp("encoder"))?,
-            layernorm: candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layernorm"))?,
+            layernorm: candle_nn::layer_norm(
+                cfg.hidden_size,
+                cfg.layer_norm_eps,
+                vb.pp("layernorm"),
+            )?,
             image_size: cfg.image_size,
         })
     }

@@ -29,7 +29,13 @@ impl StoreBackend {
         candle::Error::Msg(msg)
     }
 
-    fn read(&self, name: &str, expected: Option<&Shape>, dtype: DType, dev: &Device) -> candle::Result<Tensor> {
+    fn read(
+        &self,
+        name: &str,
+        expected: Option<&Shape>,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle::Result<Tensor> {
         if !self.store.contains(name) {
             return Err(self.fail(Error::MissingWeight {
                 path: self.store.describe_path(),
@@ -53,7 +59,14 @@ impl StoreBackend {
 }
 
 impl candle_nn::var_builder::SimpleBackend for StoreBackend {
-    fn get(&self, s: Shape, name: &str, _h: Init, dtype: DType, dev: &Device) -> candle::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle::Result<Tensor> {
         self.read(name, Some(&s), dtype, dev)
     }
 
@@ -81,7 +94,12 @@ pub fn load<T>(
     let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
     build(vb).map_err(|e| {
         let recorded = first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
-        recorded.unwrap_or_else(|| Error::bad_file(store.describe_path(), format!("cannot build the model: {e}")))
+        recorded.unwrap_or_else(|| {
+            Error::bad_file(
+                store.describe_path(),
+                format!("cannot build the model: {e}"),
+            )
+        })
     })
 }
 

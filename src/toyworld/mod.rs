@@ -1,6 +1,20 @@
-//! The toyworld: a miniature world where composition can be measured on a CPU.
+//! The toyworld: a miniature world where composition can be measured on a CPU (see `docs/toyworld.md`).
+//!
+//! - [`scene`], [`shape`], [`palette`], [`pattern`], [`render`]: deterministic 64x64 scenes of one to three
+//!   shapes; [`caption`]: their captions and the parser of the world's prompts.
+//! - [`concept`]: the personal concepts (three subjects with trigger words, one style).
+//! - [`oracle`]: the procedural detector and the judge of generated images.
+//! - [`arch`]: the miniature SD 1.x architecture.
 
 pub mod arch;
+pub mod caption;
+pub mod concept;
 pub mod error;
+pub mod oracle;
+pub mod palette;
+pub mod pattern;
+pub mod render;
+pub mod scene;
+pub mod shape;
 
 pub use error::{ToyError, ToyResult};

@@ -11,7 +11,7 @@ model=${1:-sd15}
 iters=${2:-3}
 threads=${3:-2}
 py=${PYTHON:-/root/.venvs/fixtures/bin/python}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clora-harness/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clora-target}"
 
 case "$model" in
   sd15) cfg=sd15; side=512 ;;

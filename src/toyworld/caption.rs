@@ -1,0 +1,155 @@
+//! Captions of scenes, and the parser that reads a caption or prompt of this world back into what it asks
+//! for (the oracle compares images against that).
+//!
+//! Grammar: `[an olz drawing of ]OBJECT[, OBJECT] [and OBJECT][ on a grey background]`, where
+//! `OBJECT = a COLOUR [PATTERN] SHAPE` (pattern: dotted, striped, ringed) or `a TRIGGER CLASS` for a subject
+//! concept ("a dtz circle").
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::concept::Concept;
+use super::error::{ToyError, ToyResult};
+use super::palette::{Background, Colour};
+use super::pattern::Pattern;
+use super::scene::{ObjectRequest, Scene, Style};
+use super::shape::ShapeKind;
+
+/// The phrase of one object: "a red striped square", or "a dtz circle" for a concept instance.
+pub fn object_phrase(o: &ObjectRequest) -> String {
+    if let Some(c) = o.concept {
+        return format!("a {}", c.phrase());
+    }
+    match o.pattern.adjective() {
+        Some(adj) => format!("a {} {} {}", o.colour.name(), adj, o.shape.name()),
+        None => format!("a {} {}", o.colour.name(), o.shape.name()),
+    }
+}
+
+/// Joins object phrases: "A", "A and B", "A, B and C".
+pub fn join_phrases(parts: &[String]) -> String {
+    match parts {
+        [] => String::new(),
+        [a] => a.clone(),
+        [init @ .., last] => format!("{} and {}", init.join(", "), last),
+    }
+}
+
+/// The caption of a scene. Objects are named in an order shuffled by `order_seed` (captions carry no layout).
+pub fn caption(scene: &Scene, order_seed: u64) -> String {
+    let mut objects: Vec<ObjectRequest> = scene
+        .objects
+        .iter()
+        .map(|o| ObjectRequest {
+            shape: o.shape,
+            colour: o.colour,
+            pattern: o.pattern,
+            concept: o.concept,
+        })
+        .collect();
+    objects.shuffle(&mut ChaCha8Rng::seed_from_u64(order_seed));
+    let phrases: Vec<String> = objects.iter().map(object_phrase).collect();
+    let mut text = join_phrases(&phrases);
+    if scene.style == Style::Outline {
+        text = format!("an {} of {text}", Concept::Outline.phrase());
+    }
+    if scene.background == Background::Grey {
+        text.push_str(" on a grey background");
+    }
+    text
+}
+
+/// What a caption or prompt asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptSpec {
+    pub objects: Vec<ObjectRequest>,
+    pub style: Style,
+    pub background: Background,
+}
+
+impl PromptSpec {
+    /// The concepts the prompt names (subjects in order, then the style).
+    pub fn concepts(&self) -> Vec<Concept> {
+        let mut out: Vec<Concept> = self.objects.iter().filter_map(|o| o.concept).collect();
+        if self.style == Style::Outline {
+            out.push(Concept::Outline);
+        }
+        out
+    }
+}
+
+/// Parses a caption or prompt of this world (case and surrounding spaces ignored).
+pub fn parse(prompt: &str) -> ToyResult<PromptSpec> {
+    let err = |msg: String| ToyError::Prompt {
+        prompt: prompt.to_string(),
+        msg,
+    };
+    let mut text = prompt.trim().to_lowercase();
+    let mut background = Background::White;
+    for bg in [Background::Grey, Background::White] {
+        let suffix = format!(" on a {} background", bg.name());
+        if let Some(rest) = text.strip_suffix(&suffix) {
+            background = bg;
+            text = rest.to_string();
+            break;
+        }
+    }
+    let mut style = Style::Solid;
+    let style_prefix = format!("an {} of ", Concept::Outline.phrase());
+    if let Some(rest) = text.strip_prefix(&style_prefix) {
+        style = Style::Outline;
+        text = rest.to_string();
+    }
+    let normalized = text.replace(", ", " and ");
+    let mut objects = Vec::new();
+    for phrase in normalized.split(" and ") {
+        let words: Vec<&str> = phrase.split_whitespace().collect();
+        let (article, rest) = words
+            .split_first()
+            .ok_or_else(|| err("an empty object phrase".to_string()))?;
+        if *article != "a" && *article != "an" {
+            return Err(err(format!("`{phrase}`: expected `a ...`")));
+        }
+        let object = match rest {
+            [trigger, class] if Concept::from_trigger(trigger).is_some() => {
+                let c = Concept::from_trigger(trigger).expect("checked");
+                if c.class_noun() != *class {
+                    return Err(err(format!("`{trigger}` is a {}, not a {class}", c.class_noun())));
+                }
+                ObjectRequest::concept(c).ok_or_else(|| err(format!("`{trigger}` is a style, not an object")))?
+            }
+            [colour, shape] => ObjectRequest {
+                shape: parse_shape(shape).map_err(&err)?,
+                colour: parse_colour(colour).map_err(&err)?,
+                pattern: Pattern::Plain,
+                concept: None,
+            },
+            [colour, adjective, shape] => ObjectRequest {
+                shape: parse_shape(shape).map_err(&err)?,
+                colour: parse_colour(colour).map_err(&err)?,
+                pattern: Pattern::from_adjective(adjective)
+                    .ok_or_else(|| err(format!("unknown pattern `{adjective}` (dotted, striped, ringed)")))?,
+                concept: None,
+            },
+            _ => return Err(err(format!("cannot read the object phrase `{phrase}`"))),
+        };
+        objects.push(object);
+    }
+    if objects.is_empty() || objects.len() > 3 {
+        return Err(err(format!("{} objects, expected 1 to 3", objects.len())));
+    }
+    Ok(PromptSpec {
+        objects,
+        style,
+        background,
+    })
+}
+
+fn parse_shape(word: &str) -> Result<ShapeKind, String> {
+    ShapeKind::from_name(word).ok_or_else(|| format!("unknown shape `{word}` (circle, square, triangle)"))
+}
+
+fn parse_colour(word: &str) -> Result<Colour, String> {
+    Colour::from_name(word).ok_or_else(|| format!("unknown colour `{word}`"))
+}
