@@ -29,7 +29,10 @@ const ATTENTION: [&str; 4] = [".to_q", ".to_k", ".to_v", ".to_out.0"];
 
 fn random(seed: u64, shape: [usize; 2], std: f32) -> Tensor<B, 2> {
     let n = shape[0] * shape[1];
-    let v = noise::gaussian_values(seed, n).into_iter().map(|x| x * std).collect();
+    let v = noise::gaussian_values(seed, n)
+        .into_iter()
+        .map(|x| x * std)
+        .collect();
     Tensor::from_data(TensorData::new(v, shape), &Default::default())
 }
 
@@ -85,20 +88,40 @@ fn inputs(cfg: &UNetConfig, batch: usize, side: usize) -> (Tensor<B, 4>, Tensor<
     (sample, context, vec![500.0; batch])
 }
 
-fn run(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, unet: &UNet2DConditionModel<B>, x: &(Tensor<B, 4>, Tensor<B, 3>, Vec<f32>)) {
+fn run(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    unet: &UNet2DConditionModel<B>,
+    x: &(Tensor<B, 4>, Tensor<B, 3>, Vec<f32>),
+) {
     group.bench_function(name, |b| {
-        b.iter(|| unet.forward(x.0.clone(), &x.2, x.1.clone()).unwrap().into_data())
+        b.iter(|| {
+            unet.forward(x.0.clone(), &x.2, x.1.clone())
+                .unwrap()
+                .into_data()
+        })
     });
 }
 
 /// Every variant on one UNet (adapters are re-attached between variants).
-fn variants(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, unet: &mut UNet2DConditionModel<B>, cfg: &UNetConfig, side: usize, rank: usize, counts: &[usize], rows_n: &[usize]) {
+fn variants(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    unet: &mut UNet2DConditionModel<B>,
+    cfg: &UNetConfig,
+    side: usize,
+    rank: usize,
+    counts: &[usize],
+    rows_n: &[usize],
+) {
     let b2 = inputs(cfg, 2, side);
     attach(unet, 0, rank);
     run(group, "base", unet, &b2);
     for &n in counts {
         attach(unet, n, rank);
-        refresh(unet, &RowMultipliers::AllRows((0..n).map(|k| (k, 1.0)).collect()));
+        refresh(
+            unet,
+            &RowMultipliers::AllRows((0..n).map(|k| (k, 1.0)).collect()),
+        );
         run(group, &format!("unfused_{n}"), unet, &b2);
         fuse(unet, n);
         run(group, &format!("fused_{n}"), unet, &b2);
@@ -109,7 +132,9 @@ fn variants(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, un
         attach(unet, 0, rank);
         run(group, &format!("base_b{batch}"), unet, &x);
         attach(unet, n, rank);
-        let branch: Vec<Vec<(usize, f64)>> = (0..=n).map(|k| if k == 0 { vec![] } else { vec![(k - 1, 1.0)] }).collect();
+        let branch: Vec<Vec<(usize, f64)>> = (0..=n)
+            .map(|k| if k == 0 { vec![] } else { vec![(k - 1, 1.0)] })
+            .collect();
         let rows = [branch.clone(), branch].concat();
         refresh(unet, &RowMultipliers::PerRow(rows));
         run(group, &format!("rows_{n}_b{batch}"), unet, &x);
@@ -121,24 +146,44 @@ fn bench_lora(c: &mut Criterion) {
     let device = Default::default();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/tiny-a/unet");
     let cfg = UNetConfig::from_file(&dir.join("config.json")).expect("tiny-a config");
-    let store = WeightStore::open_component(&dir, &["diffusion_pytorch_model.safetensors"]).expect("tiny-a weights");
-    let mut unet = UNet2DConditionModel::load(&VarBuilder::<B>::new(store, &device, DType::F32), &cfg).unwrap();
+    let store = WeightStore::open_component(&dir, &["diffusion_pytorch_model.safetensors"])
+        .expect("tiny-a weights");
+    let mut unet =
+        UNet2DConditionModel::load(&VarBuilder::<B>::new(store, &device, DType::F32), &cfg)
+            .unwrap();
     let mut group = c.benchmark_group("lora_tiny-a_64px_r8");
     variants(&mut group, &mut unet, &cfg, 8, 8, &[1, 2, 4], &[1, 2, 4]);
     group.finish();
 
     if std::env::var("CLORA_BENCH_FULL").is_ok() {
-        let side_px: usize = std::env::var("CLORA_BENCH_SIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(256);
+        let side_px: usize = std::env::var("CLORA_BENCH_SIDE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(256);
         let cfg = UNetConfig::sd15();
-        let mut unet = UNet2DConditionModel::load(&VarBuilder::<B>::random(0, &device, DType::F32), &cfg).unwrap();
+        let mut unet =
+            UNet2DConditionModel::load(&VarBuilder::<B>::random(0, &device, DType::F32), &cfg)
+                .unwrap();
         let mut group = c.benchmark_group(format!("lora_sd15_{side_px}px_r16"));
         group
             .sample_size(10)
             .sampling_mode(SamplingMode::Flat)
             .warm_up_time(Duration::from_millis(1))
             .measurement_time(Duration::from_secs(30));
-        let rows: Vec<usize> = if std::env::var("CLORA_BENCH_ROWS").is_ok() { vec![2] } else { vec![] };
-        variants(&mut group, &mut unet, &cfg, side_px / 8, 16, &[1, 2, 4], &rows);
+        let rows: Vec<usize> = if std::env::var("CLORA_BENCH_ROWS").is_ok() {
+            vec![2]
+        } else {
+            vec![]
+        };
+        variants(
+            &mut group,
+            &mut unet,
+            &cfg,
+            side_px / 8,
+            16,
+            &[1, 2, 4],
+            &rows,
+        );
         group.finish();
     }
 }

@@ -48,7 +48,12 @@ fn load_with(test: &str, extra: &str) -> Result<config::Experiment, ConfigError>
     let text = format!("{BASE}{extra}");
     let dir = folder(
         test,
-        &[("exp.toml", &text), ("model.safetensors", "m"), ("cat.safetensors", "c"), ("dog.safetensors", "d")],
+        &[
+            ("exp.toml", &text),
+            ("model.safetensors", "m"),
+            ("cat.safetensors", "c"),
+            ("dog.safetensors", "d"),
+        ],
     );
     config::load(&dir.join("exp.toml"))
 }
@@ -73,7 +78,12 @@ fn smoke_config_loads() {
     assert_eq!(e.prompt_sets[0].prompts.len(), 2);
     assert_eq!(e.methods[0].kind, MethodKind::Base);
     assert_eq!(e.sampler.steps, 4);
-    assert!(e.model.path.as_ref().unwrap().ends_with("tests/fixtures/sd/tiny-a"));
+    assert!(e
+        .model
+        .path
+        .as_ref()
+        .unwrap()
+        .ends_with("tests/fixtures/sd/tiny-a"));
     assert_eq!(e.metrics.scores, vec!["mean_luma", "rms_contrast"]);
 }
 
@@ -87,7 +97,9 @@ fn draft_configs_are_valid_but_for_missing_weight_files() {
                 for p in e.problems() {
                     let m = p.to_string();
                     assert!(
-                        m.contains("no such file") || m.contains("no such folder") || m.contains("no such file or folder"),
+                        m.contains("no such file")
+                            || m.contains("no such folder")
+                            || m.contains("no such file or folder"),
                         "{name}: a problem other than a missing file: {m}"
                     );
                 }
@@ -98,52 +110,141 @@ fn draft_configs_are_valid_but_for_missing_weight_files() {
 
 #[test]
 fn wrong_type_names_file_field_and_expected_form() {
-    let m = one_error(load_with("wrongtype", "samples_per_prompt = \"two\"\n"), &["exp.toml", "samples_per_prompt", "expected"]);
+    let m = one_error(
+        load_with("wrongtype", "samples_per_prompt = \"two\"\n"),
+        &["exp.toml", "samples_per_prompt", "expected"],
+    );
     // `samples_per_prompt` after a table header belongs to the last table: put it at the top instead
-    assert!(m.contains("invalid type") || m.contains("unknown field"), "{m}");
-    let dir = folder("wrongtype2", &[("exp.toml", "samples_per_prompt = \"two\"\n")]);
-    one_error(config::load(&dir.join("exp.toml")), &["exp.toml", "field `samples_per_prompt`", "invalid type: string \"two\", expected usize", ":1:"]);
+    assert!(
+        m.contains("invalid type") || m.contains("unknown field"),
+        "{m}"
+    );
+    let dir = folder(
+        "wrongtype2",
+        &[("exp.toml", "samples_per_prompt = \"two\"\n")],
+    );
+    one_error(
+        config::load(&dir.join("exp.toml")),
+        &[
+            "exp.toml",
+            "field `samples_per_prompt`",
+            "invalid type: string \"two\", expected usize",
+            ":1:",
+        ],
+    );
 }
 
 #[test]
 fn unknown_field_is_named_with_its_path() {
     one_error(
         load_with("unknown", "[sampler]\nstepz = 4\n"),
-        &["exp.toml", "sampler", "unknown field `stepz`", "expected one of", "`steps`"],
+        &[
+            "exp.toml",
+            "sampler",
+            "unknown field `stepz`",
+            "expected one of",
+            "`steps`",
+        ],
     );
     one_error(
-        load_with("unknownparam", "[[methods]]\nname = \"c\"\nmethod = \"clora\"\nparams = { step_sise = 10 }\n"),
-        &["exp.toml", "field `methods[1].params.step_sise`", "unknown parameter of method `clora`", "`step_size`"],
+        load_with(
+            "unknownparam",
+            "[[methods]]\nname = \"c\"\nmethod = \"clora\"\nparams = { step_sise = 10 }\n",
+        ),
+        &[
+            "exp.toml",
+            "field `methods[1].params.step_sise`",
+            "unknown parameter of method `clora`",
+            "`step_size`",
+        ],
     );
-    one_error(load_with("unknownmethod", "[[methods]]\nmethod = \"clra\"\n"), &["methods[1].method", "unknown variant `clra`", "`clora`"]);
+    one_error(
+        load_with("unknownmethod", "[[methods]]\nmethod = \"clra\"\n"),
+        &["methods[1].method", "unknown variant `clra`", "`clora`"],
+    );
 }
 
 #[test]
 fn missing_files_are_named() {
     one_error(
-        load_with("missinglora", "[[loras]]\nname = \"bird\"\npath = \"nope/bird.safetensors\"\nclass_noun = \"bird\"\n"),
-        &["exp.toml", "field `loras[2].path`", "no such file", "nope/bird.safetensors"],
+        load_with(
+            "missinglora",
+            "[[loras]]\nname = \"bird\"\npath = \"nope/bird.safetensors\"\nclass_noun = \"bird\"\n",
+        ),
+        &[
+            "exp.toml",
+            "field `loras[2].path`",
+            "no such file",
+            "nope/bird.safetensors",
+        ],
     );
     one_error(
-        load_with("missingprompts", "[[prompt_sets]]\nname = \"more\"\nfile = \"prompts/none.toml\"\n"),
-        &["field `prompt_sets[1].file`", "no such file", "prompts/none.toml"],
+        load_with(
+            "missingprompts",
+            "[[prompt_sets]]\nname = \"more\"\nfile = \"prompts/none.toml\"\n",
+        ),
+        &[
+            "field `prompt_sets[1].file`",
+            "no such file",
+            "prompts/none.toml",
+        ],
     );
-    one_error(load_with("missingrefs", "[metrics]\nscores = [\"dino\"]\ndino_model = \"dino\"\n"), &["metrics.dino_model", "no such folder"]);
-    let dir = folder("missinginclude", &[("exp.toml", "include = [\"shared.toml\"]\n")]);
-    one_error(config::load(&dir.join("exp.toml")), &["exp.toml", "field `include[0]`", "no such file", "shared.toml"]);
+    one_error(
+        load_with(
+            "missingrefs",
+            "[metrics]\nscores = [\"dino\"]\ndino_model = \"dino\"\n",
+        ),
+        &["metrics.dino_model", "no such folder"],
+    );
+    let dir = folder(
+        "missinginclude",
+        &[("exp.toml", "include = [\"shared.toml\"]\n")],
+    );
+    one_error(
+        config::load(&dir.join("exp.toml")),
+        &[
+            "exp.toml",
+            "field `include[0]`",
+            "no such file",
+            "shared.toml",
+        ],
+    );
     let e = config::load(Path::new("/nonexistent/exp.toml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/exp.toml"), "{e}");
 }
 
 #[test]
 fn empty_grids_are_rejected() {
-    let dir = folder("emptyseeds", &[("exp.toml", &BASE.replace("seeds = [0, 1]", "seeds = []")), ("model.safetensors", ""), ("cat.safetensors", ""), ("dog.safetensors", "")]);
-    one_error(config::load(&dir.join("exp.toml")), &["field `seeds`", "empty grid"]);
-    one_error(
-        load_with("emptyaxis", "[[methods]]\nname = \"c\"\nmethod = \"clora\"\nparams = { step_size = [] }\n"),
-        &["field `methods[1].params.step_size`", "empty list: a sweep axis needs at least one value"],
+    let dir = folder(
+        "emptyseeds",
+        &[
+            ("exp.toml", &BASE.replace("seeds = [0, 1]", "seeds = []")),
+            ("model.safetensors", ""),
+            ("cat.safetensors", ""),
+            ("dog.safetensors", ""),
+        ],
     );
-    one_error(load_with("emptyprompts", "[[prompt_sets]]\nname = \"none\"\nprompts = []\n"), &["prompt_sets[1].prompts", "empty list"]);
+    one_error(
+        config::load(&dir.join("exp.toml")),
+        &["field `seeds`", "empty grid"],
+    );
+    one_error(
+        load_with(
+            "emptyaxis",
+            "[[methods]]\nname = \"c\"\nmethod = \"clora\"\nparams = { step_size = [] }\n",
+        ),
+        &[
+            "field `methods[1].params.step_size`",
+            "empty list: a sweep axis needs at least one value",
+        ],
+    );
+    one_error(
+        load_with(
+            "emptyprompts",
+            "[[prompt_sets]]\nname = \"none\"\nprompts = []\n",
+        ),
+        &["prompt_sets[1].prompts", "empty list"],
+    );
 }
 
 #[test]
@@ -153,16 +254,38 @@ fn value_errors_give_the_expected_form() {
         &["methods[1].params.mask_threshold_alpha[1]", "expected a number in (0, 1), found the number 1.2"],
     );
     one_error(
-        load_with("badtype", "[[methods]]\nname = \"c\"\nmethod = \"clora\"\nparams = { latent_update = \"yes\" }\n"),
-        &["methods[1].params.latent_update", "expected true or false, found the string \"yes\""],
+        load_with(
+            "badtype",
+            "[[methods]]\nname = \"c\"\nmethod = \"clora\"\nparams = { latent_update = \"yes\" }\n",
+        ),
+        &[
+            "methods[1].params.latent_update",
+            "expected true or false, found the string \"yes\"",
+        ],
     );
-    one_error(load_with("template", "[[prompt_sets]]\nname = \"x\"\nprompts = [\"a {bird}\"]\n"), &["prompt_sets[1].prompts[0]", "`{bird}` names no LoRA", "\"cat\""]);
+    one_error(
+        load_with(
+            "template",
+            "[[prompt_sets]]\nname = \"x\"\nprompts = [\"a {bird}\"]\n",
+        ),
+        &[
+            "prompt_sets[1].prompts[0]",
+            "`{bird}` names no LoRA",
+            "\"cat\"",
+        ],
+    );
     one_error(
         load_with("fewconcepts", "[[prompt_sets]]\nname = \"one\"\nprompts = [\"a {cat}\"]\n[[methods]]\nmethod = \"clora\"\n"),
         &["methods[1]", "at least 2 LoRA(s)", "prompt_sets"],
     );
-    one_error(load_with("dupname", "[[methods]]\nmethod = \"base\"\n"), &["methods[1].name", "used twice"]);
-    one_error(load_with("size", "[sampler]\nwidth = 100\n"), &["sampler.width", "multiple of 8"]);
+    one_error(
+        load_with("dupname", "[[methods]]\nmethod = \"base\"\n"),
+        &["methods[1].name", "used twice"],
+    );
+    one_error(
+        load_with("size", "[sampler]\nwidth = 100\n"),
+        &["sampler.width", "multiple of 8"],
+    );
 }
 
 #[test]
@@ -170,13 +293,22 @@ fn several_problems_are_reported_one_line_each() {
     let e = load_with("many", "[sampler]\nsteps = 0\n[report]\nconfidence = 2.0\n").unwrap_err();
     assert_eq!(e.problems().len(), 2, "{e}");
     let s = e.to_string();
-    assert!(s.contains("sampler.steps") && s.contains("report.confidence"), "{s}");
+    assert!(
+        s.contains("sampler.steps") && s.contains("report.confidence"),
+        "{s}"
+    );
 }
 
 #[test]
 fn syntax_errors_give_the_line() {
-    let dir = folder("syntax", &[("exp.toml", "seeds = [0, 1]\n[model\npath = 1\n")]);
-    let e = one_error(config::load(&dir.join("exp.toml")), &["exp.toml:2:", "not valid TOML"]);
+    let dir = folder(
+        "syntax",
+        &[("exp.toml", "seeds = [0, 1]\n[model\npath = 1\n")],
+    );
+    let e = one_error(
+        config::load(&dir.join("exp.toml")),
+        &["exp.toml:2:", "not valid TOML"],
+    );
     assert!(!e.contains("field"), "{e}");
 }
 
@@ -198,19 +330,43 @@ fn includes_merge_and_errors_name_the_included_file() {
     assert_eq!(e.loras.len(), 1);
     assert!(e.loras[0].path.ends_with("lib/cat.safetensors"));
     assert_eq!(e.sampler.steps, 9, "the including file wins");
-    assert_eq!(e.sampler.guidance, 3.0, "fields it does not set come from the include");
+    assert_eq!(
+        e.sampler.guidance, 3.0,
+        "fields it does not set come from the include"
+    );
     assert_eq!(e.seeds, vec![10, 11, 12]);
-    assert_eq!(e.prompt_sets[0].prompts[1].negative.as_deref(), Some("blurry"));
+    assert_eq!(
+        e.prompt_sets[0].prompts[1].negative.as_deref(),
+        Some("blurry")
+    );
     assert_eq!(e.files.len(), 2);
 
     let dir = folder(
         "includebad",
-        &[("shared.toml", "[[loras]]\nname = \"cat\"\npath = \"cat.safetensors\"\nweight = \"heavy\"\n"), ("exp.toml", "include = [\"shared.toml\"]\n")],
+        &[
+            (
+                "shared.toml",
+                "[[loras]]\nname = \"cat\"\npath = \"cat.safetensors\"\nweight = \"heavy\"\n",
+            ),
+            ("exp.toml", "include = [\"shared.toml\"]\n"),
+        ],
     );
-    one_error(config::load(&dir.join("exp.toml")), &["shared.toml", "loras[0].weight", "expected f64"]);
+    one_error(
+        config::load(&dir.join("exp.toml")),
+        &["shared.toml", "loras[0].weight", "expected f64"],
+    );
 
-    let dir = folder("cycle", &[("a.toml", "include = [\"b.toml\"]\n"), ("b.toml", "include = [\"a.toml\"]\n")]);
-    one_error(config::load(&dir.join("a.toml")), &["b.toml", "include[0]", "includes itself"]);
+    let dir = folder(
+        "cycle",
+        &[
+            ("a.toml", "include = [\"b.toml\"]\n"),
+            ("b.toml", "include = [\"a.toml\"]\n"),
+        ],
+    );
+    one_error(
+        config::load(&dir.join("a.toml")),
+        &["b.toml", "include[0]", "includes itself"],
+    );
 }
 
 #[test]
@@ -224,10 +380,20 @@ fn grids_expand_to_the_cartesian_product() {
     assert_eq!(m.grid.len(), 2 * 3 * 2 * 2);
     let v = m.grid.expand(&m.name);
     assert_eq!(v.len(), 24);
-    assert!(v.iter().all(|x| x.params["maps"] == ParamValue::Str("cond".into())));
+    assert!(v
+        .iter()
+        .all(|x| x.params["maps"] == ParamValue::Str("cond".into())));
     let labels: std::collections::BTreeSet<&str> = v.iter().map(|x| x.label.as_str()).collect();
     assert_eq!(labels.len(), 24, "labels are unique");
-    assert_eq!(v[0].swept, vec!["iterative_steps", "latent_update", "mask_threshold_alpha", "step_size"]);
+    assert_eq!(
+        v[0].swept,
+        vec![
+            "iterative_steps",
+            "latent_update",
+            "mask_threshold_alpha",
+            "step_size"
+        ]
+    );
 }
 
 #[test]
@@ -252,5 +418,43 @@ fn clora_parameter_names_match_the_method() {
         t.insert(def.name.to_string(), value);
     }
     let r: Result<CloraParams, _> = toml::Value::Table(t).try_into();
-    assert!(r.is_ok(), "CloraParams rejects the schema's CLoRA knobs: {}", r.unwrap_err());
+    assert!(
+        r.is_ok(),
+        "CloraParams rejects the schema's CLoRA knobs: {}",
+        r.unwrap_err()
+    );
+}
+
+#[test]
+fn baseline_parameter_names_match_the_methods() {
+    // the knobs of single, merge, switch and composite (but the harness-level ones) are fields of MethodSpec
+    use clora_harness::config::params::{ParamType, BASELINE_HARNESS_PARAMS};
+    use clora_harness::methods::spec::MethodSpec;
+    for kind in [
+        MethodKind::Single,
+        MethodKind::Merge,
+        MethodKind::Switch,
+        MethodKind::Composite,
+    ] {
+        let mut t = toml::Table::new();
+        t.insert("method".into(), toml::Value::String(kind.as_str().into()));
+        for def in kind
+            .params()
+            .iter()
+            .filter(|d| !BASELINE_HARNESS_PARAMS.contains(&d.name))
+        {
+            let v = match def.ty {
+                ParamType::Bool => toml::Value::Boolean(true),
+                ParamType::Int { min } => toml::Value::Integer(min.max(1)),
+                other => panic!("{kind}: no sample value for {other:?}"),
+            };
+            t.insert(def.name.to_string(), v);
+        }
+        let r: Result<MethodSpec, _> = toml::Value::Table(t).try_into();
+        assert_eq!(
+            r.map(|m| m.name()).map_err(|e| e.to_string()),
+            Ok(kind.as_str()),
+            "{kind}"
+        );
+    }
 }

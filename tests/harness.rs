@@ -10,7 +10,8 @@ use clora_harness::harness::filehash::FileHasher;
 use clora_harness::harness::manifest;
 use clora_harness::harness::table::{col_f64, col_str, read_parquet};
 use clora_harness::harness::{
-    self, GeneratedImage, Generator, GeneratorInfo, Interrupt, Job, JobContext, JobError, RunDir, SessionOptions, Target,
+    self, GeneratedImage, Generator, GeneratorInfo, Interrupt, Job, JobContext, JobError, RunDir,
+    SessionOptions, Target,
 };
 
 fn folder(test: &str) -> PathBuf {
@@ -105,28 +106,55 @@ fn planner_expands_the_grid_and_shares_noise_across_methods() {
     // initial noise from (seed, prompt, sample) only
     let mut noise: BTreeMap<(usize, u64, usize), BTreeSet<u64>> = BTreeMap::new();
     for j in &plan.jobs {
-        noise.entry((j.prompt.index, j.seed, j.sample)).or_default().insert(j.noise_seed);
+        noise
+            .entry((j.prompt.index, j.seed, j.sample))
+            .or_default()
+            .insert(j.noise_seed);
     }
     assert_eq!(noise.len(), 12);
-    assert!(noise.values().all(|s| s.len() == 1), "one noise seed per (prompt, seed, sample)");
+    assert!(
+        noise.values().all(|s| s.len() == 1),
+        "one noise seed per (prompt, seed, sample)"
+    );
     let distinct: BTreeSet<u64> = noise.values().flatten().copied().collect();
     assert_eq!(distinct.len(), 12);
     // prompts rendered per method
     let b = by(MethodKind::Base).next().unwrap();
-    assert_eq!((b.prompt.text.as_str(), b.loras.len()), ("a cat and a dog", 0));
+    assert_eq!(
+        (b.prompt.text.as_str(), b.loras.len()),
+        ("a cat and a dog", 0)
+    );
     let m = by(MethodKind::Merge).next().unwrap();
     assert_eq!(m.prompt.text, "a sks cat and a zwx dog");
-    assert_eq!(m.loras.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), vec!["cat", "dog"]);
-    let singles: Vec<&Job> = by(MethodKind::Single).filter(|j| j.prompt.index == 0 && j.seed == 0 && j.sample == 0).collect();
-    assert_eq!(singles.iter().map(|j| j.prompt.text.as_str()).collect::<Vec<_>>(), vec!["a sks cat and a dog", "a cat and a zwx dog"]);
+    assert_eq!(
+        m.loras.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+        vec!["cat", "dog"]
+    );
+    let singles: Vec<&Job> = by(MethodKind::Single)
+        .filter(|j| j.prompt.index == 0 && j.seed == 0 && j.sample == 0)
+        .collect();
+    assert_eq!(
+        singles
+            .iter()
+            .map(|j| j.prompt.text.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a sks cat and a dog", "a cat and a zwx dog"]
+    );
     assert_eq!(singles[1].variant, "single[lora=dog]");
     let c = by(MethodKind::Clora).find(|j| j.prompt.index == 1).unwrap();
     assert_eq!(c.prompt.plain, "a dog near a cat");
-    assert_eq!(c.prompt.branches, vec!["a zwx dog near a cat", "a dog near a sks cat"]);
+    assert_eq!(
+        c.prompt.branches,
+        vec!["a zwx dog near a cat", "a dog near a sks cat"]
+    );
     assert_eq!(c.variant, "clora[latent_update=true, step_size=10]");
     assert!(by(MethodKind::Clora).all(|j| j.prompt.set == "pairs"));
     // an entry identical in what makes the pixels shares the images
-    let exp2 = experiment(&dir, &dir.join("cat.safetensors"), &format!("{METHODS}\n[[methods]]\nname = \"base-again\"\nmethod = \"base\"\n"));
+    let exp2 = experiment(
+        &dir,
+        &dir.join("cat.safetensors"),
+        &format!("{METHODS}\n[[methods]]\nname = \"base-again\"\nmethod = \"base\"\n"),
+    );
     let plan2 = plan_of(&exp2);
     assert_eq!(plan2.jobs.len(), plan.jobs.len() + 12);
     assert_eq!(plan2.unique().len(), plan.jobs.len());
@@ -136,7 +164,12 @@ fn planner_expands_the_grid_and_shares_noise_across_methods() {
 fn hashes(plan: &harness::Plan) -> BTreeMap<(String, usize, u64, usize), String> {
     plan.jobs
         .iter()
-        .map(|j| ((j.variant.clone(), j.prompt.index, j.seed, j.sample), j.hash.clone()))
+        .map(|j| {
+            (
+                (j.variant.clone(), j.prompt.index, j.seed, j.sample),
+                j.hash.clone(),
+            )
+        })
         .collect()
 }
 
@@ -146,12 +179,20 @@ fn a_changed_parameter_changes_only_the_affected_hashes() {
     let model = dir.join("cat.safetensors");
     let a = hashes(&plan_of(&experiment(&dir, &model, METHODS)));
     // a CLoRA step size: only those jobs
-    let b = hashes(&plan_of(&experiment(&dir, &model, &METHODS.replace("step_size = [10, 20]", "step_size = [10, 30]"))));
+    let b = hashes(&plan_of(&experiment(
+        &dir,
+        &model,
+        &METHODS.replace("step_size = [10, 20]", "step_size = [10, 30]"),
+    )));
     let changed: Vec<_> = a.keys().filter(|k| b.get(*k) != Some(&a[*k])).collect();
     assert_eq!(changed.len(), 16);
     assert!(changed.iter().all(|k| k.0.contains("step_size=20")));
     // a knob that does not touch the pixels: nothing
-    let c = hashes(&plan_of(&experiment(&dir, &model, &METHODS.replace("save_attention = false", "save_attention = true"))));
+    let c = hashes(&plan_of(&experiment(
+        &dir,
+        &model,
+        &METHODS.replace("save_attention = false", "save_attention = true"),
+    )));
     assert_eq!(a, c);
     // the content of one LoRA file: every job that applies it, no other
     let plan_a = plan_of(&experiment(&dir, &model, METHODS));
@@ -206,7 +247,8 @@ impl Generator for Recorder {
 }
 
 fn session(exp: &Experiment, out: &Path, g: &mut dyn Generator) -> harness::SessionOutcome {
-    harness::run_experiment(exp, out, g, &Interrupt::new(), &SessionOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+    harness::run_experiment(exp, out, g, &Interrupt::new(), &SessionOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -218,14 +260,25 @@ fn the_runner_skips_done_images_and_reruns_only_affected_jobs() {
     let mut g = Recorder::default();
     let o = session(&exp, &out, &mut g);
     assert_eq!(g.calls.len(), 88);
-    assert_eq!((o.generation.generated, o.generation.skipped, o.generation.failed), (88, 0, 0));
+    assert_eq!(
+        (
+            o.generation.generated,
+            o.generation.skipped,
+            o.generation.failed
+        ),
+        (88, 0, 0)
+    );
     // again: nothing to do
     let mut g = Recorder::default();
     let o = session(&exp, &out, &mut g);
     assert!(g.calls.is_empty());
     assert_eq!(o.generation.skipped, 88);
     // one axis value changed: only its jobs
-    let exp2 = experiment(&dir, &model, &METHODS.replace("step_size = [10, 20]", "step_size = [10, 30]"));
+    let exp2 = experiment(
+        &dir,
+        &model,
+        &METHODS.replace("step_size = [10, 20]", "step_size = [10, 30]"),
+    );
     let mut g = Recorder::default();
     let o = session(&exp2, &out, &mut g);
     assert_eq!(g.calls.len(), 16);
@@ -233,7 +286,12 @@ fn the_runner_skips_done_images_and_reruns_only_affected_jobs() {
     let rows = manifest::read(&o.run).unwrap();
     assert_eq!(rows.len(), 88);
     assert!(rows.iter().all(|r| r.status == manifest::DONE));
-    assert_eq!(rows.iter().filter(|r| r.variant.contains("step_size=30")).count(), 16);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.variant.contains("step_size=30"))
+            .count(),
+        16
+    );
     // a damaged image is made again
     let victim = &rows[0].hash;
     std::fs::write(o.run.image(victim), b"not a png").unwrap();
@@ -254,30 +312,47 @@ fn failed_jobs_are_recorded_and_the_run_goes_on() {
     assert_eq!((o.generation.failed, o.generation.generated), (24, 64));
     let rows = manifest::read(&o.run).unwrap();
     let merge: Vec<_> = rows.iter().filter(|r| r.kind == "merge").collect();
-    assert!(merge.iter().all(|r| r.status == manifest::FAILED && r.error.as_deref() == Some("merge refuses") && r.image.is_none()));
+    assert!(merge.iter().all(|r| r.status == manifest::FAILED
+        && r.error.as_deref() == Some("merge refuses")
+        && r.image.is_none()));
     // failures are retried on the next run, and succeed now
     let mut g = Recorder::default();
     let o = session(&exp, &dir.join("results"), &mut g);
     assert_eq!(g.calls.len(), 24);
-    assert!(manifest::read(&o.run).unwrap().iter().all(|r| r.status == manifest::DONE));
+    assert!(manifest::read(&o.run)
+        .unwrap()
+        .iter()
+        .all(|r| r.status == manifest::DONE));
 }
 
 #[test]
 fn sd_generator_makes_base_images_and_reports_missing_methods() {
     let dir = folder("sd");
     let exp = experiment(&dir, &tiny_model(), "[[methods]]\nmethod = \"base\"\n[[methods]]\nmethod = \"clora\"\nprompt_sets = [\"pairs\"]\n");
-    let mut g = harness::SdGenerator::<clora_harness::backend::Cpu>::new(Default::default(), "flex", "cpu", exp.model.dtype);
+    let mut g = harness::SdGenerator::<clora_harness::backend::Cpu>::new(
+        Default::default(),
+        "flex",
+        "cpu",
+        exp.model.dtype,
+    );
     let o = session(&exp, &dir.join("results"), &mut g);
     assert_eq!(o.generation.generated, 12);
     assert_eq!(o.generation.failed, 8);
     assert_eq!(o.generation.unavailable.get(&MethodKind::Clora), Some(&8));
     let rows = manifest::read(&o.run).unwrap();
     let clora = rows.iter().find(|r| r.kind == "clora").unwrap();
-    assert_eq!(clora.error.as_deref(), Some("method `clora` is not available in this build yet"));
+    assert_eq!(
+        clora.error.as_deref(),
+        Some("method `clora` is not available in this build yet")
+    );
     // the images decode, at the configured size, and differ across samples
     let base: Vec<_> = rows.iter().filter(|r| r.kind == "base").collect();
-    let a = image::open(o.run.root.join(base[0].image.as_ref().unwrap())).unwrap().to_rgb8();
-    let b = image::open(o.run.root.join(base[1].image.as_ref().unwrap())).unwrap().to_rgb8();
+    let a = image::open(o.run.root.join(base[0].image.as_ref().unwrap()))
+        .unwrap()
+        .to_rgb8();
+    let b = image::open(o.run.root.join(base[1].image.as_ref().unwrap()))
+        .unwrap()
+        .to_rgb8();
     assert_eq!(a.dimensions(), (64, 64));
     assert_ne!(a, b);
     // the same job again gives the same pixels (deterministic noise from the job's seed)
@@ -307,13 +382,21 @@ fn report_tables_agree_with_the_scores() {
     // the method table: recompute one mean from scores.parquet and the manifest
     let scores = read_parquet(&run.scores()).unwrap();
     let sp = run.scores();
-    let (h, m, v) = (col_str(&scores, "hash", &sp).unwrap(), col_str(&scores, "metric", &sp).unwrap(), col_f64(&scores, "value", &sp).unwrap());
+    let (h, m, v) = (
+        col_str(&scores, "hash", &sp).unwrap(),
+        col_str(&scores, "metric", &sp).unwrap(),
+        col_f64(&scores, "value", &sp).unwrap(),
+    );
     let luma: BTreeMap<String, f64> = (0..h.len())
         .filter(|&i| m[i].as_deref() == Some("mean_luma"))
         .map(|i| (h[i].clone().unwrap(), v[i].unwrap()))
         .collect();
     let rows = manifest::read(run).unwrap();
-    let merge05: Vec<f64> = rows.iter().filter(|r| r.variant == "merge[scale=0.5]").map(|r| luma[&r.hash]).collect();
+    let merge05: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.variant == "merge[scale=0.5]")
+        .map(|r| luma[&r.hash])
+        .collect();
     assert_eq!(merge05.len(), 12);
     let want = merge05.iter().sum::<f64>() / 12.0;
     let table = read_csv(&report.join("tables/methods.csv"));
@@ -324,14 +407,22 @@ fn report_tables_agree_with_the_scores() {
     assert!((row["mean"].parse::<f64>().unwrap() - want).abs() < 1e-12);
     assert_eq!(row["n"], "12");
     // one variant per method x metric row, no duplicates
-    let keys: BTreeSet<(String, String)> = table.iter().map(|r| (r["variant"].clone(), r["metric"].clone())).collect();
+    let keys: BTreeSet<(String, String)> = table
+        .iter()
+        .map(|r| (r["variant"].clone(), r["metric"].clone()))
+        .collect();
     assert_eq!(keys.len(), table.len());
     assert_eq!(table.len(), (1 + 2 + 2 + 4) * 2);
     // ablation tables: clora's two axes pool the other one
     let abl = read_csv(&report.join("tables/ablation_clora_step_size.csv"));
-    let r10 = abl.iter().find(|r| r["value"] == "10" && r["metric"] == "mean_luma").unwrap();
+    let r10 = abl
+        .iter()
+        .find(|r| r["value"] == "10" && r["metric"] == "mean_luma")
+        .unwrap();
     assert_eq!(r10["n"], "16");
-    assert!(report.join("tables/ablation_clora_latent_update.csv").is_file());
+    assert!(report
+        .join("tables/ablation_clora_latent_update.csv")
+        .is_file());
     assert!(report.join("tables/ablation_single_lora.csv").is_file());
     // plots and grids
     for f in [
@@ -347,19 +438,30 @@ fn report_tables_agree_with_the_scores() {
         assert!(img.width() > 300 && img.height() > 150, "{f}");
     }
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
-    assert!(md.contains("| clora[latent_update=true, step_size=10] | 8 |"), "{md}");
+    assert!(
+        md.contains("| clora[latent_update=true, step_size=10] | 8 |"),
+        "{md}"
+    );
     assert!(md.contains("### clora: step_size"));
     // the report is a pure function of the run folder
     let first = std::fs::read(report.join("tables/methods.csv")).unwrap();
     clora_harness::report::write(run).unwrap();
-    assert_eq!(std::fs::read(report.join("tables/methods.csv")).unwrap(), first);
+    assert_eq!(
+        std::fs::read(report.join("tables/methods.csv")).unwrap(),
+        first
+    );
 }
 
 /// A small CSV reader for the report's tables (no quoted commas in these).
 fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split(',').map(|s| s.trim_matches('"').to_string()).collect();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|s| s.trim_matches('"').to_string())
+        .collect();
     lines
         .map(|l| {
             let cells = split_csv(l);

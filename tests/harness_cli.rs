@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_harness")).args(args).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{args:?} --help failed");
     String::from_utf8(out.stdout).unwrap()
 }
@@ -14,7 +18,9 @@ fn all_described(text: &str) {
     let mut in_list = false;
     for (i, line) in lines.iter().enumerate() {
         if line.ends_with(':') && !line.starts_with(' ') {
-            in_list = line.starts_with("Options") || line.starts_with("Arguments") || line.starts_with("Commands");
+            in_list = line.starts_with("Options")
+                || line.starts_with("Arguments")
+                || line.starts_with("Commands");
             continue;
         }
         let trimmed = line.trim_start();
@@ -35,11 +41,24 @@ fn all_described(text: &str) {
 fn help_is_complete() {
     let top = help(&[]);
     for c in ["run", "eval", "report"] {
-        assert!(top.lines().any(|l| l.trim_start().starts_with(c)), "`{c}` missing from\n{top}");
+        assert!(
+            top.lines().any(|l| l.trim_start().starts_with(c)),
+            "`{c}` missing from\n{top}"
+        );
     }
     all_described(&top);
     let run = help(&["run"]);
-    for flag in ["<CONFIG>", "--out", "--device", "--dtype", "--dry-run", "--no-eval", "--no-report", "--max-images", "--quiet"] {
+    for flag in [
+        "<CONFIG>",
+        "--out",
+        "--device",
+        "--dtype",
+        "--dry-run",
+        "--no-eval",
+        "--no-report",
+        "--max-images",
+        "--quiet",
+    ] {
         assert!(run.contains(flag), "`{flag}` missing from\n{run}");
     }
     assert!(run.contains("Ctrl-C"));
@@ -58,10 +77,21 @@ fn a_malformed_config_fails_with_one_clear_line() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("bad.toml");
     std::fs::write(&cfg, "seeds = [0]\n[sampler]\nsteps = \"many\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_harness")).arg("run").arg(&cfg).arg("--out").arg(&dir).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("bad.toml:3:") && err.contains("field `sampler.steps`") && err.contains("expected usize"), "{err}");
+    assert!(
+        err.contains("bad.toml:3:")
+            && err.contains("field `sampler.steps`")
+            && err.contains("expected usize"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,6 +1,6 @@
 //! Kill test: `harness run` killed with SIGKILL at several points (start-up, mid-generation, during
 //! evaluation and report) and restarted ends with the same tables and images as an uninterrupted run,
-//! with no duplicate or corrupt rows.
+//! with no duplicate or corrupt rows; Ctrl-C finishes the current image and stops cleanly.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,7 +44,13 @@ trade_off = ["mean_luma", "rms_contrast"]
 
 fn harness(cfg: &Path, out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
-    c.arg("run").arg(cfg).arg("--out").arg(out).arg("--quiet").stdout(Stdio::null()).stderr(Stdio::null());
+    c.arg("run")
+        .arg(cfg)
+        .arg("--out")
+        .arg(out)
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     c
 }
 
@@ -77,7 +83,10 @@ fn kill_when(cfg: &Path, out: &Path, ready: impl Fn() -> bool, delay: Duration) 
             child.wait().unwrap();
             return true;
         }
-        assert!(t0.elapsed() < Duration::from_secs(300), "the run took too long");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "the run took too long"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -86,14 +95,29 @@ fn kill_when(cfg: &Path, out: &Path, ready: impl Fn() -> bool, delay: Duration) 
 fn manifest(run: &Path) -> Vec<Vec<String>> {
     let p = run.join("manifest.parquet");
     let df = read_parquet(&p).unwrap();
-    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).filter(|n| n != "seconds").collect();
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|n| n != "seconds")
+        .collect();
     let mut cols = Vec::new();
     for n in &names {
-        let c = df.column(n).unwrap().cast(&polars::prelude::DataType::String).unwrap();
+        let c = df
+            .column(n)
+            .unwrap()
+            .cast(&polars::prelude::DataType::String)
+            .unwrap();
         let s = c.str().unwrap().clone();
-        cols.push((0..s.len()).map(|i| s.get(i).unwrap_or("<null>").to_string()).collect::<Vec<_>>());
+        cols.push(
+            (0..s.len())
+                .map(|i| s.get(i).unwrap_or("<null>").to_string())
+                .collect::<Vec<_>>(),
+        );
     }
-    let mut rows: Vec<Vec<String>> = (0..df.height()).map(|i| cols.iter().map(|c| c[i].clone()).collect()).collect();
+    let mut rows: Vec<Vec<String>> = (0..df.height())
+        .map(|i| cols.iter().map(|c| c[i].clone()).collect())
+        .collect();
     rows.sort();
     rows
 }
@@ -101,8 +125,20 @@ fn manifest(run: &Path) -> Vec<Vec<String>> {
 fn scores(run: &Path) -> Vec<(String, String, u64)> {
     let p = run.join("scores.parquet");
     let df = read_parquet(&p).unwrap();
-    let (h, m, v) = (col_str(&df, "hash", &p).unwrap(), col_str(&df, "metric", &p).unwrap(), col_f64(&df, "value", &p).unwrap());
-    let mut out: Vec<(String, String, u64)> = (0..h.len()).map(|i| (h[i].clone().unwrap(), m[i].clone().unwrap(), v[i].unwrap().to_bits())).collect();
+    let (h, m, v) = (
+        col_str(&df, "hash", &p).unwrap(),
+        col_str(&df, "metric", &p).unwrap(),
+        col_f64(&df, "value", &p).unwrap(),
+    );
+    let mut out: Vec<(String, String, u64)> = (0..h.len())
+        .map(|i| {
+            (
+                h[i].clone().unwrap(),
+                m[i].clone().unwrap(),
+                v[i].unwrap().to_bits(),
+            )
+        })
+        .collect();
     out.sort();
     out
 }
@@ -112,7 +148,12 @@ fn images(run: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".png"))
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -133,11 +174,21 @@ fn killed_and_restarted_runs_end_like_an_uninterrupted_one() {
     kills += kill_when(&cfg, &out, || true, Duration::from_millis(30)) as usize;
     // mid-generation, at several image counts (the kill lands while the next image is being made)
     for k in [1, 4, 8] {
-        kills += kill_when(&cfg, &out, || done_images(&run) >= k, Duration::from_millis(150)) as usize;
+        kills += kill_when(
+            &cfg,
+            &out,
+            || done_images(&run) >= k,
+            Duration::from_millis(150),
+        ) as usize;
     }
     // after the last image: during the manifest, evaluation or report
     for delay in [0, 40] {
-        kills += kill_when(&cfg, &out, || done_images(&run) >= IMAGES, Duration::from_millis(delay)) as usize;
+        kills += kill_when(
+            &cfg,
+            &out,
+            || done_images(&run) >= IMAGES,
+            Duration::from_millis(delay),
+        ) as usize;
     }
     assert!(kills >= 4, "only {kills} runs were killed before finishing");
     // restart until done
@@ -149,7 +200,11 @@ fn killed_and_restarted_runs_end_like_an_uninterrupted_one() {
     assert_eq!(got.len(), IMAGES, "one manifest row per job, no duplicates");
     assert_eq!(got, want);
     let s = scores(&run);
-    assert_eq!(s.len(), IMAGES * 2, "one score per image and metric, no duplicates");
+    assert_eq!(
+        s.len(),
+        IMAGES * 2,
+        "one score per image and metric, no duplicates"
+    );
     assert_eq!(s, scores(&ref_run));
     assert_eq!(images(&run), images(&ref_run));
     for t in ["methods.csv", "methods.md", "status.csv"] {
@@ -167,5 +222,73 @@ fn killed_and_restarted_runs_end_like_an_uninterrupted_one() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_finishes_the_current_image_and_stops_cleanly() {
+    let dir = std::env::temp_dir().join(format!("clora-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = setup(&dir);
+    let out = dir.join("out");
+    let run = out.join("kill");
+    let mut child = harness(&cfg, &out).spawn().unwrap();
+    let t0 = Instant::now();
+    while done_images(&run) < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the interrupt"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(300));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "an interrupted run exits with 130"
+    );
+    let done = done_images(&run);
+    assert!((2..IMAGES).contains(&done), "{done} images");
+    // the manifest was written on the way out: done rows and pending rows, nothing half-made
+    let rows = manifest(&run);
+    assert_eq!(rows.len(), IMAGES);
+    let p = run.join("manifest.parquet");
+    let df = read_parquet(&p).unwrap();
+    let status_col = col_str(&df, "status", &p).unwrap();
+    assert_eq!(
+        status_col
+            .iter()
+            .filter(|s| s.as_deref() == Some("done"))
+            .count(),
+        done
+    );
+    assert_eq!(
+        status_col
+            .iter()
+            .filter(|s| s.as_deref() == Some("pending"))
+            .count(),
+        IMAGES - done
+    );
+    // its provenance record says so
+    let prov: Vec<PathBuf> = std::fs::read_dir(run.join("provenance"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(prov.len(), 1);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&prov[0]).unwrap()).unwrap();
+    assert_eq!(record["status"], "interrupted");
+    assert_eq!(record["images"].as_array().unwrap().len(), done);
+    // and the next run completes it
+    assert!(harness(&cfg, &out).status().unwrap().success());
+    assert_eq!(done_images(&run), IMAGES);
     std::fs::remove_dir_all(&dir).unwrap();
 }

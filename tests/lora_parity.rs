@@ -20,7 +20,8 @@ const CONFIGS: [&str; 2] = ["tiny-a", "tiny-b"];
 
 fn load(name: &str) -> StableDiffusion<B> {
     let dir = fixtures().join("sd").join(name);
-    StableDiffusion::<B>::load(&dir, &LoadOptions::default(), &device()).unwrap_or_else(|e| panic!("{name}: {e}"))
+    StableDiffusion::<B>::load(&dir, &LoadOptions::default(), &device())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn lora_dir(name: &str) -> PathBuf {
@@ -64,12 +65,20 @@ fn apply_case(sd: &mut StableDiffusion<B>, name: &str, case: &Value) -> Vec<(Ada
     let mut active = Vec::new();
     for l in case["loras"].as_array().unwrap() {
         let file = LoraFile::open(&lora_dir(name).join(l["file"].as_str().unwrap())).unwrap();
-        let load = sd.add_lora(l["adapter_name"].as_str().unwrap(), &file, 1.0, Unmatched::Error).unwrap();
+        let load = sd
+            .add_lora(
+                l["adapter_name"].as_str().unwrap(),
+                &file,
+                1.0,
+                Unmatched::Error,
+            )
+            .unwrap();
         assert!(load.skipped.is_empty());
         active.push((load.id, l["weight"].as_f64().unwrap()));
     }
     sd.set_adapters(&active).unwrap();
-    sd.set_lora_scale(case["lora_scale"].as_f64().unwrap()).unwrap();
+    sd.set_lora_scale(case["lora_scale"].as_f64().unwrap())
+        .unwrap();
     active
 }
 
@@ -77,65 +86,136 @@ fn apply_case(sd: &mut StableDiffusion<B>, name: &str, case: &Value) -> Vec<(Ada
 fn every_format_matches_diffusers_unfused_and_fused() {
     for name in CONFIGS {
         let params = e2e_params(name);
-        let unet_in = Reference::open(&fixtures().join("sd").join(name).join("reference/unet.safetensors"));
+        let unet_in = Reference::open(
+            &fixtures()
+                .join("sd")
+                .join(name)
+                .join("reference/unet.safetensors"),
+        );
         let sample: Tensor<B, 4> = unet_in.tensor("sample");
         let context: Tensor<B, 3> = unet_in.tensor("encoder_hidden_states");
-        let base_final = Reference::open(&fixtures().join("sd").join(name).join("reference/e2e_ddim.safetensors"))
-            .f32("final_latent");
+        let base_final = Reference::open(
+            &fixtures()
+                .join("sd")
+                .join(name)
+                .join("reference/e2e_ddim.safetensors"),
+        )
+        .f32("final_latent");
         for case in cases(name)["cases"].as_array().unwrap() {
             let label = format!("{name}/{}", case["name"].as_str().unwrap());
             let r = Reference::open(&lora_dir(name).join(case["reference"].as_str().unwrap()));
             let t = case["unet_timestep"].as_f64().unwrap() as f32;
             let mut sd = load(name);
-            let base_unet = sd.unet.forward(sample.clone(), &[t, t], context.clone()).unwrap();
+            let base_unet = sd
+                .unet
+                .forward(sample.clone(), &[t, t], context.clone())
+                .unwrap();
             let active = apply_case(&mut sd, name, case);
 
             // text encoder, one UNet forward, end to end
             let emb = embeddings(&sd, &params);
-            assert_close(&format!("{label} prompt embeddings"), &emb, &r.f32("prompt_embeds"), 1e-4);
-            let unet = sd.unet.forward(sample.clone(), &[t, t], context.clone()).unwrap();
+            assert_close(
+                &format!("{label} prompt embeddings"),
+                &emb,
+                &r.f32("prompt_embeds"),
+                1e-4,
+            );
+            let unet = sd
+                .unet
+                .forward(sample.clone(), &[t, t], context.clone())
+                .unwrap();
             assert_close(&format!("{label} unet"), &unet, &r.f32("unet_out"), 1e-4);
             let init: Tensor<B, 4> = r.tensor("init_latent");
             let out = sd.generate_latent(&params, Some(init.clone())).unwrap();
-            assert_close(&format!("{label} e2e final latent"), &out.latent, &r.f32("final_latent"), 1e-3);
+            assert_close(
+                &format!("{label} e2e final latent"),
+                &out.latent,
+                &r.f32("final_latent"),
+                1e-3,
+            );
             // the LoRA changes the result by far more than the tolerance (so this test can fail)
             let effect = max_abs_diff(&out.latent, &base_final);
             println!("{label}: LoRA moves the final latent by {effect:.3}");
-            assert!(effect > 1.0, "{label}: LoRA effect {effect} too small to test anything");
+            assert!(
+                effect > 1.0,
+                "{label}: LoRA effect {effect} too small to test anything"
+            );
 
             if case["fused"].as_bool().unwrap() {
                 let scale = case["lora_scale"].as_f64().unwrap();
                 sd.fuse_loras(&active, scale).unwrap();
                 let emb_f = embeddings(&sd, &params);
-                let unet_f = sd.unet.forward(sample.clone(), &[t, t], context.clone()).unwrap();
+                let unet_f = sd
+                    .unet
+                    .forward(sample.clone(), &[t, t], context.clone())
+                    .unwrap();
                 let d_emb = max_diff(&emb_f, &emb);
                 let d_unet = max_diff(&unet_f, &unet);
                 println!("{label}: fused vs unfused: embeddings {d_emb:.2e}, unet {d_unet:.2e}");
-                assert!(d_emb <= 1e-5 && d_unet <= 1e-5, "{label}: fused differs from unfused");
-                assert_close(&format!("{label} fused embeddings"), &emb_f, &r.f32("prompt_embeds_fused"), 1e-4);
+                assert!(
+                    d_emb <= 1e-5 && d_unet <= 1e-5,
+                    "{label}: fused differs from unfused"
+                );
+                assert_close(
+                    &format!("{label} fused embeddings"),
+                    &emb_f,
+                    &r.f32("prompt_embeds_fused"),
+                    1e-4,
+                );
                 let fused = sd.generate_latent(&params, Some(init.clone())).unwrap();
-                assert_close(&format!("{label} fused e2e"), &fused.latent, &r.f32("final_latent_fused"), 1e-3);
+                assert_close(
+                    &format!("{label} fused e2e"),
+                    &fused.latent,
+                    &r.f32("final_latent_fused"),
+                    1e-3,
+                );
                 // End to end, f32 rounding differences of (W + dW) x vs W x + B (A x) grow through 6 steps with
                 // guidance 7.5 to ~2e-4 on latents up to ~30 (diffusers' own fuse_lora vs unfused: 1.4e-4 to
                 // 3e-4 on the same cases), so here 1e-5 is relative to the largest latent value.
                 let d_e2e = max_diff(&fused.latent, &out.latent);
                 let rel = d_e2e / max_abs(&r.f32("final_latent"));
-                println!("{label}: fused vs unfused e2e final latent {d_e2e:.2e} ({rel:.2e} relative)");
-                assert!(rel <= 1e-5, "{label}: fused vs unfused e2e {d_e2e} ({rel} relative)");
+                println!(
+                    "{label}: fused vs unfused e2e final latent {d_e2e:.2e} ({rel:.2e} relative)"
+                );
+                assert!(
+                    rel <= 1e-5,
+                    "{label}: fused vs unfused e2e {d_e2e} ({rel} relative)"
+                );
 
                 // unfuse restores the weights bit for bit
                 sd.unfuse_loras();
-                let unet_u = sd.unet.forward(sample.clone(), &[t, t], context.clone()).unwrap();
-                assert_eq!(max_diff(&unet_u, &unet), 0.0, "{label}: unfused path changed after unfuse");
+                let unet_u = sd
+                    .unet
+                    .forward(sample.clone(), &[t, t], context.clone())
+                    .unwrap();
+                assert_eq!(
+                    max_diff(&unet_u, &unet),
+                    0.0,
+                    "{label}: unfused path changed after unfuse"
+                );
                 sd.set_adapters(&[]).unwrap();
-                let unet_base = sd.unet.forward(sample.clone(), &[t, t], context.clone()).unwrap();
-                assert_eq!(max_diff(&unet_base, &base_unet), 0.0, "{label}: base weights not restored");
+                let unet_base = sd
+                    .unet
+                    .forward(sample.clone(), &[t, t], context.clone())
+                    .unwrap();
+                assert_eq!(
+                    max_diff(&unet_base, &base_unet),
+                    0.0,
+                    "{label}: base weights not restored"
+                );
             }
 
             // removing every adapter gives the base model back exactly
             sd.remove_loras();
-            let unet_base = sd.unet.forward(sample.clone(), &[t, t], context.clone()).unwrap();
-            assert_eq!(max_diff(&unet_base, &base_unet), 0.0, "{label}: remove_loras left traces");
+            let unet_base = sd
+                .unet
+                .forward(sample.clone(), &[t, t], context.clone())
+                .unwrap();
+            assert_eq!(
+                max_diff(&unet_base, &base_unet),
+                0.0,
+                "{label}: remove_loras left traces"
+            );
         }
     }
 }

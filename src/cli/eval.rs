@@ -8,8 +8,10 @@ use clap::Args;
 use clora_harness::harness::{eval, session, Interrupt, RunDir};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Scores every finished image of RUN that has no cached score yet (RUN/scores/<evaluator>/), \
-then rewrites RUN/scores.parquet. The metrics are those of the run's config (`[metrics] scores`).")]
+#[command(
+    after_help = "Scores every finished image of RUN that has no cached score yet (RUN/scores/<evaluator>/), \
+then rewrites RUN/scores.parquet. The metrics are those of the run's config (`[metrics] scores`)."
+)]
 pub struct EvalArgs {
     /// A run folder (results/<name>) made by `harness run`.
     pub run: PathBuf,
@@ -28,8 +30,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let done = eval::done_jobs(&run)?;
     let interrupt = Interrupt::install().map_err(anyhow::Error::msg)?;
     let progress = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let s = eval::evaluate(&run, &done, &mut evaluators, exp.metrics.batch_size, &interrupt, progress)
-        .with_context(|| format!("scoring {}", args.run.display()))?;
-    eprintln!("scored {} image(s) ({} from cache); {}", s.scored, s.cached, run.scores().display());
+    let s = eval::evaluate(
+        &run,
+        &done,
+        &mut evaluators,
+        exp.metrics.batch_size,
+        &interrupt,
+        progress,
+    )
+    .with_context(|| format!("scoring {}", args.run.display()))?;
+    eprintln!(
+        "scored {} image(s) ({} from cache); {}",
+        s.scored,
+        s.cached,
+        run.scores().display()
+    );
     Ok(())
 }

@@ -13,9 +13,11 @@ use clora_harness::harness::{self, Interrupt, RunOptions, SdGenerator, SessionOp
 use super::backend::{check_precision, Device, Precision};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Results go to OUT/<run name>/ (images, sidecars, manifest.parquet, scores.parquet, \
+#[command(
+    after_help = "Results go to OUT/<run name>/ (images, sidecars, manifest.parquet, scores.parquet, \
 provenance/, report/). Images already there are kept: rerunning a config, or a changed one, makes only the \
-missing images. Ctrl-C finishes the current image and stops; a second Ctrl-C abandons it.")]
+missing images. Ctrl-C finishes the current image and stops; a second Ctrl-C abandons it."
+)]
 pub struct RunArgs {
     /// The experiment config (TOML).
     pub config: PathBuf,
@@ -75,11 +77,21 @@ fn names(d: Device) -> (&'static str, &'static str) {
     }
 }
 
-fn run_with(args: &RunArgs, exp: &config::Experiment, generator: &mut dyn harness::Generator) -> Result<()> {
+fn run_with(
+    args: &RunArgs,
+    exp: &config::Experiment,
+    generator: &mut dyn harness::Generator,
+) -> Result<()> {
     if args.dry_run {
         let (run, plan, _) = harness::session::prepare(exp, &args.out, generator)?;
         let unique = plan.unique();
-        println!("{}: {} jobs, {} distinct images, run folder {}", exp.file.display(), plan.jobs.len(), unique.len(), run.root.display());
+        println!(
+            "{}: {} jobs, {} distinct images, run folder {}",
+            exp.file.display(),
+            plan.jobs.len(),
+            unique.len(),
+            run.root.display()
+        );
         let mut variants: Vec<(&str, usize)> = Vec::new();
         for j in &plan.jobs {
             match variants.iter_mut().find(|(v, _)| *v == j.variant) {

@@ -39,7 +39,11 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// A problem with `field` of `file`.
-    pub fn field(file: impl Into<PathBuf>, field: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn field(
+        file: impl Into<PathBuf>,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         ConfigError::Field {
             file: file.into(),
             field: field.into(),
@@ -79,7 +83,10 @@ impl fmt::Display for At {
 }
 
 fn list(v: &[ConfigError]) -> String {
-    v.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
+    v.iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -87,6 +94,11 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }

@@ -117,7 +117,10 @@ fn visit(path: &Path, stack: &mut Vec<PathBuf>, m: &mut Merged) -> Result<(), Co
             return Err(ConfigError::field(
                 path,
                 format!("include[{i}]"),
-                format!("no such file: {} (expected a TOML file, relative to this file)", p.display()),
+                format!(
+                    "no such file: {} (expected a TOML file, relative to this file)",
+                    p.display()
+                ),
             ));
         }
         let c = p.canonicalize().unwrap_or_else(|_| p.clone());
@@ -125,7 +128,10 @@ fn visit(path: &Path, stack: &mut Vec<PathBuf>, m: &mut Merged) -> Result<(), Co
             return Err(ConfigError::field(
                 path,
                 format!("include[{i}]"),
-                format!("{} includes itself (directly or through other includes)", p.display()),
+                format!(
+                    "{} includes itself (directly or through other includes)",
+                    p.display()
+                ),
             ));
         }
         visit(&p, stack, m)?;
@@ -154,7 +160,8 @@ fn visit(path: &Path, stack: &mut Vec<PathBuf>, m: &mut Merged) -> Result<(), Co
         m.loras.push(Sourced::new(l, f, format!("loras[{i}]")));
     }
     for (i, s) in raw.prompt_sets.into_iter().flatten().enumerate() {
-        m.prompt_sets.push(Sourced::new(s, f, format!("prompt_sets[{i}]")));
+        m.prompt_sets
+            .push(Sourced::new(s, f, format!("prompt_sets[{i}]")));
     }
     for (i, s) in raw.methods.into_iter().flatten().enumerate() {
         m.methods.push(Sourced::new(s, f, format!("methods[{i}]")));
@@ -178,6 +185,12 @@ fn visit(path: &Path, stack: &mut Vec<PathBuf>, m: &mut Merged) -> Result<(), Co
 }
 
 /// The last value of a field set in any of `layers` (later layers win), with its file.
-pub fn last<'a, T, V>(layers: &'a [Sourced<T>], get: impl Fn(&'a T) -> Option<V>) -> Option<(V, &'a Path)> {
-    layers.iter().rev().find_map(|l| get(&l.value).map(|v| (v, l.file.as_path())))
+pub fn last<'a, T, V>(
+    layers: &'a [Sourced<T>],
+    get: impl Fn(&'a T) -> Option<V>,
+) -> Option<(V, &'a Path)> {
+    layers
+        .iter()
+        .rev()
+        .find_map(|l| get(&l.value).map(|v| (v, l.file.as_path())))
 }

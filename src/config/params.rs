@@ -65,7 +65,9 @@ impl MethodKind {
     pub fn min_concepts(self) -> usize {
         match self {
             MethodKind::Base => 0,
-            MethodKind::Single | MethodKind::Merge | MethodKind::Switch | MethodKind::Composite => 1,
+            MethodKind::Single | MethodKind::Merge | MethodKind::Switch | MethodKind::Composite => {
+                1
+            }
             MethodKind::Clora => 2,
         }
     }
@@ -82,15 +84,23 @@ impl fmt::Display for MethodKind {
 pub enum ParamType {
     Bool,
     /// An integer `>= min`.
-    Int { min: i64 },
+    Int {
+        min: i64,
+    },
     /// A finite number in `(min, max)` (bounds included where `closed`).
-    Float { min: f64, max: f64, closed: bool },
+    Float {
+        min: f64,
+        max: f64,
+        closed: bool,
+    },
     /// One of the listed strings.
     Choice(&'static [&'static str]),
     /// The name of a LoRA of the config.
     Lora,
     /// A list of integers `>= min` (a list of such lists is a sweep axis).
-    IntList { min: i64 },
+    IntList {
+        min: i64,
+    },
 }
 
 impl ParamType {
@@ -99,14 +109,22 @@ impl ParamType {
         match self {
             ParamType::Bool => "true or false".into(),
             ParamType::Int { min } => format!("an integer >= {min}"),
-            ParamType::Float { min, max, closed } => match (min.is_finite(), max.is_finite(), closed) {
-                (true, true, true) => format!("a number in [{min}, {max}]"),
-                (true, true, false) => format!("a number in ({min}, {max})"),
-                (true, false, true) => format!("a number >= {min}"),
-                (true, false, false) => format!("a number > {min}"),
-                _ => "a finite number".into(),
-            },
-            ParamType::Choice(c) => format!("one of {}", c.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")),
+            ParamType::Float { min, max, closed } => {
+                match (min.is_finite(), max.is_finite(), closed) {
+                    (true, true, true) => format!("a number in [{min}, {max}]"),
+                    (true, true, false) => format!("a number in ({min}, {max})"),
+                    (true, false, true) => format!("a number >= {min}"),
+                    (true, false, false) => format!("a number > {min}"),
+                    _ => "a finite number".into(),
+                }
+            }
+            ParamType::Choice(c) => format!(
+                "one of {}",
+                c.iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             ParamType::Lora => "the name of a LoRA of the config".into(),
             ParamType::IntList { min } => format!("a list of integers >= {min}"),
         }
@@ -142,7 +160,11 @@ const ANY: ParamType = ParamType::Float {
     max: f64::INFINITY,
     closed: true,
 };
-const SCALE: ParamDef = p("scale", NONNEG, "global LoRA scale s (cross_attention_kwargs scale)");
+const SCALE: ParamDef = p(
+    "scale",
+    NONNEG,
+    "global LoRA scale s (cross_attention_kwargs scale)",
+);
 
 const SINGLE: &[ParamDef] = &[
     p(
@@ -152,19 +174,61 @@ const SINGLE: &[ParamDef] = &[
     ),
     SCALE,
 ];
-const MERGE: &[ParamDef] = &[SCALE];
+const MERGE: &[ParamDef] = &[
+    SCALE,
+    p(
+        "fuse",
+        ParamType::Bool,
+        "fuse the deltas into the weights instead of unfused adapters",
+    ),
+];
 const SWITCH: &[ParamDef] = &[
-    p("switch_step", ParamType::Int { min: 1 }, "activate the next LoRA every this many steps"),
+    p(
+        "switch_step",
+        ParamType::Int { min: 1 },
+        "activate the next LoRA every this many steps",
+    ),
     SCALE,
 ];
-const COMPOSITE: &[ParamDef] = &[SCALE];
+const COMPOSITE: &[ParamDef] = &[
+    SCALE,
+    p(
+        "batched",
+        ParamType::Bool,
+        "all LoRAs in one batched UNet call",
+    ),
+];
 const CLORA: &[ParamDef] = &[
-    p("step_size", NONNEG, "latent update z <- z - step_size * grad"),
-    p("max_iter_to_alter", ParamType::Int { min: 0 }, "update the latent at step indices below this"),
-    p("iterative_steps", ParamType::IntList { min: 0 }, "step indices with extra update cycles"),
-    p("iterative_steps_steps", ParamType::Int { min: 0 }, "extra cycles at each iterative step"),
-    p("latent_update", ParamType::Bool, "update the latent with the contrastive loss"),
-    p("apply_mask_after", ParamType::Int { min: 0 }, "masks apply from this step index on"),
+    p(
+        "step_size",
+        NONNEG,
+        "latent update z <- z - step_size * grad",
+    ),
+    p(
+        "max_iter_to_alter",
+        ParamType::Int { min: 0 },
+        "update the latent at step indices below this",
+    ),
+    p(
+        "iterative_steps",
+        ParamType::IntList { min: 0 },
+        "step indices with extra update cycles",
+    ),
+    p(
+        "iterative_steps_steps",
+        ParamType::Int { min: 0 },
+        "extra cycles at each iterative step",
+    ),
+    p(
+        "latent_update",
+        ParamType::Bool,
+        "update the latent with the contrastive loss",
+    ),
+    p(
+        "apply_mask_after",
+        ParamType::Int { min: 0 },
+        "masks apply from this step index on",
+    ),
     p(
         "mask_threshold_alpha",
         ParamType::Float {
@@ -178,7 +242,11 @@ const CLORA: &[ParamDef] = &[
     p("dilate", ParamType::Bool, "3x3 dilation of the masks"),
     p("opening", ParamType::Bool, "3x3 opening of the masks"),
     p("closing", ParamType::Bool, "3x3 closing of the masks"),
-    p("use_text_encoder_lora", ParamType::Bool, "encode each branch prompt with its LoRA's text encoder"),
+    p(
+        "use_text_encoder_lora",
+        ParamType::Bool,
+        "encode each branch prompt with its LoRA's text encoder",
+    ),
     p(
         "temperature",
         ParamType::Float {
@@ -188,11 +256,31 @@ const CLORA: &[ParamDef] = &[
         },
         "NT-Xent temperature",
     ),
-    p("attention_stride_px", ParamType::Int { min: 1 }, "pixels per attention-map cell (32: 16x16 at 512)"),
-    p("maps", ParamType::Choice(&["both", "cond"]), "CFG rows that make the maps"),
-    p("fresh_eps", ParamType::Bool, "fresh noise prediction after the last update"),
-    p("batched", ParamType::Bool, "all branches in one batched UNet call"),
-    p("style_lora", ParamType::Lora, "a global style LoRA active in every branch"),
+    p(
+        "attention_stride_px",
+        ParamType::Int { min: 1 },
+        "pixels per attention-map cell (32: 16x16 at 512)",
+    ),
+    p(
+        "maps",
+        ParamType::Choice(&["both", "cond"]),
+        "CFG rows that make the maps",
+    ),
+    p(
+        "fresh_eps",
+        ParamType::Bool,
+        "fresh noise prediction after the last update",
+    ),
+    p(
+        "batched",
+        ParamType::Bool,
+        "all branches in one batched UNet call",
+    ),
+    p(
+        "style_lora",
+        ParamType::Lora,
+        "a global style LoRA active in every branch",
+    ),
     p("style_lora_weight", ANY, "the style LoRA's weight"),
     SCALE,
     ParamDef {
@@ -203,8 +291,13 @@ const CLORA: &[ParamDef] = &[
     },
 ];
 
+/// Parameters of `single`, `merge`, `switch` and `composite` that the harness reads itself (not fields of
+/// `methods::spec::MethodSpec`): the global LoRA scale, and `single`'s LoRA (the job applies only it).
+pub const BASELINE_HARNESS_PARAMS: &[&str] = &["scale", "lora"];
+
 /// CLoRA parameters that the harness reads itself (not fields of `CloraParams`).
-pub const CLORA_HARNESS_PARAMS: &[&str] = &["scale", "style_lora", "style_lora_weight", "save_attention"];
+pub const CLORA_HARNESS_PARAMS: &[&str] =
+    &["scale", "style_lora", "style_lora_weight", "save_attention"];
 
 /// A concrete parameter value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,7 +318,9 @@ impl ParamValue {
             ParamValue::Int(i) => toml::Value::Integer(*i),
             ParamValue::Float(f) => toml::Value::Float(*f),
             ParamValue::Str(s) => toml::Value::String(s.clone()),
-            ParamValue::IntList(v) => toml::Value::Array(v.iter().map(|&i| toml::Value::Integer(i)).collect()),
+            ParamValue::IntList(v) => {
+                toml::Value::Array(v.iter().map(|&i| toml::Value::Integer(i)).collect())
+            }
         }
     }
 
@@ -248,7 +343,14 @@ impl fmt::Display for ParamValue {
             ParamValue::Float(x) => write!(f, "{x}"),
             ParamValue::Str(s) => f.write_str(s),
             ParamValue::IntList(v) => {
-                write!(f, "[{}]", v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))
+                write!(
+                    f,
+                    "[{}]",
+                    v.iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
             }
         }
     }

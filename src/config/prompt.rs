@@ -37,7 +37,10 @@ impl ConceptNames {
 
 /// Whether `name` may name a LoRA (and so appear in a template).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Template {
@@ -82,7 +85,11 @@ impl Template {
                     }
                     pieces.push(Piece::Concept(name));
                 }
-                '}' => return Err(format!("unmatched `}}` at character {i}: write `}}}}` for a literal brace")),
+                '}' => {
+                    return Err(format!(
+                        "unmatched `}}` at character {i}: write `}}}}` for a literal brace"
+                    ))
+                }
                 c => text.push(c),
             }
         }
@@ -107,7 +114,11 @@ impl Template {
 
     /// Renders the template; `names(lora)` gives the concept's words, `active(lora)` whether its LoRA is
     /// active (trigger words shown).
-    pub fn render<'a>(&self, names: impl Fn(&str) -> Option<&'a ConceptNames>, active: impl Fn(&str) -> bool) -> String {
+    pub fn render<'a>(
+        &self,
+        names: impl Fn(&str) -> Option<&'a ConceptNames>,
+        active: impl Fn(&str) -> bool,
+    ) -> String {
         let mut out = String::new();
         for p in &self.pieces {
             match p {
@@ -144,15 +155,25 @@ mod tests {
             _ => None,
         };
         assert_eq!(t.render(names, |_| false), "a cat and a dog {x} near cat");
-        assert_eq!(t.render(names, |n| n == "dog"), "a cat and a zwx qq dog {x} near cat");
-        assert_eq!(t.render(names, |_| true), "a sks cat and a zwx qq dog {x} near sks cat");
+        assert_eq!(
+            t.render(names, |n| n == "dog"),
+            "a cat and a zwx qq dog {x} near cat"
+        );
+        assert_eq!(
+            t.render(names, |_| true),
+            "a sks cat and a zwx qq dog {x} near sks cat"
+        );
     }
 
     #[test]
     fn errors() {
         assert!(Template::parse("a {cat").unwrap_err().contains("unclosed"));
         assert!(Template::parse("a cat}").unwrap_err().contains("unmatched"));
-        assert!(Template::parse("a {c t}").unwrap_err().contains("not a LoRA name"));
-        assert!(Template::parse("a {}").unwrap_err().contains("not a LoRA name"));
+        assert!(Template::parse("a {c t}")
+            .unwrap_err()
+            .contains("not a LoRA name"));
+        assert!(Template::parse("a {}")
+            .unwrap_err()
+            .contains("not a LoRA name"));
     }
 }

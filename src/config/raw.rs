@@ -195,7 +195,9 @@ impl<'de> Deserialize<'de> for RawSeeds {
         impl<'de> Visitor<'de> for V {
             type Value = RawSeeds;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of seeds (non-negative integers) or a table { start = 0, count = 32 }")
+                f.write_str(
+                    "a list of seeds (non-negative integers) or a table { start = 0, count = 32 }",
+                )
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawSeeds, A::Error> {
                 let mut v = Vec::new();

@@ -48,7 +48,10 @@ impl ParamGrid {
                 } else {
                     format!(
                         "unknown parameter of method `{kind}`; expected one of {}",
-                        defs.iter().map(|d| format!("`{}`", d.name)).collect::<Vec<_>>().join(", ")
+                        defs.iter()
+                            .map(|d| format!("`{}`", d.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 };
                 problems.push((key.clone(), known));
@@ -84,7 +87,10 @@ impl ParamGrid {
                     for (i, x) in a.iter().enumerate() {
                         match parse_value(def, x) {
                             Ok(v) if values.contains(&v) => {
-                                problems.push((format!("{key}[{i}]"), format!("the value {v} is listed twice")));
+                                problems.push((
+                                    format!("{key}[{i}]"),
+                                    format!("the value {v} is listed twice"),
+                                ));
                             }
                             Ok(v) => values.push(v),
                             Err(msg) => problems.push((format!("{key}[{i}]"), msg)),
@@ -100,7 +106,10 @@ impl ParamGrid {
                         name: key.clone(),
                         values: vec![v],
                     }),
-                    Err(msg) => problems.push((key.clone(), format!("{msg} (or a list of such values to sweep)"))),
+                    Err(msg) => problems.push((
+                        key.clone(),
+                        format!("{msg} (or a list of such values to sweep)"),
+                    )),
                 },
             }
         }
@@ -122,7 +131,11 @@ impl ParamGrid {
 
     /// The names of the axes with more than one value.
     pub fn swept(&self) -> Vec<String> {
-        self.axes.iter().filter(|a| a.values.len() > 1).map(|a| a.name.clone()).collect()
+        self.axes
+            .iter()
+            .filter(|a| a.values.len() > 1)
+            .map(|a| a.name.clone())
+            .collect()
     }
 
     /// The cartesian product, first axis slowest.
@@ -183,7 +196,10 @@ mod tests {
         assert_eq!(g.len(), 4);
         let v = g.expand("clora");
         assert_eq!(v.len(), 4);
-        assert_eq!(v[0].params["iterative_steps"], ParamValue::IntList(vec![0, 10]));
+        assert_eq!(
+            v[0].params["iterative_steps"],
+            ParamValue::IntList(vec![0, 10])
+        );
         assert_eq!(v[0].params["step_size"], ParamValue::Float(10.0));
         // BTreeMap order of toml tables: latent_update before step_size
         assert_eq!(v[0].label, "clora[latent_update=true, step_size=10]");
@@ -193,7 +209,8 @@ mod tests {
 
     #[test]
     fn list_of_lists_sweeps_a_list_parameter() {
-        let g = ParamGrid::parse(MethodKind::Clora, &table("iterative_steps = [[0, 10], []]")).unwrap();
+        let g =
+            ParamGrid::parse(MethodKind::Clora, &table("iterative_steps = [[0, 10], []]")).unwrap();
         assert_eq!(g.swept(), vec!["iterative_steps".to_string()]);
         assert_eq!(g.expand("c")[1].label, "c[iterative_steps=[]]");
     }
@@ -206,8 +223,21 @@ mod tests {
         )
         .unwrap_err();
         let keys: Vec<&str> = e.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, vec!["foo", "mask_threshold_alpha[1]", "max_iter_to_alter", "step_size"]);
-        assert!(e[1].1.contains("expected a number in (0, 1), found the number 1.5"), "{}", e[1].1);
+        assert_eq!(
+            keys,
+            vec![
+                "foo",
+                "mask_threshold_alpha[1]",
+                "max_iter_to_alter",
+                "step_size"
+            ]
+        );
+        assert!(
+            e[1].1
+                .contains("expected a number in (0, 1), found the number 1.5"),
+            "{}",
+            e[1].1
+        );
         assert!(e[2].1.contains("empty list"), "{}", e[2].1);
         assert!(e[3].1.contains("found the string \"big\""), "{}", e[3].1);
         let e = ParamGrid::parse(MethodKind::Base, &table("scale = 1")).unwrap_err();

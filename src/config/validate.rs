@@ -34,20 +34,40 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
     let name = match &m.run_name {
         Some(s) => {
             if !valid_name(&s.value) && !s.value.contains('.') {
-                p.add(&s.file, &s.field, format!("\"{}\" is not a folder name: expected letters, digits, `_`, `-` or `.`", s.value));
+                p.add(
+                    &s.file,
+                    &s.field,
+                    format!(
+                        "\"{}\" is not a folder name: expected letters, digits, `_`, `-` or `.`",
+                        s.value
+                    ),
+                );
             }
             s.value.clone()
         }
-        None => main.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()),
+        None => main
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into()),
     };
 
     // model
-    let model_path = m.model_path.as_ref().and_then(|s| existing(&mut p, s, Kind::FileOrDir));
-    let config_dir = m.model_config_dir.as_ref().and_then(|s| existing(&mut p, s, Kind::Dir));
+    let model_path = m
+        .model_path
+        .as_ref()
+        .and_then(|s| existing(&mut p, s, Kind::FileOrDir));
+    let config_dir = m
+        .model_config_dir
+        .as_ref()
+        .and_then(|s| existing(&mut p, s, Kind::Dir));
     let model = ModelSpec {
         path: model_path,
         config_dir,
-        dtype: m.model_dtype.as_ref().map(|s| s.value).unwrap_or(RunDtype::F32),
+        dtype: m
+            .model_dtype
+            .as_ref()
+            .map(|s| s.value)
+            .unwrap_or(RunDtype::F32),
     };
 
     // LoRAs
@@ -58,7 +78,11 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
         if !valid_name(&l.name) {
             p.add(&s.file, format!("{f}.name"), format!("\"{}\" is not a LoRA name: expected letters, digits, `_` and `-` (it is written `{{name}}` in prompts)", l.name));
         } else if loras.iter().any(|o| o.name == l.name) {
-            p.add(&s.file, format!("{f}.name"), format!("the LoRA name \"{}\" is used twice", l.name));
+            p.add(
+                &s.file,
+                format!("{f}.name"),
+                format!("the LoRA name \"{}\" is used twice", l.name),
+            );
         }
         let path = existing(
             &mut p,
@@ -73,16 +97,31 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
         let triggers = l.trigger.clone().map(|t| t.0).unwrap_or_default();
         for (i, t) in triggers.iter().enumerate() {
             if t.trim().is_empty() {
-                p.add(&s.file, format!("{f}.trigger[{i}]"), "empty trigger word: expected a non-empty string");
+                p.add(
+                    &s.file,
+                    format!("{f}.trigger[{i}]"),
+                    "empty trigger word: expected a non-empty string",
+                );
             }
         }
         if let Some(c) = &l.class_noun {
             if c.trim().is_empty() {
-                p.add(&s.file, format!("{f}.class_noun"), "empty: expected the class noun, e.g. \"cat\"");
+                p.add(
+                    &s.file,
+                    format!("{f}.class_noun"),
+                    "empty: expected the class noun, e.g. \"cat\"",
+                );
             }
         }
         let mut references = Vec::new();
-        for (i, r) in l.references.clone().map(|r| r.0).unwrap_or_default().iter().enumerate() {
+        for (i, r) in l
+            .references
+            .clone()
+            .map(|r| r.0)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let field = format!("{f}.references[{i}]");
             let rp = s.dir().join(r);
             if rp.is_dir() {
@@ -90,7 +129,11 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
                     Ok(v) if v.is_empty() => p.add(
                         &s.file,
                         field,
-                        format!("the folder {} holds no images (expected {})", rp.display(), IMAGE_EXTENSIONS.join(", ")),
+                        format!(
+                            "the folder {} holds no images (expected {})",
+                            rp.display(),
+                            IMAGE_EXTENSIONS.join(", ")
+                        ),
                     ),
                     Ok(v) => references.extend(v),
                     Err(e) => p.add(&s.file, field, format!("cannot list {}: {e}", rp.display())),
@@ -98,7 +141,14 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
             } else if rp.is_file() {
                 references.push(rp);
             } else {
-                p.add(&s.file, field, format!("no such file or folder: {} (expected an image or a folder of images)", rp.display()));
+                p.add(
+                    &s.file,
+                    field,
+                    format!(
+                        "no such file or folder: {} (expected an image or a folder of images)",
+                        rp.display()
+                    ),
+                );
             }
         }
         let weight = l.weight.unwrap_or(1.0);
@@ -126,38 +176,68 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
         if ps.name.trim().is_empty() {
             p.add(&s.file, format!("{f}.name"), "empty: expected a name");
         } else if prompt_sets.iter().any(|o| o.name == ps.name) {
-            p.add(&s.file, format!("{f}.name"), format!("the prompt set name \"{}\" is used twice", ps.name));
+            p.add(
+                &s.file,
+                format!("{f}.name"),
+                format!("the prompt set name \"{}\" is used twice", ps.name),
+            );
         }
-        let (raw_prompts, source, base_field): (Vec<RawPrompt>, PathBuf, String) = match (&ps.prompts, &ps.file) {
-            (Some(_), Some(_)) => {
-                p.add(&s.file, f.clone(), "both `prompts` and `file` given: expected one of them");
-                continue;
-            }
-            (None, None) => {
-                p.add(&s.file, f.clone(), "expected `prompts = [...]` or `file = \"...\"`");
-                continue;
-            }
-            (Some(_), None) => {
-                let Some(v) = s.value.prompts.as_ref() else { continue };
-                (v.iter().map(clone_prompt).collect(), s.file.clone(), format!("{f}.prompts"))
-            }
-            (None, Some(file)) => {
-                let path = s.dir().join(file);
-                if !path.is_file() {
-                    p.add(&s.file, format!("{f}.file"), format!("no such file: {} (expected a TOML file with `prompts = [...]`)", path.display()));
+        let (raw_prompts, source, base_field): (Vec<RawPrompt>, PathBuf, String) =
+            match (&ps.prompts, &ps.file) {
+                (Some(_), Some(_)) => {
+                    p.add(
+                        &s.file,
+                        f.clone(),
+                        "both `prompts` and `file` given: expected one of them",
+                    );
                     continue;
                 }
-                match parse_file::<RawPromptFile>(&path) {
-                    Ok(pf) => (pf.prompts, path, "prompts".to_string()),
-                    Err(e) => {
-                        p.0.push(e);
+                (None, None) => {
+                    p.add(
+                        &s.file,
+                        f.clone(),
+                        "expected `prompts = [...]` or `file = \"...\"`",
+                    );
+                    continue;
+                }
+                (Some(_), None) => {
+                    let Some(v) = s.value.prompts.as_ref() else {
+                        continue;
+                    };
+                    (
+                        v.iter().map(clone_prompt).collect(),
+                        s.file.clone(),
+                        format!("{f}.prompts"),
+                    )
+                }
+                (None, Some(file)) => {
+                    let path = s.dir().join(file);
+                    if !path.is_file() {
+                        p.add(
+                            &s.file,
+                            format!("{f}.file"),
+                            format!(
+                                "no such file: {} (expected a TOML file with `prompts = [...]`)",
+                                path.display()
+                            ),
+                        );
                         continue;
                     }
+                    match parse_file::<RawPromptFile>(&path) {
+                        Ok(pf) => (pf.prompts, path, "prompts".to_string()),
+                        Err(e) => {
+                            p.0.push(e);
+                            continue;
+                        }
+                    }
                 }
-            }
-        };
+            };
         if raw_prompts.is_empty() {
-            p.add(&source, base_field.clone(), "empty list: expected at least one prompt");
+            p.add(
+                &source,
+                base_field.clone(),
+                "empty list: expected at least one prompt",
+            );
         }
         let mut prompts = Vec::new();
         for (j, rp) in raw_prompts.into_iter().enumerate() {
@@ -191,12 +271,19 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
     // methods
     let mut methods: Vec<MethodEntry> = Vec::new();
     if m.methods.is_empty() {
-        p.add(&main, "methods", "missing: expected at least one [[methods]] entry, e.g. { method = \"base\" }");
+        p.add(
+            &main,
+            "methods",
+            "missing: expected at least one [[methods]] entry, e.g. { method = \"base\" }",
+        );
     }
     for s in &m.methods {
         let r = &s.value;
         let f = &s.field;
-        let name = r.name.clone().unwrap_or_else(|| r.method.as_str().to_string());
+        let name = r
+            .name
+            .clone()
+            .unwrap_or_else(|| r.method.as_str().to_string());
         if name.trim().is_empty() || name.contains(['[', ']', '|']) {
             p.add(&s.file, format!("{f}.name"), format!("\"{name}\" is not a method label: expected a non-empty name without `[`, `]` or `|`"));
         } else if methods.iter().any(|o| o.name == name) {
@@ -206,15 +293,16 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
                 format!("the method name \"{name}\" is used twice: give each entry of the same method its own `name`"),
             );
         }
-        let grid = match ParamGrid::parse(r.method, r.params.as_ref().unwrap_or(&toml::Table::new())) {
-            Ok(g) => g,
-            Err(problems) => {
-                for (k, msg) in problems {
-                    p.add(&s.file, format!("{f}.params.{k}"), msg);
+        let grid =
+            match ParamGrid::parse(r.method, r.params.as_ref().unwrap_or(&toml::Table::new())) {
+                Ok(g) => g,
+                Err(problems) => {
+                    for (k, msg) in problems {
+                        p.add(&s.file, format!("{f}.params.{k}"), msg);
+                    }
+                    ParamGrid::default()
                 }
-                ParamGrid::default()
-            }
-        };
+            };
         // LoRA-valued parameters must name LoRAs of the config
         for axis in &grid.axes {
             let def = r.method.params().iter().find(|d| d.name == axis.name);
@@ -222,7 +310,14 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
                 for v in &axis.values {
                     if let ParamValue::Str(n) = v {
                         if !loras.iter().any(|l| &l.name == n) {
-                            p.add(&s.file, format!("{f}.params.{}", axis.name), format!("no LoRA is called \"{n}\" (expected one of: {})", lora_names(&loras)));
+                            p.add(
+                                &s.file,
+                                format!("{f}.params.{}", axis.name),
+                                format!(
+                                    "no LoRA is called \"{n}\" (expected one of: {})",
+                                    lora_names(&loras)
+                                ),
+                            );
                         }
                     }
                 }
@@ -230,22 +325,40 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
         }
         if let Some(sets) = &r.prompt_sets {
             if sets.is_empty() {
-                p.add(&s.file, format!("{f}.prompt_sets"), "empty list: leave it out to run on every prompt set");
+                p.add(
+                    &s.file,
+                    format!("{f}.prompt_sets"),
+                    "empty list: leave it out to run on every prompt set",
+                );
             }
             for (i, n) in sets.iter().enumerate() {
                 if !prompt_sets.iter().any(|ps| &ps.name == n) {
-                    p.add(&s.file, format!("{f}.prompt_sets[{i}]"), format!("no prompt set is called \"{n}\""));
+                    p.add(
+                        &s.file,
+                        format!("{f}.prompt_sets[{i}]"),
+                        format!("no prompt set is called \"{n}\""),
+                    );
                 }
             }
         }
         // every prompt the method runs on must name enough LoRAs
         let need = r.method.min_concepts();
-        for ps in prompt_sets.iter().filter(|ps| r.prompt_sets.as_ref().is_none_or(|v| v.contains(&ps.name))) {
+        for ps in prompt_sets
+            .iter()
+            .filter(|ps| r.prompt_sets.as_ref().is_none_or(|v| v.contains(&ps.name)))
+        {
             if let Some((j, n)) = ps
                 .prompts
                 .iter()
                 .enumerate()
-                .map(|(j, pr)| (j, Template::parse(&pr.text).map(|t| t.concepts().len()).unwrap_or(need)))
+                .map(|(j, pr)| {
+                    (
+                        j,
+                        Template::parse(&pr.text)
+                            .map(|t| t.concepts().len())
+                            .unwrap_or(need),
+                    )
+                })
                 .find(|&(_, n)| n < need)
             {
                 p.add(
@@ -276,7 +389,9 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
         Some(s) => {
             let v: Vec<u64> = match &s.value {
                 RawSeeds::List(v) => v.clone(),
-                RawSeeds::Range(r) => (0..r.count as u64).map(|i| r.start.wrapping_add(i)).collect(),
+                RawSeeds::Range(r) => (0..r.count as u64)
+                    .map(|i| r.start.wrapping_add(i))
+                    .collect(),
             };
             if v.is_empty() {
                 p.add(&s.file, "seeds", "empty grid: expected at least one seed");
@@ -284,7 +399,11 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
             let mut seen = BTreeSet::new();
             for (i, x) in v.iter().enumerate() {
                 if !seen.insert(*x) {
-                    p.add(&s.file, format!("seeds[{i}]"), format!("the seed {x} is listed twice"));
+                    p.add(
+                        &s.file,
+                        format!("seeds[{i}]"),
+                        format!("the seed {x} is listed twice"),
+                    );
                 }
             }
             v
@@ -292,7 +411,11 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
     };
     let samples_per_prompt = match &m.samples_per_prompt {
         Some(s) if s.value == 0 => {
-            p.add(&s.file, "samples_per_prompt", "expected an integer >= 1, found 0");
+            p.add(
+                &s.file,
+                "samples_per_prompt",
+                "expected an integer >= 1, found 0",
+            );
             1
         }
         Some(s) => s.value,
@@ -301,7 +424,9 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
 
     // sampler
     let sampler = SamplerSpec {
-        scheduler: last(&m.sampler, |s| s.scheduler).map(|x| x.0).unwrap_or(SchedulerKind::Ddim),
+        scheduler: last(&m.sampler, |s| s.scheduler)
+            .map(|x| x.0)
+            .unwrap_or(SchedulerKind::Ddim),
         steps: match last(&m.sampler, |s| s.steps) {
             Some((0, f)) => {
                 p.add(f, "sampler.steps", "expected an integer >= 1, found 0");
@@ -312,7 +437,11 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
         },
         guidance: match last(&m.sampler, |s| s.guidance) {
             Some((g, f)) if !g.is_finite() || g < 0.0 => {
-                p.add(f, "sampler.guidance", format!("expected a finite number >= 0, found {g}"));
+                p.add(
+                    f,
+                    "sampler.guidance",
+                    format!("expected a finite number >= 0, found {g}"),
+                );
                 7.5
             }
             Some((g, _)) => g,
@@ -320,12 +449,17 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
         },
         width: size(&mut p, last(&m.sampler, |s| s.width), "sampler.width"),
         height: size(&mut p, last(&m.sampler, |s| s.height), "sampler.height"),
-        negative_prompt: last(&m.sampler, |s| s.negative_prompt.clone()).map(|x| x.0).unwrap_or_default(),
+        negative_prompt: last(&m.sampler, |s| s.negative_prompt.clone())
+            .map(|x| x.0)
+            .unwrap_or_default(),
         clip_skip: last(&m.sampler, |s| s.clip_skip).map(|x| x.0),
     };
 
     // metrics
-    let metric_dir = |p: &mut Problems, get: &dyn Fn(&RawMetrics) -> Option<String>, field: &str| -> Option<PathBuf> {
+    let metric_dir = |p: &mut Problems,
+                      get: &dyn Fn(&RawMetrics) -> Option<String>,
+                      field: &str|
+     -> Option<PathBuf> {
         let layer = m.metrics.iter().rev().find(|l| get(&l.value).is_some())?;
         let s = Sourced {
             value: get(&layer.value)?,
@@ -342,7 +476,18 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
             for (i, name) in v.iter().enumerate() {
                 let field = format!("metrics.scores[{i}]");
                 match KNOWN_METRICS.iter().find(|(n, _)| n == name) {
-                    None => p.add(f, field, format!("unknown metric \"{name}\": expected one of {}", KNOWN_METRICS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))),
+                    None => p.add(
+                        f,
+                        field,
+                        format!(
+                            "unknown metric \"{name}\": expected one of {}",
+                            KNOWN_METRICS
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
                     Some((_, Some(needs))) => {
                         // set at all (a wrong path is reported once, at the path)
                         let have = if *needs == "clip_model" {
@@ -357,7 +502,11 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
                     Some(_) => {}
                 }
                 if !seen.insert(name.clone()) {
-                    p.add(f, format!("metrics.scores[{i}]"), format!("\"{name}\" is listed twice"));
+                    p.add(
+                        f,
+                        format!("metrics.scores[{i}]"),
+                        format!("\"{name}\" is listed twice"),
+                    );
                 }
             }
             v
@@ -383,7 +532,11 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
     let grid_seed = match last(&m.report, |r| r.grid_seed) {
         Some((g, f)) => {
             if !seeds.is_empty() && !seeds.contains(&g) {
-                p.add(f, "report.grid_seed", format!("the seed {g} is not among `seeds`"));
+                p.add(
+                    f,
+                    "report.grid_seed",
+                    format!("the seed {g} is not among `seeds`"),
+                );
             }
             Some(g)
         }
@@ -391,7 +544,14 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
     };
     let trade_off = match last(&m.report, |r| r.trade_off.clone()) {
         Some((v, f)) if v.len() != 2 => {
-            p.add(f, "report.trade_off", format!("expected two metric names [x, y], found {} name(s)", v.len()));
+            p.add(
+                f,
+                "report.trade_off",
+                format!(
+                    "expected two metric names [x, y], found {} name(s)",
+                    v.len()
+                ),
+            );
             ("clip_t".to_string(), "dino".to_string())
         }
         Some((v, _)) => (v[0].clone(), v[1].clone()),
@@ -399,14 +559,20 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
     };
     let confidence = match last(&m.report, |r| r.confidence) {
         Some((c, f)) if !(c > 0.0 && c < 1.0) => {
-            p.add(f, "report.confidence", format!("expected a number in (0, 1), found {c}"));
+            p.add(
+                f,
+                "report.confidence",
+                format!("expected a number in (0, 1), found {c}"),
+            );
             0.95
         }
         Some((c, _)) => c,
         None => 0.95,
     };
     let report = ReportSpec {
-        metrics: last(&m.report, |r| r.metrics.clone()).map(|x| x.0).unwrap_or_default(),
+        metrics: last(&m.report, |r| r.metrics.clone())
+            .map(|x| x.0)
+            .unwrap_or_default(),
         grid_seed,
         trade_off,
         confidence,
@@ -448,7 +614,11 @@ fn lora_names(loras: &[LoraSpec]) -> String {
     if loras.is_empty() {
         "none are defined; add [[loras]] entries".into()
     } else {
-        loras.iter().map(|l| format!("\"{}\"", l.name)).collect::<Vec<_>>().join(", ")
+        loras
+            .iter()
+            .map(|l| format!("\"{}\"", l.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -492,7 +662,15 @@ fn check_prompt(p: &mut Problems, file: &Path, field: &str, spec: &PromptSpec, l
     }
     if let Some(mi) = &spec.mask_indices {
         if mi.len() != n + 1 {
-            p.add(file, format!("{field}.mask_indices"), format!("expected {} lists (base prompt, then one per LoRA branch), found {}", n + 1, mi.len()));
+            p.add(
+                file,
+                format!("{field}.mask_indices"),
+                format!(
+                    "expected {} lists (base prompt, then one per LoRA branch), found {}",
+                    n + 1,
+                    mi.len()
+                ),
+            );
         }
     }
 }
@@ -520,7 +698,14 @@ fn existing(p: &mut Problems, s: &Sourced<String>, kind: Kind) -> Option<PathBuf
             Kind::Dir => "folder",
             Kind::FileOrDir => "file or folder",
         };
-        p.add(&s.file, &s.field, format!("no such {what}: {} (relative paths are relative to this file)", path.display()));
+        p.add(
+            &s.file,
+            &s.field,
+            format!(
+                "no such {what}: {} (relative paths are relative to this file)",
+                path.display()
+            ),
+        );
         None
     }
 }
@@ -528,7 +713,11 @@ fn existing(p: &mut Problems, s: &Sourced<String>, kind: Kind) -> Option<PathBuf
 fn size(p: &mut Problems, v: Option<(usize, &Path)>, field: &str) -> Option<usize> {
     match v {
         Some((n, f)) if n == 0 || n % 8 != 0 => {
-            p.add(f, field, format!("expected a positive multiple of 8 pixels, found {n}"));
+            p.add(
+                f,
+                field,
+                format!("expected a positive multiple of 8 pixels, found {n}"),
+            );
             None
         }
         Some((n, _)) => Some(n),

@@ -110,7 +110,10 @@ pub fn evaluate(
     let mut summary = EvalSummary::default();
     for ev in evaluators.iter_mut() {
         let id = ev.id();
-        let todo: Vec<&Job> = done.iter().filter(|j| read_cache(run, &id, &j.hash).is_none()).collect();
+        let todo: Vec<&Job> = done
+            .iter()
+            .filter(|j| read_cache(run, &id, &j.hash).is_none())
+            .collect();
         summary.cached += done.len() - todo.len();
         let bar = Progress::new(todo.len(), "evaluate", progress);
         for chunk in todo.chunks(batch_size.max(1)) {
@@ -140,7 +143,10 @@ pub fn evaluate(
                     hash: j.hash.clone(),
                     scores: sc,
                 };
-                write_atomic(&run.score_cache(&id, &j.hash), &serde_json::to_vec_pretty(&c).expect("plain data"))?;
+                write_atomic(
+                    &run.score_cache(&id, &j.hash),
+                    &serde_json::to_vec_pretty(&c).expect("plain data"),
+                )?;
                 summary.scored += 1;
                 bar.advance();
             }
@@ -161,8 +167,14 @@ fn read_cache(run: &RunDir, id: &str, hash: &str) -> Option<Cached> {
 
 /// Rebuilds `scores.parquet` from the cached scores of `evaluators` for the images `hashes`.
 pub fn write_scores(run: &RunDir, hashes: &[&str], evaluators: &[String]) -> HarnessResult<()> {
-    let (mut hash, mut evaluator, mut metric, mut concept, mut value, mut model) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut hash, mut evaluator, mut metric, mut concept, mut value, mut model) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for h in hashes {
         for id in evaluators {
             if let Some(c) = read_cache(run, id, h) {

@@ -77,7 +77,10 @@ impl FileHasher {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).to_string_lossy().into_owned();
+        let key = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .to_string_lossy()
+            .into_owned();
         if let Some(e) = self.entries.get(&key) {
             if e.size == meta.len() && e.mtime_ns == mtime_ns {
                 return Ok(e.sha256.clone());

@@ -31,7 +31,12 @@ impl RunDir {
 
     /// Creates the folder and its subfolders, and removes temporary files left by an abandoned write.
     pub fn create(&self) -> HarnessResult<()> {
-        for d in [self.root.clone(), self.images(), self.provenance_dir(), self.root.join("cache")] {
+        for d in [
+            self.root.clone(),
+            self.images(),
+            self.provenance_dir(),
+            self.root.join("cache"),
+        ] {
             std::fs::create_dir_all(&d).map_err(|e| HarnessError::io(&d, e))?;
         }
         self.remove_stale_temp_files()
@@ -73,7 +78,10 @@ impl RunDir {
         self.root.join("scores.parquet")
     }
     pub fn score_cache(&self, evaluator: &str, hash: &str) -> PathBuf {
-        self.root.join("scores").join(evaluator).join(format!("{hash}.json"))
+        self.root
+            .join("scores")
+            .join(evaluator)
+            .join(format!("{hash}.json"))
     }
     pub fn provenance_dir(&self) -> PathBuf {
         self.root.join("provenance")
@@ -87,12 +95,17 @@ impl RunDir {
 
     /// The path of `p` relative to the run folder (for tables), with `/` separators.
     pub fn relative(&self, p: &Path) -> String {
-        p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().replace('\\', "/")
+        p.strip_prefix(&self.root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace('\\', "/")
     }
 
     fn remove_stale_temp_files(&self) -> HarnessResult<()> {
         for dir in [self.root.clone(), self.images()] {
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') && name.contains(".tmp") {

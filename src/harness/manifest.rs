@@ -34,7 +34,9 @@ pub fn write(run: &RunDir, plan: &Plan) -> HarnessResult<()> {
         }
     }
     let jobs = &plan.jobs;
-    let s = |f: &dyn Fn(&super::job::Job) -> String| -> Vec<Option<String>> { jobs.iter().map(|j| Some(f(j))).collect() };
+    let s = |f: &dyn Fn(&super::job::Job) -> String| -> Vec<Option<String>> {
+        jobs.iter().map(|j| Some(f(j))).collect()
+    };
     let mut t = TableBuilder::new();
     t.str("hash", s(&|j| j.hash.clone()));
     t.str(
@@ -49,39 +51,115 @@ pub fn write(run: &RunDir, plan: &Plan) -> HarnessResult<()> {
             }
         }),
     );
-    t.str("error", jobs.iter().map(|j| failed.get(j.hash.as_str()).map(|f| f.error.clone())).collect());
+    t.str(
+        "error",
+        jobs.iter()
+            .map(|j| failed.get(j.hash.as_str()).map(|f| f.error.clone()))
+            .collect(),
+    );
     t.str("method", s(&|j| j.method.clone()));
     t.str("kind", s(&|j| j.kind.as_str().into()));
     t.str("variant", s(&|j| j.variant.clone()));
-    t.str("params", s(&|j| serde_json::to_string(&j.params).expect("plain data")));
-    t.str("swept", s(&|j| serde_json::to_string(&j.swept).expect("plain data")));
-    let names: BTreeSet<&str> = jobs.iter().flat_map(|j| j.params.keys().map(String::as_str)).collect();
+    t.str(
+        "params",
+        s(&|j| serde_json::to_string(&j.params).expect("plain data")),
+    );
+    t.str(
+        "swept",
+        s(&|j| serde_json::to_string(&j.swept).expect("plain data")),
+    );
+    let names: BTreeSet<&str> = jobs
+        .iter()
+        .flat_map(|j| j.params.keys().map(String::as_str))
+        .collect();
     for name in names {
         let values: Vec<Option<&ParamValue>> = jobs.iter().map(|j| j.params.get(name)).collect();
         t.push(&format!("param_{name}"), param_column(&values));
     }
     t.str("prompt_set", s(&|j| j.prompt.set.clone()));
-    t.i64("prompt_index", jobs.iter().map(|j| Some(j.prompt.index as i64)).collect());
-    t.i64("prompt_index_in_set", jobs.iter().map(|j| Some(j.prompt.index_in_set as i64)).collect());
+    t.i64(
+        "prompt_index",
+        jobs.iter().map(|j| Some(j.prompt.index as i64)).collect(),
+    );
+    t.i64(
+        "prompt_index_in_set",
+        jobs.iter()
+            .map(|j| Some(j.prompt.index_in_set as i64))
+            .collect(),
+    );
     t.str("prompt_template", s(&|j| j.prompt.template.clone()));
     t.str("prompt_plain", s(&|j| j.prompt.plain.clone()));
     t.str("prompt_text", s(&|j| j.prompt.text.clone()));
     t.str("negative_prompt", s(&|j| j.prompt.negative.clone()));
-    t.str("loras", s(&|j| j.loras.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(",")));
+    t.str(
+        "loras",
+        s(&|j| {
+            j.loras
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+    );
     t.u64("seed", jobs.iter().map(|j| Some(j.seed)).collect());
-    t.i64("sample", jobs.iter().map(|j| Some(j.sample as i64)).collect());
-    t.u64("noise_seed", jobs.iter().map(|j| Some(j.noise_seed)).collect());
+    t.i64(
+        "sample",
+        jobs.iter().map(|j| Some(j.sample as i64)).collect(),
+    );
+    t.u64(
+        "noise_seed",
+        jobs.iter().map(|j| Some(j.noise_seed)).collect(),
+    );
     t.str("scheduler", s(&|j| j.sampler.scheduler.as_str().into()));
-    t.i64("steps", jobs.iter().map(|j| Some(j.sampler.steps as i64)).collect());
-    t.f64("guidance", jobs.iter().map(|j| Some(j.sampler.guidance)).collect());
+    t.i64(
+        "steps",
+        jobs.iter().map(|j| Some(j.sampler.steps as i64)).collect(),
+    );
+    t.f64(
+        "guidance",
+        jobs.iter().map(|j| Some(j.sampler.guidance)).collect(),
+    );
     let sc = |j: &super::job::Job| done.get(j.hash.as_str());
-    t.str("image", jobs.iter().map(|j| sc(j).map(|s| s.image.clone())).collect());
-    t.i64("width", jobs.iter().map(|j| sc(j).map(|s| s.width as i64)).collect());
-    t.i64("height", jobs.iter().map(|j| sc(j).map(|s| s.height as i64)).collect());
-    t.f64("seconds", jobs.iter().map(|j| sc(j).and_then(|s| s.timings.get("total").copied())).collect());
-    t.str("backend", jobs.iter().map(|j| sc(j).map(|s| s.backend.clone())).collect());
-    t.str("device", jobs.iter().map(|j| sc(j).map(|s| s.device.clone())).collect());
-    t.str("dtype", jobs.iter().map(|j| sc(j).map(|s| s.dtype.clone())).collect());
+    t.str(
+        "image",
+        jobs.iter()
+            .map(|j| sc(j).map(|s| s.image.clone()))
+            .collect(),
+    );
+    t.i64(
+        "width",
+        jobs.iter().map(|j| sc(j).map(|s| s.width as i64)).collect(),
+    );
+    t.i64(
+        "height",
+        jobs.iter()
+            .map(|j| sc(j).map(|s| s.height as i64))
+            .collect(),
+    );
+    t.f64(
+        "seconds",
+        jobs.iter()
+            .map(|j| sc(j).and_then(|s| s.timings.get("total").copied()))
+            .collect(),
+    );
+    t.str(
+        "backend",
+        jobs.iter()
+            .map(|j| sc(j).map(|s| s.backend.clone()))
+            .collect(),
+    );
+    t.str(
+        "device",
+        jobs.iter()
+            .map(|j| sc(j).map(|s| s.device.clone()))
+            .collect(),
+    );
+    t.str(
+        "dtype",
+        jobs.iter()
+            .map(|j| sc(j).map(|s| s.dtype.clone()))
+            .collect(),
+    );
     let mut df = t.build(&path)?;
     write_parquet(&mut df, &path)
 }
@@ -90,9 +168,48 @@ pub fn write(run: &RunDir, plan: &Plan) -> HarnessResult<()> {
 fn param_column(values: &[Option<&ParamValue>]) -> ColumnData {
     let first = values.iter().flatten().next();
     match first {
-        Some(ParamValue::Bool(_)) => ColumnData::Bool(values.iter().map(|v| v.and_then(|v| if let ParamValue::Bool(b) = v { Some(*b) } else { None })).collect()),
-        Some(ParamValue::Int(_)) => ColumnData::I64(values.iter().map(|v| v.and_then(|v| if let ParamValue::Int(i) = v { Some(*i) } else { None })).collect()),
-        Some(ParamValue::Float(_)) => ColumnData::F64(values.iter().map(|v| v.and_then(|v| if let ParamValue::Float(x) = v { Some(*x) } else { None })).collect()),
+        Some(ParamValue::Bool(_)) => ColumnData::Bool(
+            values
+                .iter()
+                .map(|v| {
+                    v.and_then(|v| {
+                        if let ParamValue::Bool(b) = v {
+                            Some(*b)
+                        } else {
+                            None
+                        }
+                    })
+                })
+                .collect(),
+        ),
+        Some(ParamValue::Int(_)) => ColumnData::I64(
+            values
+                .iter()
+                .map(|v| {
+                    v.and_then(|v| {
+                        if let ParamValue::Int(i) = v {
+                            Some(*i)
+                        } else {
+                            None
+                        }
+                    })
+                })
+                .collect(),
+        ),
+        Some(ParamValue::Float(_)) => ColumnData::F64(
+            values
+                .iter()
+                .map(|v| {
+                    v.and_then(|v| {
+                        if let ParamValue::Float(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        }
+                    })
+                })
+                .collect(),
+        ),
         _ => ColumnData::Str(values.iter().map(|v| v.map(|v| v.to_string())).collect()),
     }
 }
@@ -131,7 +248,9 @@ pub fn read(run: &RunDir) -> HarnessResult<Vec<ManifestRow>> {
     let df = read_parquet(&path)?;
     let req = |v: Vec<Option<String>>, name: &str| -> HarnessResult<Vec<String>> {
         v.into_iter()
-            .map(|x| x.ok_or_else(|| HarnessError::table(&path, format!("column `{name}` has a null"))))
+            .map(|x| {
+                x.ok_or_else(|| HarnessError::table(&path, format!("column `{name}` has a null")))
+            })
             .collect()
     };
     let hash = req(col_str(&df, "hash", &path)?, "hash")?;
@@ -151,7 +270,8 @@ pub fn read(run: &RunDir) -> HarnessResult<Vec<ManifestRow>> {
     let image = col_str(&df, "image", &path)?;
     let mut rows = Vec::with_capacity(hash.len());
     for i in 0..hash.len() {
-        let bad = |c: &str, e: String| HarnessError::table(&path, format!("row {i}, column `{c}`: {e}"));
+        let bad =
+            |c: &str, e: String| HarnessError::table(&path, format!("row {i}, column `{c}`: {e}"));
         rows.push(ManifestRow {
             hash: hash[i].clone(),
             status: status[i].clone(),

@@ -9,7 +9,10 @@ use super::error::HarnessResult;
 use super::filehash::FileHasher;
 use super::hash::{json_sha256, noise_seed, GENERATION_CODE_VERSION};
 use super::job::*;
-use crate::config::{sweep, ConceptNames, Experiment, LoraSpec, MethodKind, ParamValue, PromptSpec, RunDtype, Template};
+use crate::config::{
+    sweep, ConceptNames, Experiment, LoraSpec, MethodKind, ParamValue, PromptSpec, RunDtype,
+    Template,
+};
 
 /// Where the images are made: part of every content hash, since the backend and device change pixels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,7 +33,10 @@ impl Plan {
     /// The jobs with distinct hashes (the images to make), first occurrence kept.
     pub fn unique(&self) -> Vec<&Job> {
         let mut seen = BTreeSet::new();
-        self.jobs.iter().filter(|j| seen.insert(j.hash.as_str())).collect()
+        self.jobs
+            .iter()
+            .filter(|j| seen.insert(j.hash.as_str()))
+            .collect()
     }
 }
 
@@ -85,8 +91,11 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
         class_noun: l.class_noun.clone(),
         references: l.references.clone(),
     };
-    let concepts: BTreeMap<String, ConceptNames> =
-        exp.loras.iter().filter_map(|l| l.concept().map(|c| (l.name.clone(), c))).collect();
+    let concepts: BTreeMap<String, ConceptNames> = exp
+        .loras
+        .iter()
+        .filter_map(|l| l.concept().map(|c| (l.name.clone(), c)))
+        .collect();
     let sampler = JobSampler {
         scheduler: exp.sampler.scheduler,
         steps: exp.sampler.steps,
@@ -109,21 +118,40 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
         let defs = entry.kind.params();
         for variant in entry.grid.expand(&entry.name) {
             for (index, &(set, index_in_set, spec)) in prompts.iter().enumerate() {
-                if entry.prompt_sets.as_ref().is_some_and(|v| !v.iter().any(|s| s == set)) {
+                if entry
+                    .prompt_sets
+                    .as_ref()
+                    .is_some_and(|v| !v.iter().any(|s| s == set))
+                {
                     continue;
                 }
                 let template = Template::parse(&spec.text)
                     .map_err(|m| crate::Error::invalid(format!("prompt \"{}\"", spec.text), m))?;
                 let names = template.concepts();
                 // (params, swept, label, active LoRA names) for each job of this variant and prompt
-                let mut runs: Vec<(BTreeMap<String, ParamValue>, Vec<String>, String, Vec<String>)> = Vec::new();
+                let mut runs: Vec<(
+                    BTreeMap<String, ParamValue>,
+                    Vec<String>,
+                    String,
+                    Vec<String>,
+                )> = Vec::new();
                 match entry.kind {
-                    MethodKind::Base => runs.push((variant.params.clone(), variant.swept.clone(), variant.label.clone(), vec![])),
+                    MethodKind::Base => runs.push((
+                        variant.params.clone(),
+                        variant.swept.clone(),
+                        variant.label.clone(),
+                        vec![],
+                    )),
                     MethodKind::Single => match variant.params.get("lora") {
                         Some(ParamValue::Str(l)) => {
                             // a fixed LoRA applies to the prompts that name it
                             if names.contains(l) {
-                                runs.push((variant.params.clone(), variant.swept.clone(), variant.label.clone(), vec![l.clone()]));
+                                runs.push((
+                                    variant.params.clone(),
+                                    variant.swept.clone(),
+                                    variant.label.clone(),
+                                    vec![l.clone()],
+                                ));
                             }
                         }
                         _ => {
@@ -137,7 +165,12 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
                             }
                         }
                     },
-                    _ => runs.push((variant.params.clone(), variant.swept.clone(), variant.label.clone(), names.clone())),
+                    _ => runs.push((
+                        variant.params.clone(),
+                        variant.swept.clone(),
+                        variant.label.clone(),
+                        names.clone(),
+                    )),
                 }
                 for (params, swept, label, active) in runs {
                     let lookup = |n: &str| concepts.get(n);
@@ -146,7 +179,12 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
                     let branches: Vec<String> = if entry.kind == MethodKind::Clora {
                         active
                             .iter()
-                            .map(|a| spec.branches.get(a).cloned().unwrap_or_else(|| template.render(lookup, |n| n == a)))
+                            .map(|a| {
+                                spec.branches
+                                    .get(a)
+                                    .cloned()
+                                    .unwrap_or_else(|| template.render(lookup, |n| n == a))
+                            })
                             .collect()
                     } else {
                         Vec::new()
@@ -166,7 +204,10 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
                         }),
                         _ => None,
                     };
-                    let negative = spec.negative.clone().unwrap_or_else(|| exp.sampler.negative_prompt.clone());
+                    let negative = spec
+                        .negative
+                        .clone()
+                        .unwrap_or_else(|| exp.sampler.negative_prompt.clone());
                     for &seed in &exp.seeds {
                         for sample in 0..exp.samples_per_prompt {
                             let prompt = JobPrompt {
@@ -185,7 +226,11 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
                             let ns = noise_seed(seed, index, sample);
                             let pixel_params: BTreeMap<&str, &ParamValue> = params
                                 .iter()
-                                .filter(|(k, _)| defs.iter().find(|d| d.name == k.as_str()).is_none_or(|d| d.pixels))
+                                .filter(|(k, _)| {
+                                    defs.iter()
+                                        .find(|d| d.name == k.as_str())
+                                        .is_none_or(|d| d.pixels)
+                                })
                                 .map(|(k, v)| (k.as_str(), v))
                                 .collect();
                             let key = HashKey {
@@ -196,8 +241,13 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
                                 dtype: model.dtype,
                                 kind: entry.kind,
                                 params: pixel_params,
-                                loras: loras.iter().map(|l| (l.sha256.as_str(), l.weight)).collect(),
-                                style_lora: style_lora.as_ref().map(|l| (l.sha256.as_str(), l.weight)),
+                                loras: loras
+                                    .iter()
+                                    .map(|l| (l.sha256.as_str(), l.weight))
+                                    .collect(),
+                                style_lora: style_lora
+                                    .as_ref()
+                                    .map(|l| (l.sha256.as_str(), l.weight)),
                                 text: &prompt.text,
                                 plain: &prompt.plain,
                                 branches: &prompt.branches,

@@ -133,7 +133,10 @@ impl ProvenanceWriter {
         host.insert("arch".into(), std::env::consts::ARCH.to_string());
         host.insert(
             "cpus".into(),
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string(),
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .to_string(),
         );
         let record = Provenance {
             started_at: started,
@@ -156,7 +159,9 @@ impl ProvenanceWriter {
             failures: Vec::new(),
             notes: Vec::new(),
         };
-        let path = run.provenance_dir().join(format!("{stamp}-{}.json", std::process::id()));
+        let path = run
+            .provenance_dir()
+            .join(format!("{stamp}-{}.json", std::process::id()));
         let w = Self { record, path };
         w.save()?;
         Ok(w)
@@ -184,11 +189,20 @@ impl ProvenanceWriter {
 pub fn code_version() -> CodeVersion {
     let dir = env!("CARGO_MANIFEST_DIR");
     let git = |args: &[&str]| -> Option<String> {
-        let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let commit = git(&["rev-parse", "HEAD"]);
-    let dirty = commit.as_ref().and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()));
+    let dirty = commit.as_ref().and_then(|_| {
+        git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty())
+    });
     CodeVersion {
         crate_version: crate::version().to_string(),
         generation: GENERATION_CODE_VERSION.to_string(),
@@ -200,7 +214,9 @@ pub fn code_version() -> CodeVersion {
 /// The current UTC time as ISO 8601 (`2026-11-27T06:30:00.123Z`) and as a file-name stamp
 /// (`20261127T063000123Z`).
 pub fn now() -> (String, String) {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = d.as_secs();
     let ms = d.subsec_millis();
     let (y, mo, da) = civil_from_days((secs / 86_400) as i64);

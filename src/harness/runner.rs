@@ -150,7 +150,10 @@ pub fn generate(
                 let bytes = serde_json::to_vec_pretty(&failure).expect("plain data");
                 write_atomic(&run.error_file(&job.hash), &bytes)?;
                 if !matches!(e, JobError::Unavailable(_)) {
-                    progress.println(&format!("failed: {} | {}: {e}", job.variant, job.prompt.text));
+                    progress.println(&format!(
+                        "failed: {} | {}: {e}",
+                        job.variant, job.prompt.text
+                    ));
                 }
                 s.failed += 1;
                 provenance.record.failures.push(FailureRecord {

@@ -27,7 +27,12 @@ pub struct SdGenerator<B: Backend> {
 
 impl<B: Backend> SdGenerator<B> {
     /// A generator on `device`; `backend`/`device_name` name them for provenance and hashes.
-    pub fn new(device: B::Device, backend: &str, device_name: &str, dtype: crate::config::RunDtype) -> Self {
+    pub fn new(
+        device: B::Device,
+        backend: &str,
+        device_name: &str,
+        dtype: crate::config::RunDtype,
+    ) -> Self {
         Self {
             device,
             target: Target {
@@ -41,10 +46,9 @@ impl<B: Backend> SdGenerator<B> {
 
     /// The model of `job`, loaded on first use (and again when a job names another model).
     fn model(&mut self, m: &JobModel) -> Result<(&StableDiffusion<B>, f64), JobError> {
-        let same = self
-            .loaded
-            .as_ref()
-            .is_some_and(|(have, _, _)| have.path == m.path && have.config_dir == m.config_dir && have.dtype == m.dtype);
+        let same = self.loaded.as_ref().is_some_and(|(have, _, _)| {
+            have.path == m.path && have.config_dir == m.config_dir && have.dtype == m.dtype
+        });
         if !same {
             let path: PathBuf = m.path.clone().ok_or_else(|| {
                 JobError::Fatal(
@@ -56,8 +60,9 @@ impl<B: Backend> SdGenerator<B> {
                 dtype: m.dtype.dtype(),
                 config_dir: m.config_dir.clone(),
             };
-            let sd = StableDiffusion::<B>::load(&path, &options, &self.device)
-                .map_err(|e| JobError::Fatal(format!("loading the model {}: {e}", path.display())))?;
+            let sd = StableDiffusion::<B>::load(&path, &options, &self.device).map_err(|e| {
+                JobError::Fatal(format!("loading the model {}: {e}", path.display()))
+            })?;
             self.loaded = Some((m.clone(), sd, t.elapsed().as_secs_f64()));
             let (_, sd, secs) = self.loaded.as_ref().expect("just loaded");
             return Ok((sd, *secs));
@@ -95,7 +100,8 @@ impl<B: Backend> Generator for SdGenerator<B> {
         };
         ctx.steps.step(0, job.sampler.steps, "denoise");
         let out = sd.generate_latent(&params, None)?;
-        ctx.steps.step(job.sampler.steps, job.sampler.steps, "decode");
+        ctx.steps
+            .step(job.sampler.steps, job.sampler.steps, "decode");
         let t_dec = Instant::now();
         let decoded = sd.decode_latent(out.latent)?;
         let image = latent_io::to_rgb8(&decoded)?;

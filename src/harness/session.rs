@@ -46,7 +46,11 @@ pub struct SessionOutcome {
 }
 
 /// The run folder of `exp` under `out_root`, created, with `experiment.json` written, and its plan.
-pub fn prepare(exp: &Experiment, out_root: &Path, generator: &dyn Generator) -> HarnessResult<(RunDir, Plan, FileHasher)> {
+pub fn prepare(
+    exp: &Experiment,
+    out_root: &Path,
+    generator: &dyn Generator,
+) -> HarnessResult<(RunDir, Plan, FileHasher)> {
     let run = RunDir::new(out_root.join(&exp.name));
     run.create()?;
     let json = serde_json::to_vec_pretty(exp).expect("plain data");
@@ -83,9 +87,9 @@ pub fn run_experiment(
     let generation = runner::generate(&run, &plan, generator, interrupt, &mut prov, &options.run)?;
     let (mut evaluators, missing) = eval::builtin_evaluators(&exp.metrics);
     for m in &missing {
-        prov.record
-            .notes
-            .push(format!("metric `{m}` is not available in this build yet: not scored"));
+        prov.record.notes.push(format!(
+            "metric `{m}` is not available in this build yet: not scored"
+        ));
     }
     let mut eval_summary = None;
     if options.eval && !generation.interrupted {
@@ -99,12 +103,17 @@ pub fn run_experiment(
             options.run.progress,
         )?);
     }
-    let interrupted = generation.interrupted || eval_summary.as_ref().is_some_and(|e| e.interrupted);
+    let interrupted =
+        generation.interrupted || eval_summary.as_ref().is_some_and(|e| e.interrupted);
     let mut report = None;
     if options.report && !interrupted {
         report = Some(crate::report::write(&run)?);
     }
-    prov.finish(if interrupted { "interrupted" } else { "completed" })?;
+    prov.finish(if interrupted {
+        "interrupted"
+    } else {
+        "completed"
+    })?;
     Ok(SessionOutcome {
         provenance: prov.path().to_path_buf(),
         run,

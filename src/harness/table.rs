@@ -81,7 +81,11 @@ impl TableBuilder {
     /// The DataFrame (`path` names the table in errors).
     pub fn build(self, path: &Path) -> HarnessResult<DataFrame> {
         let height = self.columns.first().map(|(_, c)| c.len()).unwrap_or(0);
-        let cols: Vec<Column> = self.columns.into_iter().map(|(n, c)| c.into_column(&n)).collect();
+        let cols: Vec<Column> = self
+            .columns
+            .into_iter()
+            .map(|(n, c)| c.into_column(&n))
+            .collect();
         DataFrame::new(height, cols).map_err(|e| HarnessError::table(path, e))
     }
 }
@@ -99,7 +103,9 @@ pub fn write_parquet(df: &mut DataFrame, path: &Path) -> HarnessResult<()> {
 /// Reads a Parquet file.
 pub fn read_parquet(path: &Path) -> HarnessResult<DataFrame> {
     let f = std::fs::File::open(path).map_err(|e| HarnessError::io(path, e))?;
-    ParquetReader::new(f).finish().map_err(|e| HarnessError::table(path, e))
+    ParquetReader::new(f)
+        .finish()
+        .map_err(|e| HarnessError::table(path, e))
 }
 
 /// Writes `df` as CSV with a header, atomically.
@@ -113,14 +119,20 @@ pub fn write_csv(df: &mut DataFrame, path: &Path) -> HarnessResult<()> {
 }
 
 fn column<'a>(df: &'a DataFrame, name: &str, path: &Path) -> HarnessResult<&'a Column> {
-    df.column(name)
-        .map_err(|_| HarnessError::table(path, format!("no column `{name}` (is this table from another version?)")))
+    df.column(name).map_err(|_| {
+        HarnessError::table(
+            path,
+            format!("no column `{name}` (is this table from another version?)"),
+        )
+    })
 }
 
 /// A string column.
 pub fn col_str(df: &DataFrame, name: &str, path: &Path) -> HarnessResult<Vec<Option<String>>> {
     let c = column(df, name, path)?;
-    let s = c.str().map_err(|e| HarnessError::table(path, format!("column `{name}`: {e}")))?;
+    let s = c
+        .str()
+        .map_err(|e| HarnessError::table(path, format!("column `{name}`: {e}")))?;
     Ok((0..s.len()).map(|i| s.get(i).map(str::to_string)).collect())
 }
 
@@ -130,7 +142,9 @@ pub fn col_f64(df: &DataFrame, name: &str, path: &Path) -> HarnessResult<Vec<Opt
     let c = c
         .cast(&DataType::Float64)
         .map_err(|e| HarnessError::table(path, format!("column `{name}`: {e}")))?;
-    let s = c.f64().map_err(|e| HarnessError::table(path, format!("column `{name}`: {e}")))?;
+    let s = c
+        .f64()
+        .map_err(|e| HarnessError::table(path, format!("column `{name}`: {e}")))?;
     Ok((0..s.len()).map(|i| s.get(i)).collect())
 }
 
@@ -140,7 +154,9 @@ pub fn col_u64(df: &DataFrame, name: &str, path: &Path) -> HarnessResult<Vec<Opt
     let c = c
         .cast(&DataType::UInt64)
         .map_err(|e| HarnessError::table(path, format!("column `{name}`: {e}")))?;
-    let s = c.u64().map_err(|e| HarnessError::table(path, format!("column `{name}`: {e}")))?;
+    let s = c
+        .u64()
+        .map_err(|e| HarnessError::table(path, format!("column `{name}`: {e}")))?;
     Ok((0..s.len()).map(|i| s.get(i)).collect())
 }
 

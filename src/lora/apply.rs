@@ -27,7 +27,11 @@ const COMPONENTS: [Component; 2] = [Component::Unet, Component::TextEncoder];
 
 impl<B: Backend> StableDiffusion<B> {
     /// Calls `f` on every LoRA-targetable layer of a component, with its diffusers/transformers path.
-    pub fn for_each_lora_target(&mut self, component: Component, f: &mut dyn FnMut(&str, Target<'_, B>)) {
+    pub fn for_each_lora_target(
+        &mut self,
+        component: Component,
+        f: &mut dyn FnMut(&str, Target<'_, B>),
+    ) {
         match component {
             Component::Unet => self.unet.for_each_target("", f),
             Component::TextEncoder => self.text_encoder.for_each_target("", f),
@@ -38,14 +42,27 @@ impl<B: Backend> StableDiffusion<B> {
     /// weight `weight` (diffusers' `load_lora_weights` + `set_adapters`). The new adapter acts on every batch row
     /// (unless a per-row assignment is set, see [`set_lora_rows`](Self::set_lora_rows)). Nothing is attached
     /// when an error is returned.
-    pub fn add_lora(&mut self, name: &str, file: &LoraFile, weight: f64, unmatched: Unmatched) -> Result<LoraLoad> {
+    pub fn add_lora(
+        &mut self,
+        name: &str,
+        file: &LoraFile,
+        weight: f64,
+        unmatched: Unmatched,
+    ) -> Result<LoraLoad> {
         check_finite("LoRA weight", weight)?;
         let targets = [
             ModelTargets::collect(&mut self.unet),
             ModelTargets::collect(&mut self.text_encoder),
         ];
         let resolved = resolve(file, &targets, unmatched)?;
-        let id = AdapterId(self.lora.adapters.iter().map(|a| a.id.0 + 1).max().unwrap_or(0));
+        let id = AdapterId(
+            self.lora
+                .adapters
+                .iter()
+                .map(|a| a.id.0 + 1)
+                .max()
+                .unwrap_or(0),
+        );
         for c in COMPONENTS {
             attach(self, c, id, &resolved);
         }
@@ -119,7 +136,8 @@ impl<B: Backend> StableDiffusion<B> {
             check_finite("LoRA weight", *w)?;
         }
         self.unfuse_loras();
-        let contributions: Vec<(usize, f64)> = adapters.iter().map(|(id, w)| (id.0, w * scale)).collect();
+        let contributions: Vec<(usize, f64)> =
+            adapters.iter().map(|(id, w)| (id.0, w * scale)).collect();
         for c in COMPONENTS {
             self.for_each_lora_target(c, &mut |_, t| match t {
                 Target::Linear(l) => l.fuse_lora(&contributions),
@@ -168,7 +186,11 @@ impl<B: Backend> StableDiffusion<B> {
         if prompts.len() != rows.len() {
             return Err(Error::invalid(
                 "LoRA rows",
-                format!("{} prompts but {} rows of adapters", prompts.len(), rows.len()),
+                format!(
+                    "{} prompts but {} rows of adapters",
+                    prompts.len(),
+                    rows.len()
+                ),
             ));
         }
         let previous = self.lora.rows[Component::TextEncoder.index()].clone();
@@ -195,20 +217,39 @@ impl<B: Backend> StableDiffusion<B> {
 }
 
 /// Attaches the resolved factors of one component as adapter `id`, in each layer's dtype and device.
-fn attach<B: Backend>(sd: &mut StableDiffusion<B>, component: Component, id: AdapterId, resolved: &Resolved) {
+fn attach<B: Backend>(
+    sd: &mut StableDiffusion<B>,
+    component: Component,
+    id: AdapterId,
+    resolved: &Resolved,
+) {
     let layers = &resolved.layers[component.index()];
     if layers.is_empty() {
         return;
     }
     sd.for_each_lora_target(component, &mut |path, target| {
-        let Some((factors, scale)) = layers.get(path) else { return };
+        let Some((factors, scale)) = layers.get(path) else {
+            return;
+        };
         match (target, factors) {
-            (Target::Linear(l), LayerFactors::Linear { down, up, d_in, d_out, rank }) => {
+            (
+                Target::Linear(l),
+                LayerFactors::Linear {
+                    down,
+                    up,
+                    d_in,
+                    d_out,
+                    rank,
+                },
+            ) => {
                 let w = l.weight.val();
                 let (device, dtype) = (w.device(), w.dtype());
                 let t = |v: &Vec<f32>, shape: [usize; 2]| {
-                    Tensor::<B, 2>::from_data(TensorData::new(v.clone(), shape), (&device, burn::tensor::DType::F32))
-                        .cast(dtype)
+                    Tensor::<B, 2>::from_data(
+                        TensorData::new(v.clone(), shape),
+                        (&device, burn::tensor::DType::F32),
+                    )
+                    .cast(dtype)
                 };
                 l.attach_lora(LinearAdapter {
                     id: id.0,
@@ -217,12 +258,25 @@ fn attach<B: Backend>(sd: &mut StableDiffusion<B>, component: Component, id: Ada
                     alpha_scale: *scale,
                 });
             }
-            (Target::Conv2d(c), LayerFactors::Conv { down, up, c_in, c_out, kernel, rank }) => {
+            (
+                Target::Conv2d(c),
+                LayerFactors::Conv {
+                    down,
+                    up,
+                    c_in,
+                    c_out,
+                    kernel,
+                    rank,
+                },
+            ) => {
                 let w = c.weight.val();
                 let (device, dtype) = (w.device(), w.dtype());
                 let t = |v: &Vec<f32>, shape: [usize; 4]| {
-                    Tensor::<B, 4>::from_data(TensorData::new(v.clone(), shape), (&device, burn::tensor::DType::F32))
-                        .cast(dtype)
+                    Tensor::<B, 4>::from_data(
+                        TensorData::new(v.clone(), shape),
+                        (&device, burn::tensor::DType::F32),
+                    )
+                    .cast(dtype)
                 };
                 c.attach_lora(ConvAdapter {
                     id: id.0,

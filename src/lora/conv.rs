@@ -30,6 +30,8 @@ pub struct ConvPacked<B: Backend> {
     pub up: Tensor<B, 4>,
     /// `[rows, R]`: rows = 1 (every batch row alike) or the batch size.
     pub gain: Tensor<B, 2>,
+    /// Whether `gain` has one row per batch row (else one row for all).
+    pub per_row: bool,
 }
 
 /// The LoRA state of one convolution.
@@ -59,13 +61,26 @@ impl<B: Backend> ConvLora<B> {
     /// `sum_k g[row, k] B_k * (A_k * x)`: `[b, c_in, h, w] -> [b, c_out, h', w']` with the layer's `stride` and
     /// `padding`. Call only when active.
     pub fn delta(&self, x: Tensor<B, 4>, stride: usize, padding: usize) -> Tensor<B, 4> {
-        let p = self.packed.as_ref().expect("delta of an inactive LoRA layer");
+        let p = self
+            .packed
+            .as_ref()
+            .expect("delta of an inactive LoRA layer");
         let [rows, r] = p.gain.dims();
-        check_rows(rows, x.dims()[0]);
+        check_rows(rows, p.per_row, x.dims()[0]);
         // [b, R, h', w']
-        let h = conv2d(x, p.down.clone(), None, ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1));
+        let h = conv2d(
+            x,
+            p.down.clone(),
+            None,
+            ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1),
+        );
         let h = h * p.gain.clone().reshape([rows, r, 1, 1]);
-        conv2d(h, p.up.clone(), None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
+        conv2d(
+            h,
+            p.up.clone(),
+            None,
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        )
     }
 
     fn refresh(&mut self, mult: &RowMultipliers) {
@@ -83,18 +98,35 @@ impl<B: Backend> ConvLora<B> {
                 alpha_scale: a.alpha_scale,
             })
             .collect();
-        self.packed = gain_matrix::<B>(&info, mult, &device, dtype).map(|(active, gain)| ConvPacked {
-            down: Tensor::cat(active.iter().map(|&k| self.adapters[k].down.clone()).collect(), 0),
-            up: Tensor::cat(active.iter().map(|&k| self.adapters[k].up.clone()).collect(), 1),
-            gain,
-        });
+        self.packed =
+            gain_matrix::<B>(&info, mult, &device, dtype).map(|(active, gain)| ConvPacked {
+                down: Tensor::cat(
+                    active
+                        .iter()
+                        .map(|&k| self.adapters[k].down.clone())
+                        .collect(),
+                    0,
+                ),
+                up: Tensor::cat(
+                    active
+                        .iter()
+                        .map(|&k| self.adapters[k].up.clone())
+                        .collect(),
+                    1,
+                ),
+                gain,
+                per_row: matches!(mult, RowMultipliers::PerRow(_)),
+            });
     }
 }
 
 impl<B: Backend> Conv2d<B> {
     /// Attaches an adapter (down `[r, c_in, k, k]`, up `[c_out, r, 1, 1]`, in the layer's dtype and device).
     pub fn attach_lora(&mut self, adapter: ConvAdapter<B>) {
-        self.lora.get_or_insert_with(ConvLora::new).adapters.push(adapter);
+        self.lora
+            .get_or_insert_with(ConvLora::new)
+            .adapters
+            .push(adapter);
     }
 
     /// Recomputes which adapters act on which rows.
@@ -114,7 +146,11 @@ impl<B: Backend> Conv2d<B> {
             .adapters
             .iter()
             .filter_map(|a| {
-                let m: f64 = contributions.iter().filter(|(id, _)| *id == a.id).map(|(_, m)| *m).sum();
+                let m: f64 = contributions
+                    .iter()
+                    .filter(|(id, _)| *id == a.id)
+                    .map(|(_, m)| *m)
+                    .sum();
                 let r = a.down.dims()[0];
                 (m != 0.0).then(|| {
                     let up = upcast(a.up.clone()).reshape([c_out, r]);
@@ -128,9 +164,16 @@ impl<B: Backend> Conv2d<B> {
         }
         let w = self.weight.val();
         let original = lora.unfused_weight.get_or_insert_with(|| w.clone()).clone();
-        let delta = parts.into_iter().reduce(|a, b| a + b).expect("non-empty").reshape([c_out, c_in, kh, kw]);
+        let delta = parts
+            .into_iter()
+            .reduce(|a, b| a + b)
+            .expect("non-empty")
+            .reshape([c_out, c_in, kh, kw]);
         let fused = downcast(upcast(original.clone().detach()) + delta, original.dtype());
-        self.weight = Param::initialized(self.weight.id, fused.set_require_grad(original.is_require_grad()));
+        self.weight = Param::initialized(
+            self.weight.id,
+            fused.set_require_grad(original.is_require_grad()),
+        );
     }
 
     /// Puts back the weight from before [`fuse_lora`](Self::fuse_lora) (bit-exact).

@@ -99,7 +99,10 @@ impl LoraFile {
                     (None, None, Some(a)) => (a.clone(), "down (A) and up (B) factors"),
                     _ => unreachable!("a group has at least one key"),
                 };
-                return Err(Error::bad_file(path, format!("`{have}` has no matching {missing} for module `{module}`")));
+                return Err(Error::bad_file(
+                    path,
+                    format!("`{have}` has no matching {missing} for module `{module}`"),
+                ));
             };
             let down = read(&store, path, down_key)?;
             let up = read(&store, path, up_key)?;
@@ -154,7 +157,10 @@ impl LoraFile {
 
     /// Number of adapted modules of a component.
     pub fn count(&self, component: Component) -> usize {
-        self.modules.iter().filter(|m| m.component == component).count()
+        self.modules
+            .iter()
+            .filter(|m| m.component == component)
+            .count()
     }
 }
 
@@ -163,7 +169,10 @@ fn read(store: &WeightStore, path: &Path, key: &str) -> Result<FileTensor> {
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::bad_file(
             path,
-            format!("tensor `{key}` holds a non-finite value ({}) at flat index {i}", values[i]),
+            format!(
+                "tensor `{key}` holds a non-finite value ({}) at flat index {i}",
+                values[i]
+            ),
         ));
     }
     Ok(FileTensor {
@@ -177,7 +186,10 @@ fn read_scalar(store: &WeightStore, path: &Path, key: &str) -> Result<f64> {
     let t = read(store, path, key)?;
     match t.values.as_slice() {
         [v] => Ok(*v as f64),
-        _ => Err(Error::bad_file(path, format!("alpha `{key}` has shape {:?}, expected a scalar", t.shape))),
+        _ => Err(Error::bad_file(
+            path,
+            format!("alpha `{key}` has shape {:?}, expected a scalar", t.shape),
+        )),
     }
 }
 
@@ -185,7 +197,13 @@ fn read_scalar(store: &WeightStore, path: &Path, key: &str) -> Result<f64> {
 /// rank; returns the rank.
 fn check_factor_shapes(path: &Path, down: &FileTensor, up: &FileTensor) -> Result<usize> {
     let bad = |t: &FileTensor, what: &str| {
-        Error::bad_file(path, format!("tensor `{}` has shape {:?}, expected {what}", t.key, t.shape))
+        Error::bad_file(
+            path,
+            format!(
+                "tensor `{}` has shape {:?}, expected {what}",
+                t.key, t.shape
+            ),
+        )
     };
     match down.shape.len() {
         2 => {}
@@ -241,5 +259,9 @@ fn module_scale(
         ));
     }
     let alpha = cfg_alpha.unwrap_or(r);
-    Ok(if cfg.use_rslora { alpha / r.sqrt() } else { alpha / r })
+    Ok(if cfg.use_rslora {
+        alpha / r.sqrt()
+    } else {
+        alpha / r
+    })
 }

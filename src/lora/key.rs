@@ -96,13 +96,21 @@ pub enum KeyKind {
 
 /// Classifies one tensor name.
 pub fn parse_key(key: &str) -> KeyKind {
-    if key.starts_with("lora_te1_") || key.starts_with("lora_te2_") || key.starts_with("text_encoder_2.") {
-        return KeyKind::OtherArchitecture("SDXL's two text encoders (lora_te1_/lora_te2_/text_encoder_2.)");
+    if key.starts_with("lora_te1_")
+        || key.starts_with("lora_te2_")
+        || key.starts_with("text_encoder_2.")
+    {
+        return KeyKind::OtherArchitecture(
+            "SDXL's two text encoders (lora_te1_/lora_te2_/text_encoder_2.)",
+        );
     }
     if key.starts_with("transformer.") || key.starts_with("lora_transformer_") {
         return KeyKind::OtherArchitecture("a transformer denoiser (SD3/Flux/PixArt), not a UNet");
     }
-    for (prefix, component) in [("lora_unet_", Component::Unet), ("lora_te_", Component::TextEncoder)] {
+    for (prefix, component) in [
+        ("lora_unet_", Component::Unet),
+        ("lora_te_", Component::TextEncoder),
+    ] {
         if let Some(rest) = key.strip_prefix(prefix) {
             return parse_kohya(rest, component);
         }
@@ -132,7 +140,9 @@ pub fn parse_key(key: &str) -> KeyKind {
         return lora(m, Role::Up, LoraFormat::Peft);
     }
     for (suffix, role) in [(".down.weight", Role::Down), (".up.weight", Role::Up)] {
-        let Some(head) = rest.strip_suffix(suffix) else { continue };
+        let Some(head) = rest.strip_suffix(suffix) else {
+            continue;
+        };
         // `<module>.lora.down.weight` (LoRACompatibleLinear/Conv) and `<module>.lora_linear_layer.down.weight`
         for marker in [".lora", ".lora_linear_layer"] {
             if let Some(m) = head.strip_suffix(marker) {
@@ -146,7 +156,10 @@ pub fn parse_key(key: &str) -> KeyKind {
             ("to_v_lora", "to_v", "v_proj"),
             ("to_out_lora", "to_out.0", "out_proj"),
         ] {
-            if let Some(parent) = head.strip_suffix(proc_name).and_then(|p| p.strip_suffix('.')) {
+            if let Some(parent) = head
+                .strip_suffix(proc_name)
+                .and_then(|p| p.strip_suffix('.'))
+            {
                 let parent = parent.strip_suffix(".processor").unwrap_or(parent);
                 let child = match component {
                     Component::Unet => unet_child,
@@ -167,9 +180,14 @@ fn parse_kohya(rest: &str, component: Component) -> KeyKind {
         return KeyKind::Unrecognized;
     };
     if component == Component::Unet
-        && ["input_blocks_", "middle_block_", "output_blocks_", "label_emb_"]
-            .iter()
-            .any(|p| name.starts_with(p))
+        && [
+            "input_blocks_",
+            "middle_block_",
+            "output_blocks_",
+            "label_emb_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
     {
         return KeyKind::OtherArchitecture(
             "original-LDM/SGM UNet block names (input_blocks/middle_block/output_blocks), as SDXL LoRAs use",
@@ -181,7 +199,9 @@ fn parse_kohya(rest: &str, component: Component) -> KeyKind {
         "alpha" => Role::Alpha,
         s if s.starts_with("hada_") => return KeyKind::Unsupported("LyCORIS LoHa (hada_*)"),
         s if s.starts_with("lokr_") => return KeyKind::Unsupported("LyCORIS LoKr (lokr_*)"),
-        s if s.starts_with("lora_mid") => return KeyKind::Unsupported("LyCORIS Tucker decomposition (lora_mid)"),
+        s if s.starts_with("lora_mid") => {
+            return KeyKind::Unsupported("LyCORIS Tucker decomposition (lora_mid)")
+        }
         "dora_scale" => return KeyKind::Unsupported("DoRA (dora_scale)"),
         "diff" | "diff_b" | "on_input" | "w_norm" | "b_norm" => {
             return KeyKind::Unsupported("LyCORIS full/norm layers (diff, w_norm, ...)")
@@ -213,7 +233,9 @@ mod tests {
         assert_eq!(k.component, Component::Unet);
         assert_eq!(
             k.module,
-            ModuleRef::Kohya("down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0".into())
+            ModuleRef::Kohya(
+                "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0".into()
+            )
         );
         assert_eq!(k.role, Role::Up);
         let k = lora("lora_te_text_model_encoder_layers_0_mlp_fc1.alpha");
@@ -224,37 +246,79 @@ mod tests {
                 "original-LDM/SGM UNet block names (input_blocks/middle_block/output_blocks), as SDXL LoRAs use"
             )
         );
-        assert!(matches!(parse_key("lora_te2_text_model_encoder_layers_0_mlp_fc1.alpha"), KeyKind::OtherArchitecture(_)));
-        assert!(matches!(parse_key("lora_unet_conv_in.hada_w1_a"), KeyKind::Unsupported(_)));
-        assert_eq!(parse_key("lora_unet_conv_in.something"), KeyKind::Unrecognized);
+        assert!(matches!(
+            parse_key("lora_te2_text_model_encoder_layers_0_mlp_fc1.alpha"),
+            KeyKind::OtherArchitecture(_)
+        ));
+        assert!(matches!(
+            parse_key("lora_unet_conv_in.hada_w1_a"),
+            KeyKind::Unsupported(_)
+        ));
+        assert_eq!(
+            parse_key("lora_unet_conv_in.something"),
+            KeyKind::Unrecognized
+        );
     }
 
     #[test]
     fn peft_keys() {
-        let k = lora("unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0.lora_A.weight");
-        assert_eq!(k.module, ModuleRef::Path("mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0".into()));
-        assert_eq!((k.component, k.role, k.format), (Component::Unet, Role::Down, LoraFormat::Peft));
+        let k =
+            lora("unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0.lora_A.weight");
+        assert_eq!(
+            k.module,
+            ModuleRef::Path("mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0".into())
+        );
+        assert_eq!(
+            (k.component, k.role, k.format),
+            (Component::Unet, Role::Down, LoraFormat::Peft)
+        );
         let k = lora("text_encoder.text_model.encoder.layers.1.self_attn.q_proj.lora_B.weight");
         assert_eq!(k.component, Component::TextEncoder);
-        assert_eq!(k.module, ModuleRef::Path("text_model.encoder.layers.1.self_attn.q_proj".into()));
-        assert!(matches!(parse_key("unet.conv_in.lora_magnitude_vector"), KeyKind::Unsupported(_)));
+        assert_eq!(
+            k.module,
+            ModuleRef::Path("text_model.encoder.layers.1.self_attn.q_proj".into())
+        );
+        assert!(matches!(
+            parse_key("unet.conv_in.lora_magnitude_vector"),
+            KeyKind::Unsupported(_)
+        ));
     }
 
     #[test]
     fn old_diffusers_keys() {
         let k = lora("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.down.weight");
-        assert_eq!(k.module, ModuleRef::Path("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0".into()));
+        assert_eq!(
+            k.module,
+            ModuleRef::Path(
+                "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0".into()
+            )
+        );
         assert_eq!((k.role, k.format), (Role::Down, LoraFormat::DiffusersOld));
         // no prefix: the UNet, as `unet.save_attn_procs` wrote it
-        let k = lora("up_blocks.1.attentions.0.transformer_blocks.0.attn2.processor.to_k_lora.up.weight");
+        let k = lora(
+            "up_blocks.1.attentions.0.transformer_blocks.0.attn2.processor.to_k_lora.up.weight",
+        );
         assert_eq!(k.component, Component::Unet);
-        assert_eq!(k.module, ModuleRef::Path("up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k".into()));
+        assert_eq!(
+            k.module,
+            ModuleRef::Path("up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k".into())
+        );
         let k = lora("text_encoder.text_model.encoder.layers.0.self_attn.to_v_lora.up.weight");
-        assert_eq!(k.module, ModuleRef::Path("text_model.encoder.layers.0.self_attn.v_proj".into()));
-        let k = lora("text_encoder.text_model.encoder.layers.0.mlp.fc2.lora_linear_layer.down.weight");
-        assert_eq!(k.module, ModuleRef::Path("text_model.encoder.layers.0.mlp.fc2".into()));
+        assert_eq!(
+            k.module,
+            ModuleRef::Path("text_model.encoder.layers.0.self_attn.v_proj".into())
+        );
+        let k =
+            lora("text_encoder.text_model.encoder.layers.0.mlp.fc2.lora_linear_layer.down.weight");
+        assert_eq!(
+            k.module,
+            ModuleRef::Path("text_model.encoder.layers.0.mlp.fc2".into())
+        );
         let k = lora("unet.down_blocks.1.resnets.0.conv1.lora.up.weight");
-        assert_eq!(k.module, ModuleRef::Path("down_blocks.1.resnets.0.conv1".into()));
+        assert_eq!(
+            k.module,
+            ModuleRef::Path("down_blocks.1.resnets.0.conv1".into())
+        );
         assert_eq!(parse_key("unet.conv_in.weight"), KeyKind::Unrecognized);
     }
 }

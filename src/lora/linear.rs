@@ -29,6 +29,8 @@ pub struct LinearPacked<B: Backend> {
     pub up: Tensor<B, 2>,
     /// `[rows, R]`: rows = 1 (every batch row alike) or the batch size.
     pub gain: Tensor<B, 2>,
+    /// Whether `gain` has one row per batch row (else one row for all).
+    pub per_row: bool,
 }
 
 /// The LoRA state of one linear layer.
@@ -57,9 +59,12 @@ impl<B: Backend> LinearLora<B> {
 
     /// `sum_k g[row, k] B_k (A_k x)`: `[b, ..., d_in] -> [b, ..., d_out]`. Call only when active.
     pub fn delta<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let p = self.packed.as_ref().expect("delta of an inactive LoRA layer");
+        let p = self
+            .packed
+            .as_ref()
+            .expect("delta of an inactive LoRA layer");
         let [rows, r] = p.gain.dims();
-        check_rows(rows, x.dims()[0]);
+        check_rows(rows, p.per_row, x.dims()[0]);
         // [b, ..., R]
         let h = burn::tensor::module::linear(x, p.down.clone(), None);
         let mut shape = [1usize; D];
@@ -84,18 +89,35 @@ impl<B: Backend> LinearLora<B> {
                 alpha_scale: a.alpha_scale,
             })
             .collect();
-        self.packed = gain_matrix::<B>(&info, mult, &device, dtype).map(|(active, gain)| LinearPacked {
-            down: Tensor::cat(active.iter().map(|&k| self.adapters[k].down.clone()).collect(), 1),
-            up: Tensor::cat(active.iter().map(|&k| self.adapters[k].up.clone()).collect(), 0),
-            gain,
-        });
+        self.packed =
+            gain_matrix::<B>(&info, mult, &device, dtype).map(|(active, gain)| LinearPacked {
+                down: Tensor::cat(
+                    active
+                        .iter()
+                        .map(|&k| self.adapters[k].down.clone())
+                        .collect(),
+                    1,
+                ),
+                up: Tensor::cat(
+                    active
+                        .iter()
+                        .map(|&k| self.adapters[k].up.clone())
+                        .collect(),
+                    0,
+                ),
+                gain,
+                per_row: matches!(mult, RowMultipliers::PerRow(_)),
+            });
     }
 }
 
 impl<B: Backend> Linear<B> {
     /// Attaches an adapter (down `[d_in, r]`, up `[r, d_out]`, in the layer's dtype and device).
     pub fn attach_lora(&mut self, adapter: LinearAdapter<B>) {
-        self.lora.get_or_insert_with(LinearLora::new).adapters.push(adapter);
+        self.lora
+            .get_or_insert_with(LinearLora::new)
+            .adapters
+            .push(adapter);
     }
 
     /// Recomputes which adapters act on which rows.
@@ -114,8 +136,14 @@ impl<B: Backend> Linear<B> {
             .adapters
             .iter()
             .filter_map(|a| {
-                let m: f64 = contributions.iter().filter(|(id, _)| *id == a.id).map(|(_, m)| *m).sum();
-                (m != 0.0).then(|| upcast(a.down.clone()).matmul(upcast(a.up.clone())) * (m * a.alpha_scale))
+                let m: f64 = contributions
+                    .iter()
+                    .filter(|(id, _)| *id == a.id)
+                    .map(|(_, m)| *m)
+                    .sum();
+                (m != 0.0).then(|| {
+                    upcast(a.down.clone()).matmul(upcast(a.up.clone())) * (m * a.alpha_scale)
+                })
             })
             .collect();
         if parts.is_empty() {
@@ -125,7 +153,10 @@ impl<B: Backend> Linear<B> {
         let original = lora.unfused_weight.get_or_insert_with(|| w.clone()).clone();
         let delta = parts.into_iter().reduce(|a, b| a + b).expect("non-empty");
         let fused = downcast(upcast(original.clone().detach()) + delta, original.dtype());
-        self.weight = Param::initialized(self.weight.id, fused.set_require_grad(original.is_require_grad()));
+        self.weight = Param::initialized(
+            self.weight.id,
+            fused.set_require_grad(original.is_require_grad()),
+        );
     }
 
     /// Puts back the weight from before [`fuse_lora`](Self::fuse_lora) (bit-exact).

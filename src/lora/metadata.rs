@@ -48,13 +48,20 @@ impl AdapterConfig {
 }
 
 /// Reads the per-component adapter configs of a file's metadata (empty when there are none).
-pub fn adapter_configs(metadata: &HashMap<String, String>, path: &Path) -> Result<BTreeMap<Component, AdapterConfig>> {
+pub fn adapter_configs(
+    metadata: &HashMap<String, String>,
+    path: &Path,
+) -> Result<BTreeMap<Component, AdapterConfig>> {
     let Some(raw) = metadata.get(LORA_ADAPTER_METADATA_KEY) else {
         return Ok(BTreeMap::new());
     };
     let field = |f: &str| format!("__metadata__.{LORA_ADAPTER_METADATA_KEY}.{f}");
     let json: Value = serde_json::from_str(raw).map_err(|e| {
-        Error::config(path, format!("__metadata__.{LORA_ADAPTER_METADATA_KEY}"), format!("invalid JSON ({e})"))
+        Error::config(
+            path,
+            format!("__metadata__.{LORA_ADAPTER_METADATA_KEY}"),
+            format!("invalid JSON ({e})"),
+        )
     })?;
     let obj = json
         .as_object()
@@ -69,24 +76,41 @@ pub fn adapter_configs(metadata: &HashMap<String, String>, path: &Path) -> Resul
             continue; // another component (text_encoder_2, transformer): its keys are rejected elsewhere
         };
         let cfg = out.entry(component).or_default();
-        let bad = |what: &str| Error::config(path, field(full), format!("expected {what}, found {value}"));
+        let bad = |what: &str| {
+            Error::config(path, field(full), format!("expected {what}, found {value}"))
+        };
         match name {
-            "r" => cfg.r = Some(value.as_u64().filter(|&r| r > 0).ok_or_else(|| bad("a positive integer"))? as usize),
+            "r" => {
+                cfg.r = Some(
+                    value
+                        .as_u64()
+                        .filter(|&r| r > 0)
+                        .ok_or_else(|| bad("a positive integer"))? as usize,
+                )
+            }
             "lora_alpha" => cfg.lora_alpha = Some(value.as_f64().ok_or_else(|| bad("a number"))?),
             "rank_pattern" => {
                 for (k, v) in value.as_object().ok_or_else(|| bad("an object"))? {
-                    let r = v.as_u64().filter(|&r| r > 0).ok_or_else(|| bad("positive integer ranks"))?;
+                    let r = v
+                        .as_u64()
+                        .filter(|&r| r > 0)
+                        .ok_or_else(|| bad("positive integer ranks"))?;
                     cfg.rank_pattern.insert(k.clone(), r as usize);
                 }
             }
             "alpha_pattern" => {
                 for (k, v) in value.as_object().ok_or_else(|| bad("an object"))? {
-                    cfg.alpha_pattern.insert(k.clone(), v.as_f64().ok_or_else(|| bad("numeric alphas"))?);
+                    cfg.alpha_pattern
+                        .insert(k.clone(), v.as_f64().ok_or_else(|| bad("numeric alphas"))?);
                 }
             }
             "use_rslora" => cfg.use_rslora = value.as_bool().ok_or_else(|| bad("a boolean"))?,
             "use_dora" if value.as_bool() == Some(true) => {
-                return Err(Error::config(path, field(full), "DoRA adapters are not supported"));
+                return Err(Error::config(
+                    path,
+                    field(full),
+                    "DoRA adapters are not supported",
+                ));
             }
             _ => {}
         }
@@ -104,14 +128,27 @@ mod tests {
             r: Some(4),
             lora_alpha: Some(8.0),
             rank_pattern: [("attn2.to_k".to_string(), 2)].into(),
-            alpha_pattern: [("mid_block.attentions.0.transformer_blocks.0.attn1.to_q".to_string(), 3.0)].into(),
+            alpha_pattern: [(
+                "mid_block.attentions.0.transformer_blocks.0.attn1.to_q".to_string(),
+                3.0,
+            )]
+            .into(),
             use_rslora: false,
         };
-        assert_eq!(cfg.rank_and_alpha("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"), (Some(4), Some(8.0)));
+        assert_eq!(
+            cfg.rank_and_alpha("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"),
+            (Some(4), Some(8.0))
+        );
         // suffix match after a dot
-        assert_eq!(cfg.rank_and_alpha("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"), (Some(2), Some(8.0)));
+        assert_eq!(
+            cfg.rank_and_alpha("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"),
+            (Some(2), Some(8.0))
+        );
         // a full path only matches exactly (nothing precedes it)
-        assert_eq!(cfg.rank_and_alpha("mid_block.attentions.0.transformer_blocks.0.attn1.to_q"), (Some(4), Some(3.0)));
+        assert_eq!(
+            cfg.rank_and_alpha("mid_block.attentions.0.transformer_blocks.0.attn1.to_q"),
+            (Some(4), Some(3.0))
+        );
     }
 
     #[test]
@@ -119,14 +156,20 @@ mod tests {
         let raw = r#"{"unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern": {"x.to_q": 2},
                       "unet.rank_pattern": {}, "unet.target_modules": ["to_q"], "text_encoder.r": 2,
                       "text_encoder.lora_alpha": 3.0}"#;
-        let md: HashMap<String, String> = [(LORA_ADAPTER_METADATA_KEY.to_string(), raw.to_string())].into();
+        let md: HashMap<String, String> =
+            [(LORA_ADAPTER_METADATA_KEY.to_string(), raw.to_string())].into();
         let cfgs = adapter_configs(&md, Path::new("f.safetensors")).unwrap();
         assert_eq!(cfgs[&Component::Unet].r, Some(4));
         assert_eq!(cfgs[&Component::Unet].alpha_pattern["x.to_q"], 2.0);
         assert_eq!(cfgs[&Component::TextEncoder].lora_alpha, Some(3.0));
-        let bad: HashMap<String, String> =
-            [(LORA_ADAPTER_METADATA_KEY.to_string(), r#"{"unet.use_dora": true}"#.to_string())].into();
-        let e = adapter_configs(&bad, Path::new("f.safetensors")).unwrap_err().to_string();
+        let bad: HashMap<String, String> = [(
+            LORA_ADAPTER_METADATA_KEY.to_string(),
+            r#"{"unet.use_dora": true}"#.to_string(),
+        )]
+        .into();
+        let e = adapter_configs(&bad, Path::new("f.safetensors"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("DoRA"), "{e}");
     }
 }

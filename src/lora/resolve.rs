@@ -24,15 +24,26 @@ pub enum Unmatched {
 /// The shape of a targetable layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerShape {
-    Linear { d_in: usize, d_out: usize },
-    Conv { c_in: usize, c_out: usize, kernel: usize },
+    Linear {
+        d_in: usize,
+        d_out: usize,
+    },
+    Conv {
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+    },
 }
 
 impl std::fmt::Display for LayerShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Linear { d_in, d_out } => write!(f, "Linear {d_in} -> {d_out}"),
-            Self::Conv { c_in, c_out, kernel } => write!(f, "Conv2d {c_in} -> {c_out}, {kernel}x{kernel}"),
+            Self::Conv {
+                c_in,
+                c_out,
+                kernel,
+            } => write!(f, "Conv2d {c_in} -> {c_out}, {kernel}x{kernel}"),
         }
     }
 }
@@ -61,7 +72,10 @@ impl ModelTargets {
                 },
             };
             t.paths.insert(path.to_string(), shape);
-            t.kohya.entry(path.replace('.', "_")).or_default().push(path.to_string());
+            t.kohya
+                .entry(path.replace('.', "_"))
+                .or_default()
+                .push(path.to_string());
         });
         t
     }
@@ -83,9 +97,22 @@ impl ModelTargets {
 #[derive(Debug, Clone)]
 pub enum LayerFactors {
     /// down `[d_in, r]`, up `[r, d_out]` (transposed from PyTorch's `[r, d_in]`, `[d_out, r]`).
-    Linear { down: Vec<f32>, up: Vec<f32>, d_in: usize, d_out: usize, rank: usize },
+    Linear {
+        down: Vec<f32>,
+        up: Vec<f32>,
+        d_in: usize,
+        d_out: usize,
+        rank: usize,
+    },
     /// down `[r, c_in, k, k]`, up `[c_out, r, 1, 1]`.
-    Conv { down: Vec<f32>, up: Vec<f32>, c_in: usize, c_out: usize, kernel: usize, rank: usize },
+    Conv {
+        down: Vec<f32>,
+        up: Vec<f32>,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        rank: usize,
+    },
 }
 
 /// A file matched against a model: per component, model path -> (factors, alpha / r).
@@ -98,7 +125,11 @@ pub struct Resolved {
 
 /// Matches every module of `file` to a layer of `targets[component]`. Shape mismatches are always errors (a
 /// LoRA for another model); keys naming no module follow `policy`; a file of which nothing matches is an error.
-pub fn resolve(file: &LoraFile, targets: &[ModelTargets; 2], policy: Unmatched) -> Result<Resolved> {
+pub fn resolve(
+    file: &LoraFile,
+    targets: &[ModelTargets; 2],
+    policy: Unmatched,
+) -> Result<Resolved> {
     let path = &file.path;
     let mut out = Resolved::default();
     let mut unmatched: Vec<(String, Component)> = Vec::new();
@@ -107,7 +138,10 @@ pub fn resolve(file: &LoraFile, targets: &[ModelTargets; 2], policy: Unmatched) 
         let found = t.find(&m.module).map_err(|paths| {
             Error::bad_file(
                 path,
-                format!("`{}`: kohya name `{}` is ambiguous in this model: {paths:?}", m.down.key, m.module),
+                format!(
+                    "`{}`: kohya name `{}` is ambiguous in this model: {paths:?}",
+                    m.down.key, m.module
+                ),
             )
         })?;
         let Some(model_path) = found else {
@@ -116,14 +150,25 @@ pub fn resolve(file: &LoraFile, targets: &[ModelTargets; 2], policy: Unmatched) 
         };
         let shape = t.paths[&model_path];
         let factors = lay_out(file, m, &model_path, shape)?;
-        if out.layers[m.component.index()].insert(model_path.clone(), (factors, m.scale)).is_some() {
+        if out.layers[m.component.index()]
+            .insert(model_path.clone(), (factors, m.scale))
+            .is_some()
+        {
             return Err(Error::bad_file(
                 path,
-                format!("module `{model_path}` of the {} is adapted twice (second: `{}`)", m.component.name(), m.down.key),
+                format!(
+                    "module `{model_path}` of the {} is adapted twice (second: `{}`)",
+                    m.component.name(),
+                    m.down.key
+                ),
             ));
         }
     }
-    unmatched.extend(file.unrecognized.iter().map(|k| (k.clone(), Component::Unet)));
+    unmatched.extend(
+        file.unrecognized
+            .iter()
+            .map(|k| (k.clone(), Component::Unet)),
+    );
     let matched: usize = out.layers.iter().map(|l| l.len()).sum();
     if matched == 0 {
         let first = unmatched.first().map(|(k, _)| k.as_str()).unwrap_or("");
@@ -157,7 +202,12 @@ pub fn resolve(file: &LoraFile, targets: &[ModelTargets; 2], policy: Unmatched) 
 
 /// Checks that a module's factors fit `shape` and returns them in the layer's layout. A linear layer accepts
 /// 1x1-conv-shaped factors (`proj_in`/`proj_out` of original checkpoints) and a 1x1 conv accepts matrices.
-fn lay_out(file: &LoraFile, m: &LoraModule, model_path: &str, shape: LayerShape) -> Result<LayerFactors> {
+fn lay_out(
+    file: &LoraFile,
+    m: &LoraModule,
+    model_path: &str,
+    shape: LayerShape,
+) -> Result<LayerFactors> {
     let (d, u, r) = (&m.down.shape, &m.up.shape, m.rank);
     let misfit = || {
         Error::bad_file(
@@ -184,7 +234,11 @@ fn lay_out(file: &LoraFile, m: &LoraModule, model_path: &str, shape: LayerShape)
                 rank: r,
             })
         }
-        LayerShape::Conv { c_in, c_out, kernel } => {
+        LayerShape::Conv {
+            c_in,
+            c_out,
+            kernel,
+        } => {
             let down_ok = match d.len() {
                 2 => kernel == 1,
                 _ => d[2] == kernel && d[3] == kernel,

@@ -60,7 +60,9 @@ pub fn gain_matrix<B: Backend>(
 ) -> Option<(Vec<usize>, Tensor<B, 2>)> {
     let rows = mult.rows();
     let active: Vec<usize> = (0..adapters.len())
-        .filter(|&k| (0..rows).any(|r| mult.get(r, adapters[k].id) * adapters[k].alpha_scale != 0.0))
+        .filter(|&k| {
+            (0..rows).any(|r| mult.get(r, adapters[k].id) * adapters[k].alpha_scale != 0.0)
+        })
         .collect();
     if active.is_empty() || rows == 0 {
         return None;
@@ -74,16 +76,23 @@ pub fn gain_matrix<B: Backend>(
             g.extend(std::iter::repeat_n(v, a.rank));
         }
     }
-    let t = Tensor::<B, 2>::from_data(TensorData::new(g, [rows, width]), (device, burn::tensor::DType::F32));
-    let t = if dtype == burn::tensor::DType::F32 { t } else { t.cast(dtype) };
+    let t = Tensor::<B, 2>::from_data(
+        TensorData::new(g, [rows, width]),
+        (device, burn::tensor::DType::F32),
+    );
+    let t = if dtype == burn::tensor::DType::F32 {
+        t
+    } else {
+        t.cast(dtype)
+    };
     Some((active, t))
 }
 
-/// Panics with a clear message when gains were set for a batch of a different size (a caller bug: the
+/// Panics with a clear message when per-row gains were set for a batch of a different size (a caller bug: the
 /// pipeline checks this before calling the model, see `LoraState::check_batch`).
-pub(crate) fn check_rows(gain_rows: usize, batch: usize) {
+pub(crate) fn check_rows(gain_rows: usize, per_row: bool, batch: usize) {
     assert!(
-        gain_rows == 1 || gain_rows == batch,
+        !per_row || gain_rows == batch,
         "LoRA rows were assigned for a batch of {gain_rows} but the input has {batch} rows: \
          call set_lora_rows with one entry per batch row"
     );

@@ -75,10 +75,12 @@ impl LoraState {
     }
 
     pub fn info(&self, id: AdapterId) -> Result<&AdapterInfo> {
-        self.adapters
-            .iter()
-            .find(|a| a.id == id)
-            .ok_or_else(|| Error::invalid("LoRA adapter", format!("no adapter with id {} is attached", id.0)))
+        self.adapters.iter().find(|a| a.id == id).ok_or_else(|| {
+            Error::invalid(
+                "LoRA adapter",
+                format!("no adapter with id {} is attached", id.0),
+            )
+        })
     }
 
     /// Checks that every id is attached.
@@ -94,7 +96,10 @@ impl LoraState {
         match &self.rows[component.index()] {
             Some(rows) if rows.len() != batch => Err(Error::invalid(
                 format!("LoRA rows of the {}", component.name()),
-                format!("assigned for a batch of {} rows, but the forward has {batch}", rows.len()),
+                format!(
+                    "assigned for a batch of {} rows, but the forward has {batch}",
+                    rows.len()
+                ),
             )),
             _ => Ok(()),
         }
@@ -102,7 +107,11 @@ impl LoraState {
 
     /// The unfused multipliers (scale x weight) per row of a component; fused adapters act through the weights.
     pub(crate) fn multipliers(&self, component: Component) -> RowMultipliers {
-        let is_fused = |id: &AdapterId| self.fused.as_ref().is_some_and(|(f, _)| f.iter().any(|(i, _)| i == id));
+        let is_fused = |id: &AdapterId| {
+            self.fused
+                .as_ref()
+                .is_some_and(|(f, _)| f.iter().any(|(i, _)| i == id))
+        };
         let mult = |ids: &[AdapterId]| -> Vec<(usize, f64)> {
             ids.iter()
                 .filter(|id| !is_fused(id))

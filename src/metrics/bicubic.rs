@@ -85,15 +85,15 @@ mod tests {
     #[test]
     fn output_size_is_floor_of_scaled_input() {
         // DINOv2 at 224 with a 37x37 grid: scale (16 + 0.1) / 37 gives 16
-        let (_, h, w) = interpolate(&vec![0.0; 37 * 37], 1, 37, 37, 16.1 / 37.0, 16.1 / 37.0);
+        let (_, h, w) = interpolate(&[0.0; 37 * 37], 1, 37, 37, 16.1 / 37.0, 16.1 / 37.0);
         assert_eq!((h, w), (16, 16));
-        let (_, h, w) = interpolate(&vec![0.0; 5 * 5], 1, 5, 5, 16.1 / 5.0, 8.1 / 5.0);
+        let (_, h, w) = interpolate(&[0.0; 5 * 5], 1, 5, 5, 16.1 / 5.0, 8.1 / 5.0);
         assert_eq!((h, w), (16, 8));
     }
 
     #[test]
     fn constants_are_preserved_and_weights_sum_to_one() {
-        let (out, _, _) = interpolate(&vec![2.5; 2 * 4 * 6], 2, 4, 6, 2.6, 0.7);
+        let (out, _, _) = interpolate(&[2.5; 2 * 4 * 6], 2, 4, 6, 2.6, 0.7);
         assert!(out.iter().all(|v| (v - 2.5).abs() < 1e-5), "{out:?}");
         let taps = axis_taps(9, 1.7);
         for w in taps.weight {

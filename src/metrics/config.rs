@@ -48,7 +48,7 @@ pub fn positive(cfg: &JsonConfig, field: &str, default: usize) -> Result<usize> 
 
 /// Checks that `hidden` splits into `heads` heads.
 pub fn check_heads(cfg: &JsonConfig, hidden: usize, heads: usize, heads_field: &str) -> Result<()> {
-    if hidden % heads != 0 {
+    if !hidden.is_multiple_of(heads) {
         return Err(Error::config(
             &cfg.path,
             heads_field,

@@ -94,7 +94,7 @@ impl Dinov2Config {
     pub fn mlp_hidden(&self) -> usize {
         let h = (self.hidden_size as f64 * self.mlp_ratio) as usize;
         if self.use_swiglu_ffn {
-            ((h as f64 * 2.0 / 3.0) as usize + 7) / 8 * 8
+            ((h as f64 * 2.0 / 3.0) as usize).div_ceil(8) * 8
         } else {
             h
         }

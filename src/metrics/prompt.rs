@@ -36,7 +36,7 @@ fn is_word_char(c: char) -> bool {
 /// non-word character, like `<s1>`, needs no boundary on that side). Longer triggers are replaced first.
 pub fn clip_t_prompt(prompt: &str, triggers: &[Trigger]) -> String {
     let mut order: Vec<&Trigger> = triggers.iter().filter(|t| !t.word.is_empty()).collect();
-    order.sort_by(|a, b| b.word.len().cmp(&a.word.len()));
+    order.sort_by_key(|t| std::cmp::Reverse(t.word.len()));
     let mut text = prompt.to_string();
     for t in order {
         text = replace_one(&text, t);
@@ -52,13 +52,12 @@ fn replace_one(text: &str, t: &Trigger) -> String {
     let mut i = 0;
     while i < text.len() {
         let rest = &text[i..];
-        if rest.starts_with(word) {
+        if let Some(after) = rest.strip_prefix(word) {
             let before_ok = !first_is_word
                 || text[..i]
                     .chars()
                     .next_back()
                     .is_none_or(|c| !is_word_char(c));
-            let after = &rest[word.len()..];
             let after_ok = !last_is_word || after.chars().next().is_none_or(|c| !is_word_char(c));
             if before_ok && after_ok {
                 out.push_str(&t.class_noun);

@@ -86,6 +86,9 @@ pub struct ImageQuery {
     pub concepts: Vec<ConceptRefs>,
 }
 
+/// (size, modification time, sha256) of a file.
+type FileStamp = (u64, Option<SystemTime>, [u8; 32]);
+
 /// A file identified by its content.
 #[derive(Debug, Clone)]
 struct FileRef {
@@ -101,7 +104,7 @@ pub struct Scorer {
     cache: EmbeddingCache,
     batch_size: usize,
     /// path -> (len, mtime, sha256), so reference files are hashed once per run.
-    hashes: Mutex<HashMap<PathBuf, (u64, Option<SystemTime>, [u8; 32])>>,
+    hashes: Mutex<HashMap<PathBuf, FileStamp>>,
     /// reference folder -> its image files.
     ref_lists: Mutex<HashMap<PathBuf, Arc<Vec<PathBuf>>>>,
     /// CLIP-T text -> text features.

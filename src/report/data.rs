@@ -49,7 +49,10 @@ impl ReportData {
                     continue;
                 }
                 let (Some(h), Some(m), Some(v)) = (&hash[i], &metric[i], value[i]) else {
-                    return Err(HarnessError::table(&path, format!("row {i} has a null hash, metric or value")));
+                    return Err(HarnessError::table(
+                        &path,
+                        format!("row {i} has a null hash, metric or value"),
+                    ));
                 };
                 by_hash.entry(h.clone()).or_default().insert(m.clone(), v);
             }
@@ -73,7 +76,11 @@ impl ReportData {
         let metrics = if wanted.is_empty() {
             present
         } else {
-            wanted.iter().filter(|m| present.contains(m)).cloned().collect()
+            wanted
+                .iter()
+                .filter(|m| present.contains(m))
+                .cloned()
+                .collect()
         };
         let mut variants: Vec<VariantInfo> = Vec::new();
         let mut methods: Vec<String> = Vec::new();

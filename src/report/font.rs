@@ -15,7 +15,12 @@ static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
 pub fn ensure() -> Result<(), String> {
     REGISTERED
         .get_or_init(|| {
-            for style in [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique] {
+            for style in [
+                FontStyle::Normal,
+                FontStyle::Bold,
+                FontStyle::Italic,
+                FontStyle::Oblique,
+            ] {
                 plotters::style::register_font(FAMILY, style, FONT)
                     .map_err(|_| "the embedded DejaVu Sans font does not parse".to_string())?;
             }

@@ -19,13 +19,26 @@ const TITLE_H: u32 = 44;
 const LINE_H: u32 = 17;
 
 /// Greedy word wrap of `text` to lines no wider than `width` pixels at `size` px.
-fn wrap(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, text: &str, size: u32, width: u32) -> Vec<String> {
+fn wrap(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    text: &str,
+    size: u32,
+    width: u32,
+) -> Vec<String> {
     let style = TextStyle::from((FAMILY, size).into_font());
-    let fits = |s: &str| area.estimate_text_size(s, &style).map(|(w, _)| w <= width).unwrap_or(true);
+    let fits = |s: &str| {
+        area.estimate_text_size(s, &style)
+            .map(|(w, _)| w <= width)
+            .unwrap_or(true)
+    };
     let mut lines = Vec::new();
     let mut cur = String::new();
     for word in text.split(' ') {
-        let cand = if cur.is_empty() { word.to_string() } else { format!("{cur} {word}") };
+        let cand = if cur.is_empty() {
+            word.to_string()
+        } else {
+            format!("{cur} {word}")
+        };
         if fits(&cand) {
             cur = cand;
             continue;
@@ -51,7 +64,12 @@ fn wrap(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, text: &st
 }
 
 /// Writes one grid per prompt set at `seed` (sample 0); returns (prompt set, file) pairs.
-pub fn write_grids(run: &RunDir, data: &ReportData, seed: u64, dir: &Path) -> HarnessResult<Vec<(String, String)>> {
+pub fn write_grids(
+    run: &RunDir,
+    data: &ReportData,
+    seed: u64,
+    dir: &Path,
+) -> HarnessResult<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut sets: Vec<String> = Vec::new();
     for r in &data.rows {
@@ -60,7 +78,11 @@ pub fn write_grids(run: &RunDir, data: &ReportData, seed: u64, dir: &Path) -> Ha
         }
     }
     for set in sets {
-        let rows: Vec<_> = data.rows.iter().filter(|r| r.prompt_set == set && r.seed == seed && r.sample == 0).collect();
+        let rows: Vec<_> = data
+            .rows
+            .iter()
+            .filter(|r| r.prompt_set == set && r.seed == seed && r.sample == 0)
+            .collect();
         if rows.is_empty() {
             continue;
         }
@@ -71,7 +93,12 @@ pub fn write_grids(run: &RunDir, data: &ReportData, seed: u64, dir: &Path) -> Ha
             }
         }
         prompts.sort();
-        let variants: Vec<String> = data.variants.iter().map(|v| v.label.clone()).filter(|l| rows.iter().any(|r| &r.variant == l)).collect();
+        let variants: Vec<String> = data
+            .variants
+            .iter()
+            .map(|v| v.label.clone())
+            .filter(|l| rows.iter().any(|r| &r.variant == l))
+            .collect();
         // the images, and their common size
         let mut cells: BTreeMap<(u64, String), Result<image::RgbImage, String>> = BTreeMap::new();
         let mut native = 0u32;
@@ -104,8 +131,17 @@ pub fn write_grids(run: &RunDir, data: &ReportData, seed: u64, dir: &Path) -> Ha
                 let x = LEFT + GAP + ci as u32 * (c + GAP);
                 let y = TITLE_H + header_h + ri as u32 * (c + GAP);
                 if let Some(Ok(img)) = cells.get(&(*pi, v.clone())) {
-                    let filter = if img.width() < c { image::imageops::FilterType::Nearest } else { image::imageops::FilterType::Triangle };
-                    let scaled = image::imageops::resize(img, c, c * img.height() / img.width().max(1), filter);
+                    let filter = if img.width() < c {
+                        image::imageops::FilterType::Nearest
+                    } else {
+                        image::imageops::FilterType::Triangle
+                    };
+                    let scaled = image::imageops::resize(
+                        img,
+                        c,
+                        c * img.height() / img.width().max(1),
+                        filter,
+                    );
                     image::imageops::overlay(&mut canvas, &scaled, x as i64, y as i64);
                 } else {
                     for yy in y..(y + c).min(height) {
@@ -119,18 +155,31 @@ pub fn write_grids(run: &RunDir, data: &ReportData, seed: u64, dir: &Path) -> Ha
         let file = format!("grid_{}_seed{seed}.png", file_safe(&set));
         let path = dir.join(&file);
         render_on(&path, canvas, |root| {
-            root.draw(&Text::new(title.clone(), (GAP as i32 + 4, 12), (FAMILY, 20).into_font()))
-                .map_err(|e| e.to_string())?;
+            root.draw(&Text::new(
+                title.clone(),
+                (GAP as i32 + 4, 12),
+                (FAMILY, 20).into_font(),
+            ))
+            .map_err(|e| e.to_string())?;
             let small = TextStyle::from((FAMILY, 14).into_font());
             for (ci, v) in variants.iter().enumerate() {
                 let x = (LEFT + GAP + ci as u32 * (c + GAP)) as i32;
                 let lines = wrap(root, v, 14, c - 4);
                 let shown = lines.len().min(3);
                 for (li, line) in lines.iter().take(3).enumerate() {
-                    let text = if li == 2 && lines.len() > 3 { format!("{line}…") } else { line.clone() };
-                    let y = (TITLE_H + header_h - 6) as i32 - ((shown - li) as i32 - 1) * LINE_H as i32;
-                    root.draw(&Text::new(text, (x + 2, y), small.clone().pos(Pos::new(HPos::Left, VPos::Bottom))))
-                        .map_err(|e| e.to_string())?;
+                    let text = if li == 2 && lines.len() > 3 {
+                        format!("{line}…")
+                    } else {
+                        line.clone()
+                    };
+                    let y =
+                        (TITLE_H + header_h - 6) as i32 - ((shown - li) as i32 - 1) * LINE_H as i32;
+                    root.draw(&Text::new(
+                        text,
+                        (x + 2, y),
+                        small.clone().pos(Pos::new(HPos::Left, VPos::Bottom)),
+                    ))
+                    .map_err(|e| e.to_string())?;
                 }
             }
             for (ri, (pi, text)) in prompts.iter().enumerate() {
@@ -138,8 +187,12 @@ pub fn write_grids(run: &RunDir, data: &ReportData, seed: u64, dir: &Path) -> Ha
                 let lines = wrap(root, text, 14, LEFT - 16);
                 let max_lines = ((c / LINE_H) as usize).max(1);
                 for (li, line) in lines.iter().take(max_lines).enumerate() {
-                    root.draw(&Text::new(line.clone(), (8, y0 + 4 + li as i32 * LINE_H as i32), small.clone()))
-                        .map_err(|e| e.to_string())?;
+                    root.draw(&Text::new(
+                        line.clone(),
+                        (8, y0 + 4 + li as i32 * LINE_H as i32),
+                        small.clone(),
+                    ))
+                    .map_err(|e| e.to_string())?;
                 }
                 for (ci, v) in variants.iter().enumerate() {
                     if let Some(Err(why)) = cells.get(&(*pi, v.clone())) {

@@ -43,11 +43,19 @@ pub fn write(run: &RunDir) -> HarnessResult<PathBuf> {
         count(FAILED),
         count(PENDING)
     ));
-    let missing: Vec<&String> = spec.metrics.iter().filter(|m| !data.metrics.contains(m)).collect();
+    let missing: Vec<&String> = spec
+        .metrics
+        .iter()
+        .filter(|m| !data.metrics.contains(m))
+        .collect();
     if !missing.is_empty() {
         md.push_str(&format!(
             "No scores for {} (not computed in this run).\n\n",
-            missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
 
@@ -68,7 +76,9 @@ pub fn write(run: &RunDir) -> HarnessResult<PathBuf> {
         let (mx, my) = &spec.trade_off;
         if data.metrics.contains(mx) && data.metrics.contains(my) {
             if let Some(f) = plots::tradeoff_plot(&data, mx, my, conf, &plots_dir)? {
-                md.push_str(&format!("### Trade-off: {my} vs {mx}\n\n![trade-off](plots/{f})\n\n"));
+                md.push_str(&format!(
+                    "### Trade-off: {my} vs {mx}\n\n![trade-off](plots/{f})\n\n"
+                ));
             }
         }
 
@@ -91,7 +101,10 @@ pub fn write(run: &RunDir) -> HarnessResult<PathBuf> {
         }
     }
 
-    let seed = spec.grid_seed.or_else(|| exp.seeds.first().copied()).unwrap_or(0);
+    let seed = spec
+        .grid_seed
+        .or_else(|| exp.seeds.first().copied())
+        .unwrap_or(0);
     let grids = grid::write_grids(run, &data, seed, &grids_dir)?;
     if !grids.is_empty() {
         md.push_str(&format!("## Images at seed {seed}\n\n"));

@@ -160,7 +160,14 @@ mod tests {
     #[test]
     fn t_quantiles_match_tables() {
         // two-sided 95% critical values
-        for (df, want) in [(1.0, 12.7062), (2.0, 4.3027), (5.0, 2.5706), (10.0, 2.2281), (30.0, 2.0423), (1000.0, 1.9623)] {
+        for (df, want) in [
+            (1.0, 12.7062),
+            (2.0, 4.3027),
+            (5.0, 2.5706),
+            (10.0, 2.2281),
+            (30.0, 2.0423),
+            (1000.0, 1.9623),
+        ] {
             let got = student_t_quantile(0.975, df);
             assert!((got - want).abs() < 1e-3, "df {df}: {got} vs {want}");
         }

@@ -52,10 +52,23 @@ pub fn tick(x: f64) -> String {
 /// Markdown table from a header and rows.
 pub fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
     let esc = |s: &str| s.replace('|', "\\|");
-    let mut out = format!("| {} |\n", header.iter().map(|h| esc(h)).collect::<Vec<_>>().join(" | "));
-    out.push_str(&format!("|{}\n", header.iter().map(|_| "---|").collect::<String>()));
+    let mut out = format!(
+        "| {} |\n",
+        header
+            .iter()
+            .map(|h| esc(h))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    out.push_str(&format!(
+        "|{}\n",
+        header.iter().map(|_| "---|").collect::<String>()
+    ));
     for r in rows {
-        out.push_str(&format!("| {} |\n", r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")));
+        out.push_str(&format!(
+            "| {} |\n",
+            r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
+        ));
     }
     out
 }
@@ -79,11 +92,18 @@ pub fn method_summaries(data: &ReportData, confidence: f64) -> Vec<SummaryRow> {
 }
 
 /// Per value of `axis` of `method`: summaries of each metric over all other parameters.
-pub fn axis_summaries(data: &ReportData, method: &str, axis: &str, confidence: f64) -> Vec<(ParamValue, String, Summary)> {
+pub fn axis_summaries(
+    data: &ReportData,
+    method: &str,
+    axis: &str,
+    confidence: f64,
+) -> Vec<(ParamValue, String, Summary)> {
     let mut out = Vec::new();
     for value in data.axis_values(method, axis) {
         for m in &data.metrics {
-            let vals = data.values(m, |r| r.method == method && r.params.get(axis) == Some(&value));
+            let vals = data.values(m, |r| {
+                r.method == method && r.params.get(axis) == Some(&value)
+            });
             if let Some(s) = summarize(&vals, confidence) {
                 out.push((value.clone(), m.clone(), s));
             }
@@ -92,11 +112,23 @@ pub fn axis_summaries(data: &ReportData, method: &str, axis: &str, confidence: f
     out
 }
 
-fn long_csv(path: &Path, key: &str, rows: &[(Vec<(String, String)>, String, Summary)]) -> HarnessResult<()> {
+fn long_csv(
+    path: &Path,
+    key: &str,
+    rows: &[(Vec<(String, String)>, String, Summary)],
+) -> HarnessResult<()> {
     let mut t = TableBuilder::new();
-    let keys: Vec<String> = rows.first().map(|r| r.0.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_else(|| vec![key.to_string()]);
+    let keys: Vec<String> = rows
+        .first()
+        .map(|r| r.0.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_else(|| vec![key.to_string()]);
     for (i, k) in keys.iter().enumerate() {
-        t.str(k, rows.iter().map(|r| r.0.get(i).map(|(_, v)| v.clone())).collect());
+        t.str(
+            k,
+            rows.iter()
+                .map(|r| r.0.get(i).map(|(_, v)| v.clone()))
+                .collect(),
+        );
     }
     t.str("metric", rows.iter().map(|r| Some(r.1.clone())).collect());
     t.i64("n", rows.iter().map(|r| Some(r.2.n as i64)).collect());
@@ -114,7 +146,11 @@ pub fn write_method_table(data: &ReportData, confidence: f64, dir: &Path) -> Har
     let long: Vec<(Vec<(String, String)>, String, Summary)> = rows
         .iter()
         .map(|r| {
-            let v = data.variants.iter().find(|v| v.label == r.group).expect("variant of the data");
+            let v = data
+                .variants
+                .iter()
+                .find(|v| v.label == r.group)
+                .expect("variant of the data");
             (
                 vec![
                     ("variant".to_string(), r.group.clone()),
@@ -133,10 +169,18 @@ pub fn write_method_table(data: &ReportData, confidence: f64, dir: &Path) -> Har
         .variants
         .iter()
         .map(|v| {
-            let n = data.rows.iter().filter(|r| r.variant == v.label && r.status == DONE).count();
+            let n = data
+                .rows
+                .iter()
+                .filter(|r| r.variant == v.label && r.status == DONE)
+                .count();
             let mut row = vec![v.label.clone(), n.to_string()];
             for m in &data.metrics {
-                row.push(cell(rows.iter().find(|r| r.group == v.label && &r.metric == m).map(|r| &r.summary)));
+                row.push(cell(
+                    rows.iter()
+                        .find(|r| r.group == v.label && &r.metric == m)
+                        .map(|r| &r.summary),
+                ));
             }
             row
         })
@@ -147,7 +191,11 @@ pub fn write_method_table(data: &ReportData, confidence: f64, dir: &Path) -> Har
 }
 
 /// Writes one ablation table per swept axis (`ablation_<method>_<axis>.csv|md`); returns (title, Markdown).
-pub fn write_ablation_tables(data: &ReportData, confidence: f64, dir: &Path) -> HarnessResult<Vec<(String, String)>> {
+pub fn write_ablation_tables(
+    data: &ReportData,
+    confidence: f64,
+    dir: &Path,
+) -> HarnessResult<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (method, axes) in data.axes() {
         for axis in axes {
@@ -177,11 +225,17 @@ pub fn write_ablation_tables(data: &ReportData, confidence: f64, dir: &Path) -> 
                     let n = data
                         .rows
                         .iter()
-                        .filter(|r| r.method == method && r.params.get(&axis) == Some(v) && r.status == DONE)
+                        .filter(|r| {
+                            r.method == method && r.params.get(&axis) == Some(v) && r.status == DONE
+                        })
                         .count();
                     let mut row = vec![v.to_string(), n.to_string()];
                     for m in &data.metrics {
-                        row.push(cell(rows.iter().find(|(x, mm, _)| x == v && mm == m).map(|(_, _, s)| s)));
+                        row.push(cell(
+                            rows.iter()
+                                .find(|(x, mm, _)| x == v && mm == m)
+                                .map(|(_, _, s)| s),
+                        ));
                     }
                     row
                 })
@@ -215,24 +269,43 @@ pub fn write_status_table(data: &ReportData, dir: &Path) -> HarnessResult<String
     t.str("error", errors.clone());
     let mut df = t.build(&path)?;
     write_csv(&mut df, &path)?;
-    let header: Vec<String> = ["method", "done", "failed", "pending", "error"].map(String::from).to_vec();
+    let header: Vec<String> = ["method", "done", "failed", "pending", "error"]
+        .map(String::from)
+        .to_vec();
     let rows: Vec<Vec<String>> = t_variant
         .iter()
         .zip(&counts)
         .zip(&errors)
-        .map(|((v, c), e)| vec![v.clone(), c[0].to_string(), c[1].to_string(), c[2].to_string(), e.clone().unwrap_or_default()])
+        .map(|((v, c), e)| {
+            vec![
+                v.clone(),
+                c[0].to_string(),
+                c[1].to_string(),
+                c[2].to_string(),
+                e.clone().unwrap_or_default(),
+            ]
+        })
         .collect();
     Ok(markdown(&header, &rows))
 }
 
 /// The error of the first failed job of `variant`.
 fn error_of(data: &ReportData, variant: &str) -> Option<String> {
-    data.rows.iter().find(|r| r.variant == variant && r.error.is_some()).and_then(|r| r.error.clone())
+    data.rows
+        .iter()
+        .find(|r| r.variant == variant && r.error.is_some())
+        .and_then(|r| r.error.clone())
 }
 
 /// A file-name-safe version of `s`.
 pub fn file_safe(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

@@ -2,12 +2,11 @@
 //! arithmetic (float32 torch for betas, `alphas_cumprod` and every step coefficient; float64 numpy for
 //! timesteps and sigma interpolation), and configured from a diffusers `scheduler_config.json`.
 //!
-//! Parity (tests/schedulers.rs, against diffusers 0.27.2 on torch 2.2.2 CPU): DDIM and Euler reproduce
-//! diffusers bit for bit over whole trajectories, DPM-Solver++ to about an ulp per step. Getting there
-//! needs torch's own float32 operations, which [`numerics`] mirrors: `torch.linspace` (fused
-//! multiply-adds), `torch.cumprod` (f64 accumulator) and `torch.sqrt`, which in torch's MKL build on a CPU
-//! where MKL skips its AVX2 kernels (AMD) is not correctly rounded. `torch.log`/`torch.exp` (MKL too, used
-//! only by DPM-Solver's lambdas) are not mirrored: correctly rounded ones differ by an ulp now and then.
+//! Parity (tests/schedulers.rs, against diffusers 0.27.2 on torch 2.2.2 CPU): every step within a few f32
+//! ulps of the samples' scale over whole trajectories. Getting there needs torch's own float32 operations,
+//! which [`numerics`] mirrors: `torch.linspace` (fused multiply-adds) and `torch.cumprod` (f64 accumulator).
+//! Square roots, logs and exps are correctly rounded here; torch's CPU kernels (MKL) are not always, which
+//! accounts for the remaining ulps.
 //!
 //! ```no_run
 //! use clora_harness::backend::Cpu;

@@ -64,7 +64,7 @@ impl Pattern {
                 phase < 0.5
             }
             Pattern::Rings => {
-                let (depth, half_width) = ring_geometry(r);
+                let (depth, half_width) = ring_geometry(shape, r);
                 let d = -shape.sdf(dx, dy, r);
                 (d - depth).abs() <= half_width
             }
@@ -83,7 +83,9 @@ pub fn stripe_period(r: f32) -> f32 {
     (0.5 * r).clamp(5.0, 7.0)
 }
 
-/// Depth below the outline and half-width of the inner ring for an object of size `r`.
-pub fn ring_geometry(r: f32) -> (f32, f32) {
-    (0.42 * r, (0.11 * r).clamp(1.1, 1.8))
+/// Depth below the outline and half-width of the inner ring of a `shape` of size `r` (proportional to the
+/// shape's inradius, so that the ring always encloses some of the object's colour).
+pub fn ring_geometry(shape: ShapeKind, r: f32) -> (f32, f32) {
+    let inradius = shape.inradius(r);
+    (0.45 * inradius, (0.12 * inradius).clamp(1.0, 1.7))
 }

@@ -110,7 +110,7 @@ pub fn place(request: &SceneRequest, rng: &mut ChaCha8Rng) -> ToyResult<Scene> {
     'attempt: for _ in 0..500 {
         let mut placed: Vec<Object> = Vec::with_capacity(n);
         for o in &request.objects {
-            let r = rng.random_range(lo..hi);
+            let r = rng.random_range(lo..hi) * o.shape.size_boost();
             let (hx, hy) = o.shape.half_extent(r);
             let (min_x, max_x) = (hx + EDGE_MARGIN, CANVAS as f32 - hx - EDGE_MARGIN);
             let (min_y, max_y) = (hy + EDGE_MARGIN, CANVAS as f32 - hy - EDGE_MARGIN);

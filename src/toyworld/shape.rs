@@ -49,6 +49,24 @@ impl ShapeKind {
         }
     }
 
+    /// Radius of the largest circle inside the shape of size `r`.
+    pub fn inradius(self, r: f32) -> f32 {
+        match self {
+            ShapeKind::Circle => r,
+            ShapeKind::Square => SQUARE_HALF * r,
+            // area / semi-perimeter of the apex-up triangle: 2r^2 / ((2 + 2 sqrt 5) r / 2)
+            ShapeKind::Triangle => 2.0 * r / (1.0 + 5f32.sqrt()),
+        }
+    }
+
+    /// How much larger than the drawn size a triangle is sampled, so that its area is comparable to the others'.
+    pub fn size_boost(self) -> f32 {
+        match self {
+            ShapeKind::Triangle => 1.15,
+            _ => 1.0,
+        }
+    }
+
     /// The half-extents `(hx, hy)` of the shape's bounding box for size `r`.
     pub fn half_extent(self, r: f32) -> (f32, f32) {
         match self {

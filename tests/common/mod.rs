@@ -33,24 +33,45 @@ impl Reference {
     }
 
     pub fn f32(&self, key: &str) -> (Vec<f32>, Vec<usize>) {
-        self.store.read_f32(key).unwrap_or_else(|e| panic!("fixture tensor {key}: {e}"))
+        self.store
+            .read_f32(key)
+            .unwrap_or_else(|e| panic!("fixture tensor {key}: {e}"))
     }
 
     pub fn i64(&self, key: &str) -> (Vec<i64>, Vec<usize>) {
-        self.store.read_i64(key).unwrap_or_else(|e| panic!("fixture tensor {key}: {e}"))
+        self.store
+            .read_i64(key)
+            .unwrap_or_else(|e| panic!("fixture tensor {key}: {e}"))
     }
 
     pub fn tensor<const D: usize>(&self, key: &str) -> Tensor<B, D> {
         let (v, shape) = self.f32(key);
-        assert_eq!(shape.len(), D, "fixture tensor {key} has rank {}", shape.len());
+        assert_eq!(
+            shape.len(),
+            D,
+            "fixture tensor {key} has rank {}",
+            shape.len()
+        );
         Tensor::from_data(TensorData::new(v, shape), &device())
     }
 }
 
 /// Maximum absolute difference between a tensor and reference values of the same shape.
-pub fn max_abs_diff<Bk: Backend, const D: usize>(t: &Tensor<Bk, D>, reference: &(Vec<f32>, Vec<usize>)) -> f32 {
-    assert_eq!(t.dims().to_vec(), reference.1, "shape differs from the reference");
-    let v: Vec<f32> = t.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap();
+pub fn max_abs_diff<Bk: Backend, const D: usize>(
+    t: &Tensor<Bk, D>,
+    reference: &(Vec<f32>, Vec<usize>),
+) -> f32 {
+    assert_eq!(
+        t.dims().to_vec(),
+        reference.1,
+        "shape differs from the reference"
+    );
+    let v: Vec<f32> = t
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap();
     v.iter()
         .zip(&reference.0)
         .map(|(a, b)| (a - b).abs())
@@ -63,9 +84,17 @@ pub fn max_abs(reference: &(Vec<f32>, Vec<usize>)) -> f32 {
 }
 
 /// Asserts `t` is within `tol` of the reference, printing the error so test logs record it.
-pub fn assert_close<Bk: Backend, const D: usize>(what: &str, t: &Tensor<Bk, D>, reference: &(Vec<f32>, Vec<usize>), tol: f32) {
+pub fn assert_close<Bk: Backend, const D: usize>(
+    what: &str,
+    t: &Tensor<Bk, D>,
+    reference: &(Vec<f32>, Vec<usize>),
+    tol: f32,
+) {
     let err = max_abs_diff(t, reference);
-    println!("{what}: max abs error {err:.3e} (reference max |x| {:.3})", max_abs(reference));
+    println!(
+        "{what}: max abs error {err:.3e} (reference max |x| {:.3})",
+        max_abs(reference)
+    );
     assert!(err <= tol, "{what}: max abs error {err:e} exceeds {tol:e}");
 }
 
@@ -99,7 +128,9 @@ pub fn rewrite_safetensors(
     let store = WeightStore::open(&[path.to_path_buf()]).unwrap();
     let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
     for key in store.keys().map(str::to_string).collect::<Vec<_>>() {
-        let Ok((v, s)) = store.read_f32(&key) else { continue };
+        let Ok((v, s)) = store.read_f32(&key) else {
+            continue;
+        };
         if let Some((v, s)) = edit(&key, v, s) {
             tensors.push((key, v.iter().flat_map(|x| x.to_le_bytes()).collect(), s));
         }
@@ -107,7 +138,13 @@ pub fn rewrite_safetensors(
     drop(store);
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
-        .map(|(k, b, s)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(k, b, s)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
     let bytes = safetensors::serialize(views, None).unwrap();
     std::fs::write(path, bytes).unwrap();

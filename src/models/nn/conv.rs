@@ -3,6 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, ops::ConvOptions, Tensor};
 
+use super::frozen;
 use crate::error::Result;
 use crate::lora::conv::ConvLora;
 use crate::models::weights::VarBuilder;
@@ -33,8 +34,8 @@ impl<B: Backend> Conv2d<B> {
         let weight = vb.get("weight", [c_out, c_in, kernel, kernel])?;
         let bias = vb.get("bias", [c_out])?;
         Ok(Self {
-            weight: Param::from_tensor(weight),
-            bias: Some(Param::from_tensor(bias)),
+            weight: frozen(weight),
+            bias: Some(frozen(bias)),
             stride,
             padding,
             lora: None,

@@ -3,6 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
+use super::frozen;
 use crate::error::Result;
 use crate::models::weights::VarBuilder;
 
@@ -16,7 +17,7 @@ pub struct Embedding<B: Backend> {
 impl<B: Backend> Embedding<B> {
     pub fn load(vb: &VarBuilder<B>, n: usize, d: usize) -> Result<Self> {
         Ok(Self {
-            weight: Param::from_tensor(vb.get("weight", [n, d])?),
+            weight: frozen(vb.get("weight", [n, d])?),
         })
     }
 

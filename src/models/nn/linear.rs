@@ -3,6 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
+use super::frozen;
 use crate::error::Result;
 use crate::lora::linear::LinearLora;
 use crate::models::weights::VarBuilder;
@@ -23,12 +24,12 @@ impl<B: Backend> Linear<B> {
     pub fn load(vb: &VarBuilder<B>, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         let weight = vb.get("weight", [d_out, d_in])?.transpose();
         let bias = if bias {
-            Some(Param::from_tensor(vb.get("bias", [d_out])?))
+            Some(frozen(vb.get("bias", [d_out])?))
         } else {
             None
         };
         Ok(Self {
-            weight: Param::from_tensor(weight),
+            weight: frozen(weight),
             bias,
             lora: None,
         })

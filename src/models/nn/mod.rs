@@ -14,3 +14,12 @@ pub use conv::Conv2d;
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{GroupNorm, LayerNorm};
+
+/// A parameter holding loaded weights. Not tracked by autodiff (burn's `Param::from_tensor` would mark it as
+/// requiring a gradient): the models are only ever run for inference, and CLoRA differentiates through the UNet
+/// for the latent alone, so a backward pass must not compute (and keep) a gradient for every weight.
+pub fn frozen<B: burn::tensor::backend::Backend, const D: usize>(
+    t: burn::tensor::Tensor<B, D>,
+) -> burn::module::Param<burn::tensor::Tensor<B, D>> {
+    burn::module::Param::initialized(burn::module::ParamId::new(), t)
+}

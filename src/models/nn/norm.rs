@@ -4,6 +4,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, DType, Tensor};
 
+use super::frozen;
 use crate::error::{Error, Result};
 use crate::models::weights::VarBuilder;
 
@@ -27,8 +28,8 @@ impl<B: Backend> GroupNorm<B> {
             ));
         }
         Ok(Self {
-            weight: Param::from_tensor(vb.get("weight", [channels])?),
-            bias: Param::from_tensor(vb.get("bias", [channels])?),
+            weight: frozen(vb.get("weight", [channels])?),
+            bias: frozen(vb.get("bias", [channels])?),
             num_groups,
             eps,
         })
@@ -65,8 +66,8 @@ pub struct LayerNorm<B: Backend> {
 impl<B: Backend> LayerNorm<B> {
     pub fn load(vb: &VarBuilder<B>, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: Param::from_tensor(vb.get("weight", [dim])?),
-            bias: Param::from_tensor(vb.get("bias", [dim])?),
+            weight: frozen(vb.get("weight", [dim])?),
+            bias: frozen(vb.get("bias", [dim])?),
             eps,
         })
     }

@@ -1,0 +1,43 @@
+//! Conversions between images of the world and tensors: `[b, 3, H, W]` in [-1, 1] for the VAE, and back.
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use image::RgbImage;
+
+/// Images (all the same size) to a `[b, 3, H, W]` tensor in [-1, 1].
+pub fn images_to_tensor<B: Backend>(images: &[RgbImage], device: &B::Device) -> Tensor<B, 4> {
+    let (w, h) = images.first().map(|i| (i.width() as usize, i.height() as usize)).unwrap_or((0, 0));
+    let mut v = Vec::with_capacity(images.len() * 3 * w * h);
+    for img in images {
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    v.push(img.get_pixel(x as u32, y as u32).0[c] as f32 / 127.5 - 1.0);
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(v, [images.len(), 3, h, w]), device)
+}
+
+/// A `[b, 3, H, W]` tensor in [0, 1] (as `decode_latent` returns) to images.
+pub fn tensor_to_images<B: Backend>(t: Tensor<B, 4>) -> Vec<RgbImage> {
+    let [b, _, h, w] = t.dims();
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 image data");
+    (0..b)
+        .map(|i| {
+            RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                let at = |c: usize| v[((i * 3 + c) * h + y as usize) * w + x as usize];
+                image::Rgb([0, 1, 2].map(|c| (at(c) * 255.0).round().clamp(0.0, 255.0) as u8))
+            })
+        })
+        .collect()
+}
+
+/// The `size x size` crop of `img` at `(x, y)`.
+pub fn crop(img: &RgbImage, x: u32, y: u32, size: u32) -> RgbImage {
+    image::imageops::crop_imm(img, x, y, size, size).to_image()
+}

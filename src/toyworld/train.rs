@@ -1,0 +1,72 @@
+//! The whole base-model training: VAE, then the cached training latents, then text encoder + UNet, then the
+//! export to a diffusers folder. Every phase resumes from the work folder.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::arch::ToyArch;
+use super::error::{ToyError, ToyResult};
+use super::export::export_pipeline;
+use super::latent_data::LatentSet;
+use super::train_base::{train_base, BaseOutcome, BaseTrainConfig};
+use super::train_vae::{train_vae, vae_model, VaeOutcome, VaeTrainConfig};
+use crate::models::clip::tokenizer::ClipTokenizer;
+
+/// Everything the base training needs.
+#[derive(Debug, Clone)]
+pub struct TrainPlan {
+    pub arch: ToyArch,
+    pub vae: VaeTrainConfig,
+    pub base: BaseTrainConfig,
+    /// Checkpoints, caches and loss logs.
+    pub work: PathBuf,
+    /// The diffusers folder to write.
+    pub out: PathBuf,
+    /// Write f16 weights.
+    pub f16: bool,
+}
+
+/// What the training produced.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub vae: VaeOutcome,
+    pub base: BaseOutcome,
+    pub out: PathBuf,
+}
+
+/// Runs (or resumes) every phase and exports the model.
+pub fn train_pipeline<B: AutodiffBackend>(
+    plan: &TrainPlan,
+    device: &B::Device,
+    log: &mut dyn FnMut(&str),
+) -> ToyResult<TrainReport> {
+    std::fs::create_dir_all(&plan.work).map_err(|e| ToyError::io(&plan.work, e))?;
+    let vae = train_vae::<B>(&plan.arch, &plan.vae, &plan.work, device, log)?;
+    let tokenizer = ClipTokenizer::embedded()?;
+    let data = {
+        let vae_model = vae_model::<B>(&plan.arch, Some(&plan.work.join("vae")), 0, device)?.valid();
+        LatentSet::build_or_load::<B::InnerBackend>(
+            &data_path(&plan.work),
+            plan.base.dataset,
+            &vae_model,
+            &tokenizer,
+            device,
+            log,
+        )?
+    };
+    let base = train_base::<B>(&plan.arch, &plan.base, &data, vae.scaling_factor, &tokenizer, &plan.work, device, log)?;
+    export_pipeline(&plan.arch, &plan.work, vae.scaling_factor, &plan.out, plan.f16)?;
+    log(&format!("wrote {}", plan.out.display()));
+    Ok(TrainReport {
+        vae,
+        base,
+        out: plan.out.clone(),
+    })
+}
+
+/// The cached training latents.
+pub fn data_path(work: &Path) -> PathBuf {
+    work.join("base_latents.safetensors")
+}

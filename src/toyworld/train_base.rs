@@ -1,0 +1,226 @@
+//! Training the base model: DDPM epsilon prediction on SD 1.5's noise schedule (scaled-linear betas
+//! 0.00085..0.012 over 1000 steps), text encoder and UNet trained together from scratch on the cached latents
+//! of plain scenes, with the caption dropped one time in ten (classifier-free guidance needs the unconditional
+//! branch). Resumable from the last checkpoint (the Adam moments restart, with a short warm-up).
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::{backend::AutodiffBackend, ElementConversion, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::arch::ToyArch;
+use super::error::ToyResult;
+use super::latent_data::LatentSet;
+use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
+use super::text_unet::{TextUnet, TextUnetNames};
+use crate::models::clip::tokenizer::ClipTokenizer;
+use crate::schedulers::{numerics, SchedulerConfig};
+
+pub const PHASE: &str = "base";
+
+/// Settings of the base training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseTrainConfig {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    /// Scenes in the cached training set.
+    pub dataset: usize,
+    /// Probability of training a row on the empty prompt.
+    pub caption_dropout: f64,
+    pub seed: u64,
+    pub checkpoint_every: usize,
+    pub log_every: usize,
+}
+
+impl Default for BaseTrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1500,
+            batch: 32,
+            lr: 1e-3,
+            warmup: 100,
+            dataset: 12_000,
+            caption_dropout: 0.1,
+            seed: 2,
+            checkpoint_every: 100,
+            log_every: 25,
+        }
+    }
+}
+
+/// `alphas_cumprod` of SD 1.5's training schedule.
+pub fn sd15_alphas_cumprod() -> ToyResult<Vec<f32>> {
+    let cfg = SchedulerConfig::sd15_default();
+    Ok(numerics::alphas_cumprod(&numerics::betas(&cfg)?))
+}
+
+/// One batch of the epsilon objective.
+pub struct DiffusionBatch<B: AutodiffBackend> {
+    pub noisy: Tensor<B, 4>,
+    pub noise: Tensor<B, 4>,
+    pub timesteps: Vec<f32>,
+    pub ids: Tensor<B, 2, Int>,
+}
+
+/// Draws a batch: examples, posterior samples scaled by `scaling_factor`, timesteps, noise, noisy latents.
+pub fn diffusion_batch<B: AutodiffBackend>(
+    data: &LatentSet,
+    latent_shape: [usize; 3],
+    batch: usize,
+    scaling_factor: f64,
+    alphas_cumprod: &[f32],
+    empty_ids: &[u32],
+    caption_dropout: f64,
+    rng: &mut ChaCha8Rng,
+    device: &B::Device,
+) -> DiffusionBatch<B> {
+    let l = data.latent_len;
+    let normal = |rng: &mut ChaCha8Rng| -> f32 {
+        let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    };
+    let mut noisy = Vec::with_capacity(batch * l);
+    let mut noise = Vec::with_capacity(batch * l);
+    let mut timesteps = Vec::with_capacity(batch);
+    let mut ids: Vec<i64> = Vec::with_capacity(batch * 77);
+    for _ in 0..batch {
+        let i = rng.random_range(0..data.len());
+        let t = rng.random_range(0..alphas_cumprod.len());
+        let a = alphas_cumprod[t];
+        let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+        for k in 0..l {
+            let x0 = (data.means[i * l + k] + data.stds[i * l + k] * normal(rng)) * scaling_factor as f32;
+            let e = normal(rng);
+            noisy.push(sa * x0 + sb * e);
+            noise.push(e);
+        }
+        timesteps.push(t as f32);
+        let row: &[u32] = if rng.random_bool(caption_dropout) {
+            empty_ids
+        } else {
+            &data.ids[i * 77..(i + 1) * 77]
+        };
+        ids.extend(row.iter().map(|&x| x as i64));
+    }
+    let shape = [batch, latent_shape[0], latent_shape[1], latent_shape[2]];
+    DiffusionBatch {
+        noisy: Tensor::from_data(TensorData::new(noisy, shape), device),
+        noise: Tensor::from_data(TensorData::new(noise, shape), device),
+        timesteps,
+        ids: Tensor::from_data(TensorData::new(ids, [batch, 77]), device),
+    }
+}
+
+/// The epsilon-prediction loss of `model` on a batch.
+pub fn epsilon_loss<B: AutodiffBackend>(model: &TextUnet<B>, b: DiffusionBatch<B>) -> ToyResult<Tensor<B, 1>> {
+    let context = model.text_encoder.forward(b.ids, None)?;
+    let pred = model.unet.forward(b.noisy, &b.timesteps, context)?;
+    Ok((pred - b.noise).powf_scalar(2.0).mean())
+}
+
+/// What the base training produced.
+#[derive(Debug, Clone)]
+pub struct BaseOutcome {
+    pub final_loss: f64,
+    pub seconds: f64,
+}
+
+/// Trains (or resumes, or finds finished) the text encoder and UNet in `work/base/`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_base<B: AutodiffBackend>(
+    arch: &ToyArch,
+    cfg: &BaseTrainConfig,
+    data: &LatentSet,
+    scaling_factor: f64,
+    tokenizer: &ClipTokenizer,
+    work: &Path,
+    device: &B::Device,
+    log: &mut dyn FnMut(&str),
+) -> ToyResult<BaseOutcome> {
+    let dir = work.join("base");
+    let mut state = PhaseState::load(work, PHASE)?.unwrap_or(PhaseState {
+        total: cfg.steps,
+        ..PhaseState::default()
+    });
+    if state.done && state.total == cfg.steps {
+        return Ok(BaseOutcome {
+            final_loss: state.values.get("final_loss").copied().unwrap_or(f64::NAN),
+            seconds: state.seconds,
+        });
+    }
+    state.total = cfg.steps;
+    state.done = false;
+    let names = TextUnetNames::discover::<B>(arch, device)?;
+    let resumed = state.step > 0;
+    let mut model: TextUnet<B> = if resumed {
+        log(&format!("base: resuming at step {}/{}", state.step, cfg.steps));
+        TextUnet::load(arch, &dir, device)?
+    } else {
+        TextUnet::random(arch, cfg.seed, device)?
+    };
+    let alphas = sd15_alphas_cumprod()?;
+    let empty = tokenizer.encode("");
+    let ls = arch.latent_size();
+    let latent_shape = [arch.latent_channels, ls, ls];
+    let mut optim = AdamConfig::new().init::<B, TextUnet<B>>();
+    let mut losses = LossLog::open(work, PHASE, state.seconds)?;
+    let mut last = f64::NAN;
+    let start = state.step;
+    let t0 = Instant::now();
+    for step in state.step..cfg.steps {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let batch = diffusion_batch::<B>(
+            data,
+            latent_shape,
+            cfg.batch,
+            scaling_factor,
+            &alphas,
+            &empty,
+            cfg.caption_dropout,
+            &mut rng,
+            device,
+        );
+        let loss = epsilon_loss(&model, batch)?;
+        let value = loss.clone().into_scalar().elem::<f64>();
+        check_finite(PHASE, step, value)?;
+        // After a resume, warm up again: the Adam moments start from zero.
+        let rewarm = if resumed {
+            ((step - start + 1) as f64 / cfg.warmup.max(1) as f64).min(1.0)
+        } else {
+            1.0
+        };
+        let lr = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup, 0.05) * rewarm;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        last = losses.record(step, value, lr)?;
+        let done = step + 1;
+        if done % cfg.log_every == 0 || done == cfg.steps {
+            let per = t0.elapsed().as_secs_f64() / (done - start) as f64;
+            log(&format!(
+                "base {done}/{}: loss {:.4} (smoothed {last:.4}), lr {lr:.2e}, {per:.2} s/step, ~{:.0} s left",
+                cfg.steps,
+                losses.take_window_mean(),
+                per * (cfg.steps - done) as f64
+            ));
+        }
+        if done % cfg.checkpoint_every == 0 || done == cfg.steps {
+            names.save(&model, &dir, false)?;
+            state.step = done;
+            state.seconds = losses.seconds();
+            state.save(work, PHASE)?;
+        }
+    }
+    state.done = true;
+    state.seconds = losses.seconds();
+    state.values.insert("final_loss".into(), last);
+    state.save(work, PHASE)?;
+    Ok(BaseOutcome {
+        final_loss: last,
+        seconds: state.seconds,
+    })
+}
