@@ -34,20 +34,34 @@ fn bench_unet(c: &mut Criterion) {
     let device = Default::default();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/tiny-a/unet");
     let cfg = UNetConfig::from_file(&dir.join("config.json")).expect("tiny-a config");
-    let store = WeightStore::open_component(&dir, &["diffusion_pytorch_model.safetensors"]).expect("tiny-a weights");
-    let unet = UNet2DConditionModel::load(&VarBuilder::<B>::new(store, &device, DType::F32), &cfg).expect("tiny-a");
+    let store = WeightStore::open_component(&dir, &["diffusion_pytorch_model.safetensors"])
+        .expect("tiny-a weights");
+    let unet = UNet2DConditionModel::load(&VarBuilder::<B>::new(store, &device, DType::F32), &cfg)
+        .expect("tiny-a");
     let (sample, context) = inputs(&cfg, 8);
     let mut group = c.benchmark_group("unet_forward");
     group.bench_function("tiny-a_64px_b2", |b| {
-        b.iter(|| unet.forward(sample.clone(), &[500.0, 500.0], context.clone()).unwrap().into_data())
+        b.iter(|| {
+            unet.forward(sample.clone(), &[500.0, 500.0], context.clone())
+                .unwrap()
+                .into_data()
+        })
     });
     if std::env::var("CLORA_BENCH_FULL").is_ok() {
         let cfg = UNetConfig::sd15();
-        let unet = UNet2DConditionModel::load(&VarBuilder::<B>::random(0, &device, DType::F32), &cfg).unwrap();
+        let unet =
+            UNet2DConditionModel::load(&VarBuilder::<B>::random(0, &device, DType::F32), &cfg)
+                .unwrap();
         let (sample, context) = inputs(&cfg, 64);
-        group.sample_size(10).measurement_time(Duration::from_secs(300));
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(300));
         group.bench_function("sd15_512px_b2", |b| {
-            b.iter(|| unet.forward(sample.clone(), &[500.0, 500.0], context.clone()).unwrap().into_data())
+            b.iter(|| {
+                unet.forward(sample.clone(), &[500.0, 500.0], context.clone())
+                    .unwrap()
+                    .into_data()
+            })
         });
     }
     group.finish();

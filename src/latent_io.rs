@@ -9,7 +9,11 @@ use crate::error::{Error, Result};
 use crate::models::weights::WeightStore;
 
 /// Reads the tensor `latent` of `path`, which must have shape `expected`.
-pub fn read_latent<B: Backend>(path: &Path, expected: [usize; 4], device: &B::Device) -> Result<Tensor<B, 4>> {
+pub fn read_latent<B: Backend>(
+    path: &Path,
+    expected: [usize; 4],
+    device: &B::Device,
+) -> Result<Tensor<B, 4>> {
     let store = WeightStore::open(&[path.to_path_buf()])?;
     if !store.contains("latent") {
         return Err(Error::MissingWeight {
@@ -28,7 +32,10 @@ pub fn read_latent<B: Backend>(path: &Path, expected: [usize; 4], device: &B::De
         });
     }
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::bad_file(path, format!("tensor `latent` holds a non-finite value at index {i}")));
+        return Err(Error::bad_file(
+            path,
+            format!("tensor `latent` holds a non-finite value at index {i}"),
+        ));
     }
     Ok(Tensor::from_data(TensorData::new(values, expected), device))
 }
@@ -52,9 +59,15 @@ pub fn write_latent<B: Backend>(path: &Path, latent: &Tensor<B, 4>) -> Result<()
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
@@ -64,7 +77,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn to_rgb8<B: Backend>(image: &Tensor<B, 4>) -> Result<image::RgbImage> {
     let [b, c, h, w] = image.dims();
     if b != 1 || c != 3 {
-        return Err(Error::invalid("image", format!("shape [{b}, {c}, {h}, {w}], expected [1, 3, h, w]")));
+        return Err(Error::invalid(
+            "image",
+            format!("shape [{b}, {c}, {h}, {w}], expected [1, 3, h, w]"),
+        ));
     }
     let v: Vec<f32> = image
         .clone()
@@ -75,7 +91,8 @@ pub fn to_rgb8<B: Backend>(image: &Tensor<B, 4>) -> Result<image::RgbImage> {
     let mut img = image::RgbImage::new(w as u32, h as u32);
     for y in 0..h {
         for x in 0..w {
-            let px = [0, 1, 2].map(|ch| (v[ch * h * w + y * w + x].clamp(0.0, 1.0) * 255.0).round() as u8);
+            let px = [0, 1, 2]
+                .map(|ch| (v[ch * h * w + y * w + x].clamp(0.0, 1.0) * 255.0).round() as u8);
             img.put_pixel(x as u32, y as u32, image::Rgb(px));
         }
     }

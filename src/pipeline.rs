@@ -58,7 +58,7 @@ impl<B: Backend> StableDiffusion<B> {
     pub fn latent_shape(&self, width: usize, height: usize) -> Result<[usize; 4]> {
         let f = self.vae_scale_factor();
         let k = f << self.unet.num_downsamples;
-        if width == 0 || height == 0 || width % k != 0 || height % k != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(k) || !height.is_multiple_of(k) {
             return Err(Error::invalid(
                 "image size",
                 format!("{width}x{height}: width and height must be positive multiples of {k} for this model"),
@@ -68,8 +68,13 @@ impl<B: Backend> StableDiffusion<B> {
     }
 
     /// Encodes prompts with the text encoder: `[n, 77, d]`.
-    pub fn encode_prompts(&self, prompts: &[&str], clip_skip: Option<usize>) -> Result<Tensor<B, 3>> {
-        self.lora.check_batch(Component::TextEncoder, prompts.len())?;
+    pub fn encode_prompts(
+        &self,
+        prompts: &[&str],
+        clip_skip: Option<usize>,
+    ) -> Result<Tensor<B, 3>> {
+        let rows = prompts.len();
+        self.lora.check_batch(Component::TextEncoder, rows)?;
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenizer.encode(p)).collect();
         let device = self.unet.conv_in.weight.device();
         self.text_encoder.encode_ids(&ids, clip_skip, &device)
@@ -77,7 +82,11 @@ impl<B: Backend> StableDiffusion<B> {
 
     /// Runs the whole text-to-latent loop. `init_latent` is the initial noise before scaling by the
     /// scheduler's `init_noise_sigma` (diffusers' `latents=`); `None` draws it from `params.seed`.
-    pub fn generate_latent(&self, params: &GenerateParams, init_latent: Option<Tensor<B, 4>>) -> Result<Generated<B>> {
+    pub fn generate_latent(
+        &self,
+        params: &GenerateParams,
+        init_latent: Option<Tensor<B, 4>>,
+    ) -> Result<Generated<B>> {
         let t0 = Instant::now();
         if params.steps == 0 {
             return Err(Error::invalid("steps", "must be at least 1"));
@@ -89,14 +98,24 @@ impl<B: Backend> StableDiffusion<B> {
                 if l.dims() != shape {
                     return Err(Error::invalid(
                         "init latent",
-                        format!("shape {:?}, expected {:?} for {}x{}", l.dims(), shape, params.width, params.height),
+                        format!(
+                            "shape {:?}, expected {:?} for {}x{}",
+                            l.dims(),
+                            shape,
+                            params.width,
+                            params.height
+                        ),
                     ));
                 }
                 l
             }
             None => noise::gaussian::<B>(params.seed, shape, &device),
         };
-        let noise = if noise.dtype() == self.dtype { noise } else { noise.cast(self.dtype) };
+        let noise = if noise.dtype() == self.dtype {
+            noise
+        } else {
+            noise.cast(self.dtype)
+        };
 
         let cfg = params.guidance > 1.0;
         // [neg, pos] as diffusers concatenates them
@@ -109,7 +128,8 @@ impl<B: Backend> StableDiffusion<B> {
             positive
         };
 
-        let mut scheduler = schedulers::build::<B>(params.scheduler, &self.scheduler_config, params.steps)?;
+        let mut scheduler =
+            schedulers::build::<B>(params.scheduler, &self.scheduler_config, params.steps)?;
         let mut latents = noise * scheduler.init_noise_sigma();
         let timesteps: Vec<f64> = scheduler.timesteps().to_vec();
         let t_loop = Instant::now();
@@ -122,7 +142,9 @@ impl<B: Backend> StableDiffusion<B> {
             let input = scheduler.scale_model_input(input, i);
             let b = input.dims()[0];
             self.lora.check_batch(Component::Unet, b)?;
-            let eps = self.unet.forward(input, &vec![t as f32; b], context.clone())?;
+            let eps = self
+                .unet
+                .forward(input, &vec![t as f32; b], context.clone())?;
             let eps = if cfg {
                 let mut halves = eps.chunk(2, 0);
                 let cond = halves.pop().expect("two halves");

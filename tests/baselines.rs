@@ -23,17 +23,34 @@ fn doc() -> Value {
 }
 
 fn setup(doc: &Value) -> (StableDiffusion<AD>, CompositionJob) {
-    let mut sd = StableDiffusion::<AD>::load(&fixtures().join("sd/tiny-c"), &LoadOptions::default(), &device()).unwrap();
+    let mut sd = StableDiffusion::<AD>::load(
+        &fixtures().join("sd/tiny-c"),
+        &LoadOptions::default(),
+        &device(),
+    )
+    .unwrap();
     let mut loras = Vec::new();
     for l in doc["loras"].as_array().unwrap() {
-        let path = fixtures().join("baselines").join(l["file"].as_str().unwrap());
-        let load = sd.add_lora(l["name"].as_str().unwrap(), &LoraFile::open(&path).unwrap(), 1.0, Unmatched::Error).unwrap();
+        let path = fixtures()
+            .join("baselines")
+            .join(l["file"].as_str().unwrap());
+        let load = sd
+            .add_lora(
+                l["name"].as_str().unwrap(),
+                &LoraFile::open(&path).unwrap(),
+                1.0,
+                Unmatched::Error,
+            )
+            .unwrap();
         assert!(load.skipped.is_empty());
         loras.push(LoraRef {
             id: load.id,
             weight: 1.0,
             // concept words are CLoRA's; the single-pass methods use the combined prompt below
-            concept: ConceptWords { triggers: vec![], class_noun: l["name"].as_str().unwrap().into() },
+            concept: ConceptWords {
+                triggers: vec![],
+                class_noun: l["name"].as_str().unwrap().into(),
+            },
         });
     }
     sd.set_adapters(&[]).unwrap();
@@ -63,11 +80,24 @@ fn check(spec: MethodSpec, reference: &str) -> f32 {
     let r = Reference::open(&fixtures().join("baselines").join(reference));
     let (noise, shape) = r.f32("init_noise");
     let mut method = methods::build::<AD>(&spec).unwrap();
-    let out = compose(&mut sd, method.as_mut(), &job, Tensor::from_data(TensorData::new(noise, shape), &device())).unwrap();
+    let out = compose(
+        &mut sd,
+        method.as_mut(),
+        &job,
+        Tensor::from_data(TensorData::new(noise, shape), &device()),
+    )
+    .unwrap();
     let err = max_abs_diff(&out.latent, &r.f32("final_latent"));
-    println!("{spec:?} vs {reference}: final latent max abs error {err:.3e} (reference max |x| {:.3})", max_abs(&r.f32("final_latent")));
+    println!(
+        "{spec:?} vs {reference}: final latent max abs error {err:.3e} (reference max |x| {:.3})",
+        max_abs(&r.f32("final_latent"))
+    );
     // finish restored the model: no adapter active, nothing fused, no per-row assignment
-    assert!(sd.lora.active().is_empty() && sd.lora.fused().is_none() && sd.lora.rows(Component::Unet).is_none());
+    assert!(
+        sd.lora.active().is_empty()
+            && sd.lora.fused().is_none()
+            && sd.lora.rows(Component::Unet).is_none()
+    );
     err
 }
 
@@ -84,11 +114,26 @@ fn fused_merge_matches_the_reference_semantics() {
 #[test]
 fn switch_matches_the_reference_semantics() {
     let step = doc()["switch_step"].as_u64().unwrap() as usize;
-    assert!(check(MethodSpec::Switch { switch_step: step }, "switch.safetensors") <= 1e-3);
+    assert!(
+        check(
+            MethodSpec::Switch { switch_step: step },
+            "switch.safetensors"
+        ) <= 1e-3
+    );
 }
 
 #[test]
 fn composite_batched_and_sequential_match_the_reference_semantics() {
-    assert!(check(MethodSpec::Composite { batched: true }, "composite.safetensors") <= 1e-3);
-    assert!(check(MethodSpec::Composite { batched: false }, "composite.safetensors") <= 1e-3);
+    assert!(
+        check(
+            MethodSpec::Composite { batched: true },
+            "composite.safetensors"
+        ) <= 1e-3
+    );
+    assert!(
+        check(
+            MethodSpec::Composite { batched: false },
+            "composite.safetensors"
+        ) <= 1e-3
+    );
 }

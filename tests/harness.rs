@@ -158,6 +158,7 @@ fn planner_expands_the_grid_and_shares_noise_across_methods() {
     let plan2 = plan_of(&exp2);
     assert_eq!(plan2.jobs.len(), plan.jobs.len() + 12);
     assert_eq!(plan2.unique().len(), plan.jobs.len());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Hashes by (variant, prompt, seed, sample).
@@ -209,6 +210,7 @@ fn a_changed_parameter_changes_only_the_affected_hashes() {
     exp.sampler.guidance = 5.0;
     let f = hashes(&plan_of(&exp));
     assert!(a.iter().all(|(k, h)| f[k] != *h));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A generator for runner tests: a flat image whose colour derives from the job's noise seed and hash,
@@ -298,6 +300,7 @@ fn the_runner_skips_done_images_and_reruns_only_affected_jobs() {
     let mut g = Recorder::default();
     session(&exp2, &out, &mut g);
     assert_eq!(g.calls, vec![victim.clone()]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -323,6 +326,7 @@ fn failed_jobs_are_recorded_and_the_run_goes_on() {
         .unwrap()
         .iter()
         .all(|r| r.status == manifest::DONE));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -366,6 +370,7 @@ fn sd_generator_makes_base_images_and_reports_missing_methods() {
     let again = g.generate(job, &ctx).unwrap();
     assert_eq!(again.image, a);
     assert!(o.report.unwrap().is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn plan_of_target(exp: &Experiment, t: &Target) -> harness::Plan {
@@ -450,6 +455,7 @@ fn report_tables_agree_with_the_scores() {
         std::fs::read(report.join("tables/methods.csv")).unwrap(),
         first
     );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A small CSV reader for the report's tables (no quoted commas in these).

@@ -549,6 +549,39 @@ fn references_are_embedded_once_and_the_disk_cache_is_reused() {
 }
 
 #[test]
+fn one_scorer_serves_several_threads() {
+    let doc = json(&fixtures().join("scores.json"));
+    let query = query_from_fixture(&doc);
+    let scorer = Scorer::new(MetricsConfig {
+        clip: Some(model_dir("clip-b")),
+        dino: Some(model_dir("dinov2-b")),
+        ..MetricsConfig::default()
+    })
+    .unwrap();
+    let images = [
+        "chelsea.png",
+        "coffee.png",
+        "camera.png",
+        "chelsea_small.png",
+    ];
+    let serial: Vec<_> = images
+        .iter()
+        .map(|i| scorer.score_image(&image_path(i), &query).unwrap())
+        .collect();
+    let parallel: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = images
+            .iter()
+            .map(|i| {
+                let (scorer, query) = (&scorer, &query);
+                s.spawn(move || scorer.score_image(&image_path(i), query).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(serial, parallel);
+}
+
+#[test]
 fn model_ids_follow_the_weights_not_the_path() {
     let dir = temp_dir("ids");
     let copy = dir.join("clip-a");

@@ -38,7 +38,10 @@ fn folder_without_unet_names_the_missing_part() {
     let dir = copy_tiny_a("no-unet");
     std::fs::remove_dir_all(dir.join("unet")).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("unet/") && e.contains(&dir.display().to_string()), "{e}");
+    assert!(
+        e.contains("unet/") && e.contains(&dir.display().to_string()),
+        "{e}"
+    );
 }
 
 #[test]
@@ -48,7 +51,10 @@ fn truncated_weight_file_is_reported() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("diffusion_pytorch_model.safetensors") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("diffusion_pytorch_model.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -57,24 +63,34 @@ fn garbage_weight_file_is_reported() {
     let f = dir.join("vae/diffusion_pytorch_model.safetensors");
     std::fs::write(&f, b"this is not a safetensors file").unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("vae/diffusion_pytorch_model.safetensors") && e.contains("safetensors"), "{e}");
+    assert!(
+        e.contains("vae/diffusion_pytorch_model.safetensors") && e.contains("safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unsupported_config_field_is_named() {
     let dir = copy_tiny_a("bad-config");
     let p = dir.join("unet/config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     cfg["class_embed_type"] = serde_json::json!("timestep");
     std::fs::write(&p, cfg.to_string()).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("unet/config.json") && e.contains("class_embed_type"), "{e}");
+    assert!(
+        e.contains("unet/config.json") && e.contains("class_embed_type"),
+        "{e}"
+    );
 
     cfg["class_embed_type"] = serde_json::Value::Null;
     cfg["block_out_channels"] = serde_json::json!("wide");
     std::fs::write(&p, cfg.to_string()).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("block_out_channels") && e.contains("expected"), "{e}");
+    assert!(
+        e.contains("block_out_channels") && e.contains("expected"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -91,7 +107,10 @@ fn missing_weight_names_key_and_expected_shape() {
     let f = dir.join("unet/diffusion_pytorch_model.safetensors");
     rewrite_safetensors(&f, |k, v, s| (k != "conv_in.weight").then_some((v, s)));
     let e = load_err(&dir);
-    assert!(e.contains("conv_in.weight") && e.contains("missing") && e.contains("[32, 4, 3, 3]"), "{e}");
+    assert!(
+        e.contains("conv_in.weight") && e.contains("missing") && e.contains("[32, 4, 3, 3]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -108,7 +127,9 @@ fn misshaped_weight_names_key_and_both_shapes() {
     });
     let e = load_err(&dir);
     assert!(
-        e.contains("time_embedding.linear_1.weight") && e.contains("[64, 32]") && e.contains("[128, 32]"),
+        e.contains("time_embedding.linear_1.weight")
+            && e.contains("[64, 32]")
+            && e.contains("[128, 32]"),
         "{e}"
     );
 }
@@ -119,8 +140,15 @@ fn init_latent_of_wrong_shape_is_refused() {
     let f = dir.join("latent.safetensors");
     let t = burn::tensor::Tensor::<B, 4>::zeros([1, 4, 4, 4], &device());
     latent_io::write_latent(&f, &t).unwrap();
-    let e = latent_io::read_latent::<B>(&f, [1, 4, 8, 8], &device()).unwrap_err().to_string();
-    assert!(e.contains("latent.safetensors") && e.contains("[1, 4, 4, 4]") && e.contains("[1, 4, 8, 8]"), "{e}");
+    let e = latent_io::read_latent::<B>(&f, [1, 4, 8, 8], &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("latent.safetensors")
+            && e.contains("[1, 4, 4, 4]")
+            && e.contains("[1, 4, 8, 8]"),
+        "{e}"
+    );
 }
 
 fn harness() -> Command {
@@ -133,13 +161,18 @@ fn cli_generate_reproduces_diffusers_from_an_init_latent() {
     let r = Reference::open(&tiny_a().join("reference/e2e_ddim.safetensors"));
     let init = dir.join("init.safetensors");
     latent_io::write_latent(&init, &r.tensor::<4>("init_latent")).unwrap();
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny_a().join("reference/e2e.json")).unwrap()).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tiny_a().join("reference/e2e.json")).unwrap(),
+    )
+    .unwrap();
     let out = harness()
         .args(["generate", "--model"])
         .arg(tiny_a())
         .args(["--prompt", doc["prompt"].as_str().unwrap()])
-        .args(["--negative-prompt", doc["negative_prompt"].as_str().unwrap()])
+        .args([
+            "--negative-prompt",
+            doc["negative_prompt"].as_str().unwrap(),
+        ])
         .args(["--steps", &doc["num_inference_steps"].to_string()])
         .args(["--guidance", &doc["guidance_scale"].to_string()])
         .args(["--scheduler", "ddim", "--width", "64", "--height", "64"])
@@ -151,8 +184,14 @@ fn cli_generate_reproduces_diffusers_from_an_init_latent() {
         .arg(dir.join("image.png"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let latent = latent_io::read_latent::<B>(&dir.join("final.safetensors"), [1, 4, 8, 8], &device()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let latent =
+        latent_io::read_latent::<B>(&dir.join("final.safetensors"), [1, 4, 8, 8], &device())
+            .unwrap();
     assert_close("cli final latent", &latent, &r.f32("final_latent"), 1e-3);
     let img = image::open(dir.join("image.png")).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (64, 64));
@@ -167,7 +206,17 @@ fn cli_errors_name_the_file_and_exit_nonzero() {
     let out = harness()
         .args(["generate", "--model"])
         .arg(tiny_a())
-        .args(["--prompt", "a cat", "--steps", "2", "--width", "64", "--height", "64", "--init-latent"])
+        .args([
+            "--prompt",
+            "a cat",
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--init-latent",
+        ])
         .arg(&bad)
         .arg("--out")
         .arg(dir.join("x.png"))
@@ -175,15 +224,28 @@ fn cli_errors_name_the_file_and_exit_nonzero() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("init.safetensors") && err.contains("[1, 4, 8, 8]"), "{err}");
+    assert!(
+        err.contains("init.safetensors") && err.contains("[1, 4, 8, 8]"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(!dir.join("x.png").exists(), "no half-written output");
 
     let out = harness()
-        .args(["generate", "--model", "/nonexistent/sd", "--prompt", "a", "--out"])
+        .args([
+            "generate",
+            "--model",
+            "/nonexistent/sd",
+            "--prompt",
+            "a",
+            "--out",
+        ])
         .arg(dir.join("y.png"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("/nonexistent/sd"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("/nonexistent/sd"),
+        "{err}"
+    );
 }

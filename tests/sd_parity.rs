@@ -18,7 +18,13 @@ fn load(name: &str) -> StableDiffusion<B> {
 }
 
 fn reference(name: &str, file: &str) -> Reference {
-    Reference::open(&fixtures().join("sd").join(name).join("reference").join(file))
+    Reference::open(
+        &fixtures()
+            .join("sd")
+            .join(name)
+            .join("reference")
+            .join(file),
+    )
 }
 
 #[test]
@@ -29,7 +35,12 @@ fn text_encoder_matches_transformers() {
         let (ids, shape) = r.i64("input_ids");
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), &device());
         let h = sd.text_encoder.forward(ids.clone(), None).unwrap();
-        assert_close(&format!("{name} last_hidden_state"), &h, &r.f32("last_hidden_state"), 1e-4);
+        assert_close(
+            &format!("{name} last_hidden_state"),
+            &h,
+            &r.f32("last_hidden_state"),
+            1e-4,
+        );
         for skip in [1usize, 2] {
             let key = format!("clip_skip_{skip}");
             if r.has(&key) {
@@ -62,8 +73,16 @@ fn unet_matches_diffusers() {
         let (ts, _) = r.i64("timesteps");
         for (i, &t) in ts.iter().enumerate() {
             let b = sample.dims()[0];
-            let out = sd.unet.forward(sample.clone(), &vec![t as f32; b], context.clone()).unwrap();
-            assert_close(&format!("{name} unet t={t}"), &out, &r.f32(&format!("noise_pred_{i}")), 1e-4);
+            let out = sd
+                .unet
+                .forward(sample.clone(), &vec![t as f32; b], context.clone())
+                .unwrap();
+            assert_close(
+                &format!("{name} unet t={t}"),
+                &out,
+                &r.f32(&format!("noise_pred_{i}")),
+                1e-4,
+            );
         }
     }
 }
@@ -74,10 +93,25 @@ fn vae_matches_diffusers() {
         let sd = load(name);
         let r = reference(name, "vae.safetensors");
         let decoded = sd.vae.decode(r.tensor("latent")).unwrap();
-        assert_close(&format!("{name} vae decode"), &decoded, &r.f32("decoded"), 1e-4);
+        assert_close(
+            &format!("{name} vae decode"),
+            &decoded,
+            &r.f32("decoded"),
+            1e-4,
+        );
         let post = sd.vae.encode(r.tensor("image")).unwrap();
-        assert_close(&format!("{name} vae encode mean"), &post.mean, &r.f32("posterior_mean"), 1e-4);
-        assert_close(&format!("{name} vae encode std"), &post.std(), &r.f32("posterior_std"), 1e-4);
+        assert_close(
+            &format!("{name} vae encode mean"),
+            &post.mean,
+            &r.f32("posterior_mean"),
+            1e-4,
+        );
+        assert_close(
+            &format!("{name} vae encode std"),
+            &post.std(),
+            &r.f32("posterior_std"),
+            1e-4,
+        );
     }
 }
 
@@ -85,7 +119,11 @@ fn e2e_params(name: &str) -> GenerateParams {
     let path = fixtures().join("sd").join(name).join("reference/e2e.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let j: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let s = |k: &str| j[k].as_str().unwrap_or_else(|| panic!("e2e.json: {k}")).to_string();
+    let s = |k: &str| {
+        j[k].as_str()
+            .unwrap_or_else(|| panic!("e2e.json: {k}"))
+            .to_string()
+    };
     let u = |k: &str| j[k].as_u64().unwrap_or_else(|| panic!("e2e.json: {k}")) as usize;
     GenerateParams {
         prompt: s("prompt"),
@@ -111,11 +149,23 @@ fn check_e2e(sd: &StableDiffusion<B>, name: &str, label: &str) {
             scheduler: kind,
             ..e2e_params(name)
         };
-        let out = sd.generate_latent(&params, Some(r.tensor("init_latent"))).unwrap();
-        assert_close(&format!("{label} e2e {kind} final latent"), &out.latent, &r.f32("final_latent"), 1e-3);
+        let out = sd
+            .generate_latent(&params, Some(r.tensor("init_latent")))
+            .unwrap();
+        assert_close(
+            &format!("{label} e2e {kind} final latent"),
+            &out.latent,
+            &r.f32("final_latent"),
+            1e-3,
+        );
         if r.has("image") {
             let image = sd.decode_latent(out.latent).unwrap();
-            assert_close(&format!("{label} e2e {kind} image"), &image, &r.f32("image"), 1e-3);
+            assert_close(
+                &format!("{label} e2e {kind} image"),
+                &image,
+                &r.f32("image"),
+                1e-3,
+            );
         }
     }
 }
@@ -135,6 +185,7 @@ fn single_file_checkpoint_generates_the_same_latents() {
         config_dir: Some(dir.clone()),
         ..Default::default()
     };
-    let sd = StableDiffusion::<B>::load(&dir.join("single_file.safetensors"), &options, &device()).unwrap();
+    let sd = StableDiffusion::<B>::load(&dir.join("single_file.safetensors"), &options, &device())
+        .unwrap();
     check_e2e(&sd, "tiny-a", "tiny-a single file");
 }

@@ -36,7 +36,10 @@ fn trim_ones(s: &[usize]) -> Vec<usize> {
 /// Every tensor of `reference` is in `converted` under the same key with the same values (shapes equal up
 /// to trailing 1s), and `converted` has nothing else. `position_ids` buffers are not weights.
 fn assert_same_weights(what: &str, reference: &WeightStore, converted: &WeightStore) {
-    let ref_keys: BTreeSet<&str> = reference.keys().filter(|k| !k.ends_with("position_ids")).collect();
+    let ref_keys: BTreeSet<&str> = reference
+        .keys()
+        .filter(|k| !k.ends_with("position_ids"))
+        .collect();
     let conv_keys: BTreeSet<&str> = converted.keys().collect();
     let missing: Vec<_> = ref_keys.difference(&conv_keys).collect();
     let extra: Vec<_> = conv_keys.difference(&ref_keys).collect();
@@ -53,9 +56,16 @@ fn assert_same_weights(what: &str, reference: &WeightStore, converted: &WeightSt
     for key in &ref_keys {
         let (want, want_shape) = reference.read_f32(key).unwrap();
         let (got, got_shape) = converted.read_f32(key).unwrap();
-        assert_eq!(trim_ones(&want_shape), trim_ones(&got_shape), "{what}: `{key}` shape");
+        assert_eq!(
+            trim_ones(&want_shape),
+            trim_ones(&got_shape),
+            "{what}: `{key}` shape"
+        );
         assert!(
-            want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()) && want.len() == got.len(),
+            want.iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+                && want.len() == got.len(),
             "{what}: `{key}` values differ"
         );
     }
@@ -75,7 +85,8 @@ fn convert_tiny_a() -> (PathBuf, SingleFileParts) {
 #[test]
 fn tiny_a_single_file_equals_diffusers_folder() {
     let (dir, parts) = convert_tiny_a();
-    let component = |name: &str, file: &str| WeightStore::open_component(&dir.join(name), &[file]).unwrap();
+    let component =
+        |name: &str, file: &str| WeightStore::open_component(&dir.join(name), &[file]).unwrap();
     assert_same_weights(
         "unet",
         &component("unet", "diffusion_pytorch_model.safetensors"),
@@ -105,8 +116,16 @@ fn tiny_a_models_load_from_single_file() {
     let unet_cfg = UNetConfig::from_file(&dir.join("unet/config.json")).unwrap();
     let vae_cfg = VaeConfig::from_file(&dir.join("vae/config.json")).unwrap();
     let clip_cfg = ClipTextConfig::from_file(&dir.join("text_encoder/config.json")).unwrap();
-    UNet2DConditionModel::load(&VarBuilder::<Cpu>::new(parts.unet, &device, DType::F32), &unet_cfg).unwrap();
-    AutoencoderKL::load(&VarBuilder::<Cpu>::new(parts.vae, &device, DType::F32), &vae_cfg).unwrap();
+    UNet2DConditionModel::load(
+        &VarBuilder::<Cpu>::new(parts.unet, &device, DType::F32),
+        &unet_cfg,
+    )
+    .unwrap();
+    AutoencoderKL::load(
+        &VarBuilder::<Cpu>::new(parts.vae, &device, DType::F32),
+        &vae_cfg,
+    )
+    .unwrap();
     ClipTextModel::load(
         &VarBuilder::<Cpu>::new(parts.text_encoder, &device, DType::F32),
         &clip_cfg,
@@ -149,7 +168,10 @@ const SD15_UNET: &[(&str, &str)] = &[
         "input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight",
         "down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight",
     ),
-    ("input_blocks.3.0.op.bias", "down_blocks.0.downsamplers.0.conv.bias"),
+    (
+        "input_blocks.3.0.op.bias",
+        "down_blocks.0.downsamplers.0.conv.bias",
+    ),
     (
         "input_blocks.4.0.skip_connection.weight",
         "down_blocks.1.resnets.0.conv_shortcut.weight",
@@ -158,12 +180,18 @@ const SD15_UNET: &[(&str, &str)] = &[
         "input_blocks.8.1.proj_in.weight",
         "down_blocks.2.attentions.1.proj_in.weight",
     ),
-    ("input_blocks.9.0.op.weight", "down_blocks.2.downsamplers.0.conv.weight"),
+    (
+        "input_blocks.9.0.op.weight",
+        "down_blocks.2.downsamplers.0.conv.weight",
+    ),
     (
         "input_blocks.11.0.out_layers.3.weight",
         "down_blocks.3.resnets.1.conv2.weight",
     ),
-    ("middle_block.0.in_layers.2.weight", "mid_block.resnets.0.conv1.weight"),
+    (
+        "middle_block.0.in_layers.2.weight",
+        "mid_block.resnets.0.conv1.weight",
+    ),
     (
         "middle_block.1.transformer_blocks.0.ff.net.0.proj.weight",
         "mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj.weight",
@@ -176,10 +204,22 @@ const SD15_UNET: &[(&str, &str)] = &[
         "output_blocks.0.0.out_layers.0.weight",
         "up_blocks.0.resnets.0.norm2.weight",
     ),
-    ("output_blocks.2.1.conv.weight", "up_blocks.0.upsamplers.0.conv.weight"),
-    ("output_blocks.3.1.norm.weight", "up_blocks.1.attentions.0.norm.weight"),
-    ("output_blocks.5.2.conv.bias", "up_blocks.1.upsamplers.0.conv.bias"),
-    ("output_blocks.8.2.conv.weight", "up_blocks.2.upsamplers.0.conv.weight"),
+    (
+        "output_blocks.2.1.conv.weight",
+        "up_blocks.0.upsamplers.0.conv.weight",
+    ),
+    (
+        "output_blocks.3.1.norm.weight",
+        "up_blocks.1.attentions.0.norm.weight",
+    ),
+    (
+        "output_blocks.5.2.conv.bias",
+        "up_blocks.1.upsamplers.0.conv.bias",
+    ),
+    (
+        "output_blocks.8.2.conv.weight",
+        "up_blocks.2.upsamplers.0.conv.weight",
+    ),
     (
         "output_blocks.11.0.skip_connection.bias",
         "up_blocks.3.resnets.2.conv_shortcut.bias",
@@ -291,7 +331,10 @@ fn sd15_numbering_and_dropped_keys() {
             "text_model.embeddings.token_embedding.weight",
             "text_model.embeddings.token_embedding.weight",
         ),
-        ("text_model.final_layer_norm.bias", "text_model.final_layer_norm.bias"),
+        (
+            "text_model.final_layer_norm.bias",
+            "text_model.final_layer_norm.bias",
+        ),
     ];
     let (_, store) = open("sd15", &sd15_keys(&text));
     let parts = convert_ldm(&store, &UNetConfig::sd15(), &VaeConfig::sd15()).unwrap();
@@ -317,7 +360,10 @@ fn old_transformers_text_layout() {
             "encoder.layers.0.mlp.fc2.bias",
             "text_model.encoder.layers.0.mlp.fc2.bias",
         ),
-        ("final_layer_norm.weight", "text_model.final_layer_norm.weight"),
+        (
+            "final_layer_norm.weight",
+            "text_model.final_layer_norm.weight",
+        ),
     ];
     let (_, store) = open("old-clip", &sd15_keys(&text));
     let parts = convert_ldm(&store, &UNetConfig::sd15(), &VaeConfig::sd15()).unwrap();
@@ -347,12 +393,24 @@ fn refuses_sdxl_sd2_and_non_ldm_files() {
             "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight".into(),
         ],
     );
-    assert!(msg.contains("SDXL") && msg.contains("Stable Diffusion 1.x"), "{msg}");
+    assert!(
+        msg.contains("SDXL") && msg.contains("Stable Diffusion 1.x"),
+        "{msg}"
+    );
 
-    let (_, msg) = convert_err("sd2", &[unet.clone(), "cond_stage_model.model.ln_final.weight".into()]);
+    let (_, msg) = convert_err(
+        "sd2",
+        &[
+            unet.clone(),
+            "cond_stage_model.model.ln_final.weight".into(),
+        ],
+    );
     assert!(msg.contains("SD 2") && msg.contains("OpenCLIP"), "{msg}");
 
-    let (path, msg) = convert_err("diffusers-unet", &["conv_in.weight".into(), "conv_out.bias".into()]);
+    let (path, msg) = convert_err(
+        "diffusers-unet",
+        &["conv_in.weight".into(), "conv_out.bias".into()],
+    );
     assert!(msg.contains("model.diffusion_model."), "{msg}");
     assert!(!is_ldm_checkpoint(&WeightStore::open(&[path]).unwrap()));
 }

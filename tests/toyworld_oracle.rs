@@ -18,7 +18,12 @@ fn oracle_reads_heldout_scenes() {
         if reading.matches_scene(&scene) {
             correct += 1;
         } else if failures.len() < 10 {
-            failures.push(format!("#{i}: {}\n  scene {:?}\n  read {:?}", caption(&scene, 0), scene.objects, reading.objects));
+            failures.push(format!(
+                "#{i}: {}\n  scene {:?}\n  read {:?}",
+                caption(&scene, 0),
+                scene.objects,
+                reading.objects
+            ));
         }
     }
     let accuracy = correct as f64 / N as f64;
@@ -32,7 +37,12 @@ fn oracle_reads_heldout_scenes() {
         for i in 0..20u32 {
             let img = render(&heldout_scene(i as u64).unwrap());
             let big = image::imageops::resize(&img, 192, 192, image::imageops::FilterType::Nearest);
-            image::imageops::replace(&mut grid, &big, (i % 10 * 192) as i64, (i / 10 * 192) as i64);
+            image::imageops::replace(
+                &mut grid,
+                &big,
+                (i % 10 * 192) as i64,
+                (i / 10 * 192) as i64,
+            );
         }
         grid.save("/tmp/toy/grid.png").unwrap();
     }

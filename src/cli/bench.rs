@@ -69,7 +69,8 @@ fn unet<B: Backend>(a: &UnetBenchArgs, device: &B::Device) -> Result<()> {
     let unet = UNet2DConditionModel::load(&vb, &cfg)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let (h, w) = (a.height / 8, a.width / 8);
-    let sample = noise::gaussian::<B>(1, [a.batch, cfg.in_channels, h, w], device).cast(a.dtype.dtype());
+    let sample =
+        noise::gaussian::<B>(1, [a.batch, cfg.in_channels, h, w], device).cast(a.dtype.dtype());
     let context = noise::gaussian::<B>(2, [a.batch, 77, cfg.cross_attention_dim, 1], device)
         .reshape([a.batch, 77, cfg.cross_attention_dim])
         .cast(a.dtype.dtype());

@@ -116,7 +116,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     crate::with_backend!(args.device, |B, device| { run_on::<B>(&args, &device) })
 }
 
-fn run_on<B: burn::tensor::backend::Backend>(args: &GenerateArgs, device: &B::Device) -> Result<()> {
+fn run_on<B: burn::tensor::backend::Backend>(
+    args: &GenerateArgs,
+    device: &B::Device,
+) -> Result<()> {
     let options = LoadOptions {
         dtype: args.dtype.dtype(),
         config_dir: args.model_config.clone(),
@@ -139,7 +142,10 @@ fn run_on<B: burn::tensor::backend::Backend>(args: &GenerateArgs, device: &B::De
     let init = match &args.init_latent {
         Some(path) => {
             let shape = sd.latent_shape(params.width, params.height)?;
-            Some(latent_io::read_latent::<B>(path, shape, device).context("reading --init-latent")?)
+            Some(
+                latent_io::read_latent::<B>(path, shape, device)
+                    .context("reading --init-latent")?,
+            )
         }
         None => None,
     };
@@ -162,7 +168,10 @@ fn run_on<B: burn::tensor::backend::Backend>(args: &GenerateArgs, device: &B::De
 }
 
 /// Attaches every `--lora` and fuses their weighted sum (scaled by `--lora-scale`) into the weights.
-fn apply_loras<B: burn::tensor::backend::Backend>(sd: &mut StableDiffusion<B>, args: &GenerateArgs) -> Result<()> {
+fn apply_loras<B: burn::tensor::backend::Backend>(
+    sd: &mut StableDiffusion<B>,
+    args: &GenerateArgs,
+) -> Result<()> {
     if args.loras.is_empty() {
         return Ok(());
     }
@@ -172,8 +181,13 @@ fn apply_loras<B: burn::tensor::backend::Backend>(sd: &mut StableDiffusion<B>, a
     };
     let mut merged = Vec::new();
     for lora in &args.loras {
-        let file = LoraFile::open(&lora.path).with_context(|| format!("reading LoRA {}", lora.path.display()))?;
-        let name = lora.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = LoraFile::open(&lora.path)
+            .with_context(|| format!("reading LoRA {}", lora.path.display()))?;
+        let name = lora
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let load = sd
             .add_lora(&name, &file, lora.weight, policy)
             .with_context(|| format!("applying LoRA {}", lora.path.display()))?;
@@ -208,12 +222,21 @@ mod tests {
     #[test]
     fn lora_arg_with_and_without_weight() {
         let a = parse_lora_arg("dir/style.safetensors:0.75").unwrap();
-        assert_eq!((a.path, a.weight), (PathBuf::from("dir/style.safetensors"), 0.75));
+        assert_eq!(
+            (a.path, a.weight),
+            (PathBuf::from("dir/style.safetensors"), 0.75)
+        );
         let a = parse_lora_arg("dir/style.safetensors").unwrap();
-        assert_eq!((a.path, a.weight), (PathBuf::from("dir/style.safetensors"), 1.0));
+        assert_eq!(
+            (a.path, a.weight),
+            (PathBuf::from("dir/style.safetensors"), 1.0)
+        );
         // a colon that is not followed by a number belongs to the path
         let a = parse_lora_arg("C:/loras/x.safetensors").unwrap();
-        assert_eq!((a.path, a.weight), (PathBuf::from("C:/loras/x.safetensors"), 1.0));
+        assert_eq!(
+            (a.path, a.weight),
+            (PathBuf::from("C:/loras/x.safetensors"), 1.0)
+        );
         assert!(parse_lora_arg("x.safetensors:inf").is_err());
         assert!(parse_lora_arg(":0.5").is_ok_and(|a| a.path == std::path::Path::new(":0.5")));
     }

@@ -112,7 +112,7 @@ fn visit(path: &Path, stack: &mut Vec<PathBuf>, m: &mut Merged) -> Result<(), Co
     stack.push(canonical);
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     for (i, inc) in raw.include.iter().flatten().enumerate() {
-        let p = dir.join(inc);
+        let p = resolve(&dir, inc);
         if !p.is_file() {
             return Err(ConfigError::field(
                 path,
@@ -184,6 +184,32 @@ fn visit(path: &Path, stack: &mut Vec<PathBuf>, m: &mut Merged) -> Result<(), Co
     Ok(())
 }
 
+/// `rel` resolved against `dir`, with `.` and `..` removed lexically where they can be
+/// (`configs/../experiments/x.toml` becomes `experiments/x.toml`).
+pub fn resolve(dir: &Path, rel: impl AsRef<Path>) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in dir.join(rel).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let last_is_normal =
+                    matches!(out.components().next_back(), Some(Component::Normal(_)));
+                if last_is_normal {
+                    out.pop();
+                } else if !matches!(out.components().next_back(), Some(Component::RootDir)) {
+                    out.push("..");
+                }
+            }
+            c => out.push(c.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 /// The last value of a field set in any of `layers` (later layers win), with its file.
 pub fn last<'a, T, V>(
     layers: &'a [Sourced<T>],
@@ -193,4 +219,25 @@ pub fn last<'a, T, V>(
         .iter()
         .rev()
         .find_map(|l| get(&l.value).map(|v| (v, l.file.as_path())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+    use std::path::Path;
+
+    #[test]
+    fn resolve_removes_dot_dot_lexically() {
+        assert_eq!(
+            resolve(Path::new("configs"), "../experiments/x.toml"),
+            Path::new("experiments/x.toml")
+        );
+        assert_eq!(resolve(Path::new("a/b"), "../../../m"), Path::new("../m"));
+        assert_eq!(
+            resolve(Path::new("/r/configs"), "./y/../z"),
+            Path::new("/r/configs/z")
+        );
+        assert_eq!(resolve(Path::new("/"), ".."), Path::new("/"));
+        assert_eq!(resolve(Path::new("configs"), ".."), Path::new("."));
+    }
 }

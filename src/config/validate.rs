@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
 use super::experiment::*;
-use super::load::{last, parse_file, Merged, Sourced};
+use super::load::{last, parse_file, resolve, Merged, Sourced};
 use super::params::{ParamType, ParamValue};
 use super::prompt::{valid_name, Template};
 use super::raw::*;
@@ -93,7 +93,7 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
             },
             Kind::File,
         )
-        .unwrap_or_else(|| s.dir().join(&l.path));
+        .unwrap_or_else(|| resolve(s.dir(), &l.path));
         let triggers = l.trigger.clone().map(|t| t.0).unwrap_or_default();
         for (i, t) in triggers.iter().enumerate() {
             if t.trim().is_empty() {
@@ -123,7 +123,7 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
             .enumerate()
         {
             let field = format!("{f}.references[{i}]");
-            let rp = s.dir().join(r);
+            let rp = resolve(s.dir(), r);
             if rp.is_dir() {
                 match image_files(&rp) {
                     Ok(v) if v.is_empty() => p.add(
@@ -211,7 +211,7 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
                     )
                 }
                 (None, Some(file)) => {
-                    let path = s.dir().join(file);
+                    let path = resolve(s.dir(), file);
                     if !path.is_file() {
                         p.add(
                             &s.file,
@@ -684,7 +684,7 @@ enum Kind {
 
 /// The path of `s` resolved against its file's directory, if it exists as `kind`; else a problem.
 fn existing(p: &mut Problems, s: &Sourced<String>, kind: Kind) -> Option<PathBuf> {
-    let path = s.dir().join(&s.value);
+    let path = resolve(s.dir(), &s.value);
     let ok = match kind {
         Kind::File => path.is_file(),
         Kind::Dir => path.is_dir(),

@@ -62,6 +62,14 @@ struct HashKey<'a> {
     noise_seed: u64,
 }
 
+/// One method configuration on one prompt: (params, swept axes, label, active LoRA names).
+type Run = (
+    BTreeMap<String, ParamValue>,
+    Vec<String>,
+    String,
+    Vec<String>,
+);
+
 /// Expands `exp` into jobs. File hashes of the model and LoRAs come from `hasher`.
 pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> HarnessResult<Plan> {
     let model_sha = match &exp.model.path {
@@ -129,12 +137,7 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
                     .map_err(|m| crate::Error::invalid(format!("prompt \"{}\"", spec.text), m))?;
                 let names = template.concepts();
                 // (params, swept, label, active LoRA names) for each job of this variant and prompt
-                let mut runs: Vec<(
-                    BTreeMap<String, ParamValue>,
-                    Vec<String>,
-                    String,
-                    Vec<String>,
-                )> = Vec::new();
+                let mut runs: Vec<Run> = Vec::new();
                 match entry.kind {
                     MethodKind::Base => runs.push((
                         variant.params.clone(),

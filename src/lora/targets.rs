@@ -29,6 +29,16 @@ pub fn join(prefix: &str, name: &str) -> String {
     }
 }
 
+/// Visits the child module `name` of the module at `prefix`.
+pub fn visit<B: Backend, T: LoraTargets<B>>(
+    child: &mut T,
+    prefix: &str,
+    name: &str,
+    f: &mut dyn FnMut(&str, Target<'_, B>),
+) {
+    child.for_each_target(&join(prefix, name), f);
+}
+
 impl<B: Backend> LoraTargets<B> for Linear<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
         f(prefix, Target::Linear(self));

@@ -24,7 +24,12 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Base<B> {
         Ok(())
     }
 
-    fn step(&mut self, sd: &mut StableDiffusion<B>, ctx: &StepContext<'_, B>, latent: Tensor<B, 4>) -> Result<StepOutput<B>> {
+    fn step(
+        &mut self,
+        sd: &mut StableDiffusion<B>,
+        ctx: &StepContext<'_, B>,
+        latent: Tensor<B, 4>,
+    ) -> Result<StepOutput<B>> {
         let context = self.context.clone().expect("prepare ran");
         cfg_step(sd, ctx, latent, context)
     }

@@ -40,7 +40,10 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Composite<B> {
             return Err(Error::invalid("composite", "needs at least one LoRA"));
         }
         if !job.cfg() {
-            return Err(Error::invalid("composite.guidance", "LoRA Composite averages CFG pairs: guidance must be > 1"));
+            return Err(Error::invalid(
+                "composite.guidance",
+                "LoRA Composite averages CFG pairs: guidance must be > 1",
+            ));
         }
         let mut all: Vec<_> = job.loras.iter().map(|l| (l.id, l.weight)).collect();
         all.extend(job.style);
@@ -50,16 +53,29 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Composite<B> {
         self.branches = job
             .loras
             .iter()
-            .map(|l| std::iter::once(l.id).chain(job.style.map(|s| s.0)).collect())
+            .map(|l| {
+                std::iter::once(l.id)
+                    .chain(job.style.map(|s| s.0))
+                    .collect()
+            })
             .collect();
         if self.batched {
-            let rows: Vec<Vec<AdapterId>> = self.branches.iter().flat_map(|b| [b.clone(), b.clone()]).collect();
+            let rows: Vec<Vec<AdapterId>> = self
+                .branches
+                .iter()
+                .flat_map(|b| [b.clone(), b.clone()])
+                .collect();
             sd.set_lora_rows(Component::Unet, &rows)?;
         }
         Ok(())
     }
 
-    fn step(&mut self, sd: &mut StableDiffusion<B>, ctx: &StepContext<'_, B>, latent: Tensor<B, 4>) -> Result<StepOutput<B>> {
+    fn step(
+        &mut self,
+        sd: &mut StableDiffusion<B>,
+        ctx: &StepContext<'_, B>,
+        latent: Tensor<B, 4>,
+    ) -> Result<StepOutput<B>> {
         let context = self.context.clone().expect("prepare ran");
         let n = self.branches.len();
         let pair = Tensor::cat(vec![latent.clone(), latent.clone()], 0);
@@ -72,7 +88,10 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Composite<B> {
             let mut outs = Vec::new();
             for b in self.branches.clone() {
                 sd.set_lora_rows(Component::Unet, &[b.clone(), b])?;
-                outs.push(sd.unet.forward(pair.clone(), &[ctx.t as f32; 2], context.clone())?);
+                outs.push(
+                    sd.unet
+                        .forward(pair.clone(), &[ctx.t as f32; 2], context.clone())?,
+                );
             }
             Tensor::cat(outs, 0)
         };

@@ -62,16 +62,29 @@ pub fn insert_triggers(prompt: &str, noun: &str, triggers: &[String]) -> Result<
     while let Some(off) = lower[from..].find(&n) {
         let start = from + off;
         let end = start + n.len();
-        let before_ok = lower[..start].chars().last().map_or(true, |c| !c.is_alphanumeric());
-        let after_ok = lower[end..].chars().next().map_or(true, |c| !c.is_alphanumeric());
+        let before_ok = lower[..start]
+            .chars()
+            .last()
+            .is_none_or(|c| !c.is_alphanumeric());
+        let after_ok = lower[end..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric());
         if before_ok && after_ok {
-            return Ok(format!("{}{} {}", &prompt[..start], triggers.join(" "), &prompt[start..]));
+            return Ok(format!(
+                "{}{} {}",
+                &prompt[..start],
+                triggers.join(" "),
+                &prompt[start..]
+            ));
         }
         from = end;
     }
     Err(Error::invalid(
         format!("prompt \"{prompt}\""),
-        format!("the class noun \"{noun}\" does not occur in it, so its trigger words cannot be placed"),
+        format!(
+            "the class noun \"{noun}\" does not occur in it, so its trigger words cannot be placed"
+        ),
     ))
 }
 
@@ -103,7 +116,13 @@ impl CompositionJob {
             None => self
                 .loras
                 .iter()
-                .map(|l| insert_triggers(&self.base_prompt, &l.concept.class_noun, &l.concept.triggers))
+                .map(|l| {
+                    insert_triggers(
+                        &self.base_prompt,
+                        &l.concept.class_noun,
+                        &l.concept.triggers,
+                    )
+                })
                 .collect::<Result<_>>()?,
         };
         let mut all = vec![self.base_prompt.clone()];
@@ -123,8 +142,14 @@ mod tests {
     #[test]
     fn triggers_go_before_the_whole_word() {
         let t = vec!["sks".to_string()];
-        assert_eq!(insert_triggers("A cat and a dog", "dog", &t).unwrap(), "A cat and a sks dog");
-        assert_eq!(insert_triggers("A dogma and a dog", "dog", &t).unwrap(), "A dogma and a sks dog");
+        assert_eq!(
+            insert_triggers("A cat and a dog", "dog", &t).unwrap(),
+            "A cat and a sks dog"
+        );
+        assert_eq!(
+            insert_triggers("A dogma and a dog", "dog", &t).unwrap(),
+            "A dogma and a sks dog"
+        );
         assert!(insert_triggers("A cat", "dog", &t).is_err());
     }
 }

@@ -18,7 +18,10 @@ pub struct Merge<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> Merge<B> {
     pub fn new(fuse: bool) -> Self {
-        Self { fuse, context: None }
+        Self {
+            fuse,
+            context: None,
+        }
     }
 }
 
@@ -41,7 +44,12 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Merge<B> {
         Ok(())
     }
 
-    fn step(&mut self, sd: &mut StableDiffusion<B>, ctx: &StepContext<'_, B>, latent: Tensor<B, 4>) -> Result<StepOutput<B>> {
+    fn step(
+        &mut self,
+        sd: &mut StableDiffusion<B>,
+        ctx: &StepContext<'_, B>,
+        latent: Tensor<B, 4>,
+    ) -> Result<StepOutput<B>> {
         cfg_step(sd, ctx, latent, self.context.clone().expect("prepare ran"))
     }
 

@@ -49,7 +49,12 @@ pub trait CompositionMethod<B: AutodiffBackend> {
 
     fn prepare(&mut self, sd: &mut StableDiffusion<B>, job: &CompositionJob) -> Result<()>;
 
-    fn step(&mut self, sd: &mut StableDiffusion<B>, ctx: &StepContext<'_, B>, latent: Tensor<B, 4>) -> Result<StepOutput<B>>;
+    fn step(
+        &mut self,
+        sd: &mut StableDiffusion<B>,
+        ctx: &StepContext<'_, B>,
+        latent: Tensor<B, 4>,
+    ) -> Result<StepOutput<B>>;
 
     fn finish(&mut self, sd: &mut StableDiffusion<B>);
 }
@@ -69,7 +74,10 @@ pub fn build<B: AutodiffBackend>(spec: &MethodSpec) -> Result<Box<dyn Compositio
 
 /// Classifier-free guidance over a `[2n, ...]` batch laid out `[neg_0, pos_0, neg_1, pos_1, ...]`:
 /// returns the `n` per-branch `(uncond, cond)` pairs.
-pub fn split_cfg_pairs<B: AutodiffBackend>(eps: Tensor<B, 4>, n: usize) -> Vec<(Tensor<B, 4>, Tensor<B, 4>)> {
+pub fn split_cfg_pairs<B: AutodiffBackend>(
+    eps: Tensor<B, 4>,
+    n: usize,
+) -> Vec<(Tensor<B, 4>, Tensor<B, 4>)> {
     let [_, c, h, w] = eps.dims();
     (0..n)
         .map(|k| {
@@ -81,6 +89,10 @@ pub fn split_cfg_pairs<B: AutodiffBackend>(eps: Tensor<B, 4>, n: usize) -> Vec<(
 }
 
 /// `eps_u + w (eps_c - eps_u)`.
-pub fn guide<B: AutodiffBackend>(uncond: Tensor<B, 4>, cond: Tensor<B, 4>, guidance: f64) -> Tensor<B, 4> {
+pub fn guide<B: AutodiffBackend>(
+    uncond: Tensor<B, 4>,
+    cond: Tensor<B, 4>,
+    guidance: f64,
+) -> Tensor<B, 4> {
     uncond.clone() + (cond - uncond) * guidance
 }

@@ -31,7 +31,13 @@ pub fn compose<B: AutodiffBackend>(
     if init_noise.dims() != shape {
         return Err(Error::invalid(
             "initial noise",
-            format!("shape {:?}, expected {:?} for {}x{}", init_noise.dims(), shape, job.width, job.height),
+            format!(
+                "shape {:?}, expected {:?} for {}x{}",
+                init_noise.dims(),
+                shape,
+                job.width,
+                job.height
+            ),
         ));
     }
     if job.steps == 0 {

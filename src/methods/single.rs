@@ -60,7 +60,10 @@ pub struct Single<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> Single<B> {
     pub fn new(lora: usize) -> Self {
-        Self { lora, context: None }
+        Self {
+            lora,
+            context: None,
+        }
     }
 }
 
@@ -71,7 +74,14 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Single<B> {
 
     fn prepare(&mut self, sd: &mut StableDiffusion<B>, job: &CompositionJob) -> Result<()> {
         let l = job.loras.get(self.lora).ok_or_else(|| {
-            Error::invalid("single.lora", format!("index {} but the job has {} LoRAs", self.lora, job.loras.len()))
+            Error::invalid(
+                "single.lora",
+                format!(
+                    "index {} but the job has {} LoRAs",
+                    self.lora,
+                    job.loras.len()
+                ),
+            )
         })?;
         let mut active = vec![(l.id, l.weight)];
         active.extend(job.style);
@@ -82,7 +92,12 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Single<B> {
         Ok(())
     }
 
-    fn step(&mut self, sd: &mut StableDiffusion<B>, ctx: &StepContext<'_, B>, latent: Tensor<B, 4>) -> Result<StepOutput<B>> {
+    fn step(
+        &mut self,
+        sd: &mut StableDiffusion<B>,
+        ctx: &StepContext<'_, B>,
+        latent: Tensor<B, 4>,
+    ) -> Result<StepOutput<B>> {
         cfg_step(sd, ctx, latent, self.context.clone().expect("prepare ran"))
     }
 

@@ -69,7 +69,12 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Switch<B> {
         Ok(())
     }
 
-    fn step(&mut self, sd: &mut StableDiffusion<B>, ctx: &StepContext<'_, B>, latent: Tensor<B, 4>) -> Result<StepOutput<B>> {
+    fn step(
+        &mut self,
+        sd: &mut StableDiffusion<B>,
+        ctx: &StepContext<'_, B>,
+        latent: Tensor<B, 4>,
+    ) -> Result<StepOutput<B>> {
         let k = Self::lora_at(self.switch_step, self.loras.len(), ctx.index);
         self.activate(sd, k)?;
         cfg_step(sd, ctx, latent, self.context.clone().expect("prepare ran"))

@@ -223,6 +223,14 @@ impl Scorer {
             None => None,
         };
 
+        if let Some(enc) = &self.clip {
+            let prompts: Vec<&str> = items
+                .iter()
+                .filter_map(|(_, q)| q.prompt_for_clip_t.as_deref())
+                .collect();
+            self.embed_texts(enc, &prompts)?;
+        }
+
         let mut out = Vec::with_capacity(items.len());
         for ((_, query), image) in items.iter().zip(&images) {
             let clip_t = match (&self.clip, &clip_emb, &query.prompt_for_clip_t) {
@@ -276,20 +284,36 @@ impl Scorer {
 
     /// CLIP text features of a text, computed once per run.
     pub fn text_embedding(&self, enc: &ClipEncoder, text: &str) -> Result<Arc<Vec<f32>>> {
-        if let Some(v) = self
-            .texts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(text)
-        {
-            return Ok(v.clone());
-        }
-        let v = Arc::new(enc.embed_texts(&[text], 1)?.remove(0));
+        self.embed_texts(enc, &[text])?;
         self.texts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(text.to_string(), v.clone());
-        Ok(v)
+            .get(text)
+            .cloned()
+            .ok_or_else(|| Error::invalid("CLIP-T text", "was not embedded"))
+    }
+
+    /// Embeds the texts not embedded yet in this run, `batch_size` at a time.
+    fn embed_texts(&self, enc: &ClipEncoder, texts: &[&str]) -> Result<()> {
+        let mut todo: Vec<&str> = {
+            let known = self.texts.lock().unwrap_or_else(|p| p.into_inner());
+            texts
+                .iter()
+                .copied()
+                .filter(|t| !known.contains_key(*t))
+                .collect()
+        };
+        todo.sort_unstable();
+        todo.dedup();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let embs = enc.embed_texts(&todo, self.batch_size)?;
+        let mut known = self.texts.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, e) in todo.into_iter().zip(embs) {
+            known.insert(t.to_string(), Arc::new(e));
+        }
+        Ok(())
     }
 
     /// Embeddings of image files under one encoder, through the cache; misses are decoded, preprocessed and

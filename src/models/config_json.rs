@@ -22,8 +22,8 @@ impl JsonConfig {
     }
 
     pub fn from_str(text: &str, path: &Path) -> Result<Self> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| Error::bad_file(path, format!("invalid JSON ({e})")))?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::bad_file(path, format!("invalid JSON ({e})")))?;
         match value {
             Value::Object(map) => Ok(Self {
                 path: path.to_path_buf(),
@@ -44,11 +44,12 @@ impl JsonConfig {
 
     pub fn usize(&self, field: &str, default: Option<usize>) -> Result<usize> {
         match self.get(field) {
-            Some(v) => v
-                .as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, found {v}"))),
-            None => default.ok_or_else(|| self.err(field, "missing (expected a non-negative integer)")),
+            Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| {
+                self.err(field, format!("expected a non-negative integer, found {v}"))
+            }),
+            None => {
+                default.ok_or_else(|| self.err(field, "missing (expected a non-negative integer)"))
+            }
         }
     }
 
@@ -92,15 +93,23 @@ impl JsonConfig {
             .ok_or_else(|| self.err(field, format!("expected a list of strings, found {v}")))?;
         arr.iter()
             .map(|x| {
-                x.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| self.err(field, format!("expected a list of strings, found element {x}")))
+                x.as_str().map(str::to_string).ok_or_else(|| {
+                    self.err(
+                        field,
+                        format!("expected a list of strings, found element {x}"),
+                    )
+                })
             })
             .collect()
     }
 
     /// A list of integers, or one integer repeated `n` times (diffusers' `int or tuple` fields).
-    pub fn usizes_or_one(&self, field: &str, n: usize, default: Option<usize>) -> Result<Vec<usize>> {
+    pub fn usizes_or_one(
+        &self,
+        field: &str,
+        n: usize,
+        default: Option<usize>,
+    ) -> Result<Vec<usize>> {
         match self.get(field) {
             Some(Value::Array(arr)) => {
                 let list: Vec<usize> = arr
@@ -121,7 +130,10 @@ impl JsonConfig {
             }
             Some(v) => {
                 let x = v.as_u64().ok_or_else(|| {
-                    self.err(field, format!("expected an integer or a list of integers, found {v}"))
+                    self.err(
+                        field,
+                        format!("expected an integer or a list of integers, found {v}"),
+                    )
                 })?;
                 Ok(vec![x as usize; n])
             }
@@ -158,7 +170,11 @@ impl JsonConfig {
                 field,
                 format!(
                     "value {v} is not supported (supported: {})",
-                    supported.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+                    supported
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )),
         }

@@ -67,7 +67,10 @@ impl<B: Backend> StableDiffusion<B> {
         } else {
             Err(Error::io(
                 path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such model folder or checkpoint file"),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such model folder or checkpoint file",
+                ),
             ))
         }
     }
@@ -107,22 +110,23 @@ impl<B: Backend> StableDiffusion<B> {
     }
 
     fn load_single_file(file: &Path, options: &LoadOptions, device: &B::Device) -> Result<Self> {
-        let (unet_config, vae_config, text_config, scheduler_config, tokenizer) = match &options.config_dir {
-            Some(dir) => (
-                UNetConfig::from_file(&dir.join("unet/config.json"))?,
-                VaeConfig::from_file(&dir.join("vae/config.json"))?,
-                ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?,
-                read_scheduler_config(dir)?,
-                read_tokenizer(dir)?,
-            ),
-            None => (
-                UNetConfig::sd15(),
-                VaeConfig::sd15(),
-                ClipTextConfig::sd15(),
-                SchedulerConfig::sd15_default(),
-                ClipTokenizer::embedded()?,
-            ),
-        };
+        let (unet_config, vae_config, text_config, scheduler_config, tokenizer) =
+            match &options.config_dir {
+                Some(dir) => (
+                    UNetConfig::from_file(&dir.join("unet/config.json"))?,
+                    VaeConfig::from_file(&dir.join("vae/config.json"))?,
+                    ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?,
+                    read_scheduler_config(dir)?,
+                    read_tokenizer(dir)?,
+                ),
+                None => (
+                    UNetConfig::sd15(),
+                    VaeConfig::sd15(),
+                    ClipTextConfig::sd15(),
+                    SchedulerConfig::sd15_default(),
+                    ClipTokenizer::embedded()?,
+                ),
+            };
         let store = WeightStore::open(&[file.to_path_buf()])?;
         let parts = single_file::convert_ldm(&store, &unet_config, &vae_config)?;
         Self::assemble(
@@ -142,10 +146,21 @@ impl<B: Backend> StableDiffusion<B> {
         )
     }
 
-    fn assemble(p: Parts, source: &Path, options: &LoadOptions, device: &B::Device) -> Result<Self> {
+    fn assemble(
+        p: Parts,
+        source: &Path,
+        options: &LoadOptions,
+        device: &B::Device,
+    ) -> Result<Self> {
         let dtype = options.dtype;
-        let text_encoder = ClipTextModel::load(&VarBuilder::new(p.text_store, device, dtype), &p.text_config)?;
-        let unet = UNet2DConditionModel::load(&VarBuilder::new(p.unet_store, device, dtype), &p.unet_config)?;
+        let text_encoder = ClipTextModel::load(
+            &VarBuilder::new(p.text_store, device, dtype),
+            &p.text_config,
+        )?;
+        let unet = UNet2DConditionModel::load(
+            &VarBuilder::new(p.unet_store, device, dtype),
+            &p.unet_config,
+        )?;
         let vae = AutoencoderKL::load(&VarBuilder::new(p.vae_store, device, dtype), &p.vae_config)?;
         if p.text_config.hidden_size != p.unet_config.cross_attention_dim {
             return Err(Error::bad_file(

@@ -118,10 +118,20 @@ pub fn is_ldm_checkpoint(store: &WeightStore) -> bool {
 
 /// Splits and renames a single-file LDM checkpoint into diffusers-named stores, as diffusers' single-file
 /// loader does (the fixed key mapping). The configs give the block structure (see the module docs).
-pub fn convert_ldm(store: &WeightStore, unet: &UNetConfig, vae: &VaeConfig) -> Result<SingleFileParts> {
+pub fn convert_ldm(
+    store: &WeightStore,
+    unet: &UNetConfig,
+    vae: &VaeConfig,
+) -> Result<SingleFileParts> {
     check_sd1_ldm(store)?;
     Ok(SingleFileParts {
-        unet: convert_part(store, LDM_UNET_PREFIX, &unet_map(unet), |_| true, "UNet config")?,
+        unet: convert_part(
+            store,
+            LDM_UNET_PREFIX,
+            &unet_map(unet),
+            |_| true,
+            "UNet config",
+        )?,
         vae: convert_part(
             store,
             LDM_VAE_PREFIX,
@@ -144,16 +154,19 @@ fn check_sd1_ldm(store: &WeightStore) -> Result<()> {
             format!("no `{LDM_UNET_PREFIX}*` tensors (first key: `{example}`): {expected}"),
         ));
     }
-    let sdxl = store
-        .keys()
-        .find(|k| k.starts_with("conditioner.") || k.starts_with("model.diffusion_model.label_emb."));
+    let sdxl = store.keys().find(|k| {
+        k.starts_with("conditioner.") || k.starts_with("model.diffusion_model.label_emb.")
+    });
     if let Some(k) = sdxl {
         return Err(Error::bad_file(
             path,
             format!("this is an SDXL checkpoint (it has `{k}`): {expected}"),
         ));
     }
-    if let Some(k) = store.keys().find(|k| k.starts_with("cond_stage_model.model.")) {
+    if let Some(k) = store
+        .keys()
+        .find(|k| k.starts_with("cond_stage_model.model."))
+    {
         return Err(Error::bad_file(
             path,
             format!("this is an SD 2.x checkpoint (OpenCLIP text encoder, `{k}`): {expected}"),
@@ -172,7 +185,10 @@ fn convert_part(
     config: &str,
 ) -> Result<WeightStore> {
     let part = store.strip_prefix(prefix);
-    let unmapped: Vec<&str> = part.keys().filter(|k| strict(k) && map.get(k).is_none()).collect();
+    let unmapped: Vec<&str> = part
+        .keys()
+        .filter(|k| strict(k) && map.get(k).is_none())
+        .collect();
     if let Some(first) = unmapped.first() {
         return Err(Error::bad_file(
             store.describe_path(),
@@ -266,7 +282,10 @@ fn unet_map(cfg: &UNetConfig) -> PrefixMap {
                 UNET_RESNET_PARTS,
             );
             if attention {
-                m.add(format!("input_blocks.{k}.1"), format!("{new}.attentions.{j}"));
+                m.add(
+                    format!("input_blocks.{k}.1"),
+                    format!("{new}.attentions.{j}"),
+                );
             }
             k += 1;
         }
@@ -297,7 +316,10 @@ fn unet_map(cfg: &UNetConfig) -> PrefixMap {
                 UNET_RESNET_PARTS,
             );
             if attention {
-                m.add(format!("output_blocks.{k}.1"), format!("{new}.attentions.{j}"));
+                m.add(
+                    format!("output_blocks.{k}.1"),
+                    format!("{new}.attentions.{j}"),
+                );
             }
             if j + 1 == layers && u + 1 < n {
                 let idx = if attention { 2 } else { 1 };
@@ -319,7 +341,10 @@ fn vae_map(cfg: &VaeConfig) -> PrefixMap {
     for coder in ["encoder", "decoder"] {
         m.add(format!("{coder}.conv_in"), format!("{coder}.conv_in"));
         m.add(format!("{coder}.conv_out"), format!("{coder}.conv_out"));
-        m.add(format!("{coder}.norm_out"), format!("{coder}.conv_norm_out"));
+        m.add(
+            format!("{coder}.norm_out"),
+            format!("{coder}.conv_norm_out"),
+        );
         for (i, ldm) in ["block_1", "block_2"].iter().enumerate() {
             m.add_parts(
                 &format!("{coder}.mid.{ldm}"),

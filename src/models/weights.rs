@@ -37,7 +37,10 @@ pub struct WeightStore {
 impl std::fmt::Debug for WeightStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WeightStore")
-            .field("files", &self.files.iter().map(|(p, _)| p).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.files.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
             .field("tensors", &self.index.len())
             .finish()
     }
@@ -50,7 +53,12 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
-fn index_file(path: &Path, file_no: usize, buf: &[u8], index: &mut BTreeMap<String, Entry>) -> Result<()> {
+fn index_file(
+    path: &Path,
+    file_no: usize,
+    buf: &[u8],
+    index: &mut BTreeMap<String, Entry>,
+) -> Result<()> {
     let (header_len, meta) = SafeTensors::read_metadata(buf)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))?;
     let data_start = 8 + header_len;
@@ -119,18 +127,21 @@ impl WeightStore {
             }
             let index_path = dir.join(format!("{name}.index.json"));
             if index_path.is_file() {
-                let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+                let text =
+                    std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
                 let json: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| Error::bad_file(&index_path, format!("invalid JSON ({e})")))?;
                 let map = json
                     .get("weight_map")
                     .and_then(|m| m.as_object())
-                    .ok_or_else(|| Error::config(&index_path, "weight_map", "expected an object"))?;
+                    .ok_or_else(|| {
+                        Error::config(&index_path, "weight_map", "expected an object")
+                    })?;
                 let mut shards: Vec<PathBuf> = Vec::new();
                 for v in map.values() {
-                    let f = v
-                        .as_str()
-                        .ok_or_else(|| Error::config(&index_path, "weight_map", "expected file names"))?;
+                    let f = v.as_str().ok_or_else(|| {
+                        Error::config(&index_path, "weight_map", "expected file names")
+                    })?;
                     let p = dir.join(f);
                     if !shards.contains(&p) {
                         shards.push(p);
@@ -230,7 +241,12 @@ impl WeightStore {
         if values.len() != numel {
             return Err(Error::bad_file(
                 path,
-                format!("tensor `{}`: {} bytes do not hold shape {:?}", e.file_key, bytes.len(), e.shape),
+                format!(
+                    "tensor `{}`: {} bytes do not hold shape {:?}",
+                    e.file_key,
+                    bytes.len(),
+                    e.shape
+                ),
             ));
         }
         Ok((values, e.shape.clone()))
@@ -257,7 +273,10 @@ impl WeightStore {
             other => {
                 return Err(Error::bad_file(
                     path,
-                    format!("tensor `{}` has dtype {other:?}, expected I64 or I32", e.file_key),
+                    format!(
+                        "tensor `{}` has dtype {other:?}, expected I64 or I32",
+                        e.file_key
+                    ),
                 ))
             }
         };
@@ -405,7 +424,8 @@ impl<B: Backend> VarBuilder<B> {
     }
 
     fn finish<const D: usize>(&self, values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
-        let t = Tensor::<B, D>::from_data(TensorData::new(values, shape), (&self.device, DType::F32));
+        let t =
+            Tensor::<B, D>::from_data(TensorData::new(values, shape), (&self.device, DType::F32));
         if self.dtype == DType::F32 {
             t
         } else {

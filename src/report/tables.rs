@@ -20,6 +20,9 @@ pub struct SummaryRow {
     pub summary: Summary,
 }
 
+/// A long-format row: key columns (name, value), metric, summary.
+type LongRow = (Vec<(String, String)>, String, Summary);
+
 /// `mean ± half-width` with 3 significant decimals, or `-`.
 pub fn cell(s: Option<&Summary>) -> String {
     match s {
@@ -112,11 +115,7 @@ pub fn axis_summaries(
     out
 }
 
-fn long_csv(
-    path: &Path,
-    key: &str,
-    rows: &[(Vec<(String, String)>, String, Summary)],
-) -> HarnessResult<()> {
+fn long_csv(path: &Path, key: &str, rows: &[LongRow]) -> HarnessResult<()> {
     let mut t = TableBuilder::new();
     let keys: Vec<String> = rows
         .first()
@@ -143,7 +142,7 @@ fn long_csv(
 /// Writes `methods.csv` and returns the Markdown method x metric table.
 pub fn write_method_table(data: &ReportData, confidence: f64, dir: &Path) -> HarnessResult<String> {
     let rows = method_summaries(data, confidence);
-    let long: Vec<(Vec<(String, String)>, String, Summary)> = rows
+    let long: Vec<LongRow> = rows
         .iter()
         .map(|r| {
             let v = data
@@ -200,7 +199,7 @@ pub fn write_ablation_tables(
     for (method, axes) in data.axes() {
         for axis in axes {
             let rows = axis_summaries(data, &method, &axis, confidence);
-            let long: Vec<(Vec<(String, String)>, String, Summary)> = rows
+            let long: Vec<LongRow> = rows
                 .iter()
                 .map(|(v, m, s)| {
                     (

@@ -77,7 +77,13 @@ impl ToyArch {
         let down: Vec<&str> = self
             .unet_cross_attention
             .iter()
-            .map(|&a| if a { "CrossAttnDownBlock2D" } else { "DownBlock2D" })
+            .map(|&a| {
+                if a {
+                    "CrossAttnDownBlock2D"
+                } else {
+                    "DownBlock2D"
+                }
+            })
             .collect();
         let up: Vec<&str> = self
             .unet_cross_attention
@@ -199,17 +205,26 @@ impl ToyArch {
 
     /// The typed UNet config, parsed from [`unet_json`](Self::unet_json) by the SD loader's own parser.
     pub fn unet_config(&self) -> ToyResult<UNetConfig> {
-        Ok(UNetConfig::from_json(&json_config(self.unet_json(), "unet/config.json"))?)
+        Ok(UNetConfig::from_json(&json_config(
+            self.unet_json(),
+            "unet/config.json",
+        ))?)
     }
 
     /// The typed VAE config.
     pub fn vae_config(&self, scaling_factor: f64) -> ToyResult<VaeConfig> {
-        Ok(VaeConfig::from_json(&json_config(self.vae_json(scaling_factor), "vae/config.json"))?)
+        Ok(VaeConfig::from_json(&json_config(
+            self.vae_json(scaling_factor),
+            "vae/config.json",
+        ))?)
     }
 
     /// The typed text encoder config.
     pub fn text_config(&self) -> ToyResult<ClipTextConfig> {
-        Ok(ClipTextConfig::from_json(&json_config(self.text_json(), "text_encoder/config.json"))?)
+        Ok(ClipTextConfig::from_json(&json_config(
+            self.text_json(),
+            "text_encoder/config.json",
+        ))?)
     }
 }
 

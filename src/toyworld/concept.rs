@@ -30,7 +30,12 @@ pub struct SubjectLook {
 }
 
 impl Concept {
-    pub const ALL: [Concept; 4] = [Concept::Dots, Concept::Stripes, Concept::Rings, Concept::Outline];
+    pub const ALL: [Concept; 4] = [
+        Concept::Dots,
+        Concept::Stripes,
+        Concept::Rings,
+        Concept::Outline,
+    ];
     pub const SUBJECTS: [Concept; 3] = [Concept::Dots, Concept::Stripes, Concept::Rings];
 
     /// The LoRA's name (`experiments/toyworld/loras.toml`).
@@ -81,7 +86,11 @@ impl Concept {
             Concept::Rings => (ShapeKind::Triangle, Colour::Teal, Pattern::Rings),
             Concept::Outline => return None,
         };
-        Some(SubjectLook { shape, colour, pattern })
+        Some(SubjectLook {
+            shape,
+            colour,
+            pattern,
+        })
     }
 
     /// The words a prompt uses for the concept: "dtz circle", "olz drawing".

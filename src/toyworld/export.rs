@@ -26,20 +26,41 @@ pub fn convert_weights(from: &Path, to: &Path, f16: bool) -> ToyResult<()> {
     let store = WeightStore::open(&[from.to_path_buf()])?;
     let tensors = store
         .keys()
-        .map(|k| store.read_f32(k).map(|(v, shape)| (k.to_string(), shape, v)))
+        .map(|k| {
+            store
+                .read_f32(k)
+                .map(|(v, shape)| (k.to_string(), shape, v))
+        })
         .collect::<crate::error::Result<Vec<_>>>()?;
     write_safetensors(to, &tensors, f16)
 }
 
 /// Writes the diffusers folder `out` from the trained weights in `work` (`vae/`, `base/`).
-pub fn export_pipeline(arch: &ToyArch, work: &Path, scaling_factor: f64, out: &Path, f16: bool) -> ToyResult<()> {
+pub fn export_pipeline(
+    arch: &ToyArch,
+    work: &Path,
+    scaling_factor: f64,
+    out: &Path,
+    f16: bool,
+) -> ToyResult<()> {
     write_json(&out.join("model_index.json"), &ToyArch::model_index_json())?;
-    write_json(&out.join("scheduler/scheduler_config.json"), &ToyArch::scheduler_json())?;
+    write_json(
+        &out.join("scheduler/scheduler_config.json"),
+        &ToyArch::scheduler_json(),
+    )?;
     write_json(&out.join("unet/config.json"), &arch.unet_json())?;
     write_json(&out.join("vae/config.json"), &arch.vae_json(scaling_factor))?;
     write_json(&out.join("text_encoder/config.json"), &arch.text_json())?;
-    convert_weights(&work.join("vae").join(UNET_FILE), &out.join("vae").join(UNET_FILE), f16)?;
-    convert_weights(&work.join("base/unet").join(UNET_FILE), &out.join("unet").join(UNET_FILE), f16)?;
+    convert_weights(
+        &work.join("vae").join(UNET_FILE),
+        &out.join("vae").join(UNET_FILE),
+        f16,
+    )?;
+    convert_weights(
+        &work.join("base/unet").join(UNET_FILE),
+        &out.join("unet").join(UNET_FILE),
+        f16,
+    )?;
     convert_weights(
         &work.join("base/text_encoder").join(TEXT_FILE),
         &out.join("text_encoder").join(TEXT_FILE),

@@ -33,8 +33,10 @@ pub fn heldout_scene(i: u64) -> ToyResult<Scene> {
             while subjects.len() > n {
                 subjects.remove(rng.random_range(0..subjects.len()));
             }
-            let mut objects: Vec<ObjectRequest> =
-                subjects.into_iter().filter_map(ObjectRequest::concept).collect();
+            let mut objects: Vec<ObjectRequest> = subjects
+                .into_iter()
+                .filter_map(ObjectRequest::concept)
+                .collect();
             if objects.len() < 3 && rng.random_bool(0.5) {
                 let shape = super::shape::ShapeKind::ALL[rng.random_range(0..3)];
                 objects.push(ObjectRequest {
@@ -44,7 +46,11 @@ pub fn heldout_scene(i: u64) -> ToyResult<Scene> {
                     concept: None,
                 });
             }
-            let background = if rng.random_bool(0.3) { Background::Grey } else { Background::White };
+            let background = if rng.random_bool(0.3) {
+                Background::Grey
+            } else {
+                Background::White
+            };
             place(
                 &SceneRequest {
                     background,

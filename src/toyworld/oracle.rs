@@ -72,7 +72,13 @@ impl Reading {
         let mut want: Vec<(ShapeKind, Colour, Pattern)> = scene
             .objects
             .iter()
-            .map(|o| (o.shape, o.colour, if outline { Pattern::Plain } else { o.pattern }))
+            .map(|o| {
+                (
+                    o.shape,
+                    o.colour,
+                    if outline { Pattern::Plain } else { o.pattern },
+                )
+            })
             .collect();
         for d in &self.objects {
             if d.outline != outline {
@@ -171,7 +177,10 @@ impl Crop {
 
     /// The mask with its holes (unset pixels not connected to the crop border) filled.
     fn filled(&self) -> Vec<bool> {
-        let grid = Grid { w: self.w, h: self.h };
+        let grid = Grid {
+            w: self.w,
+            h: self.h,
+        };
         let mut outside = vec![false; self.mask.len()];
         let mut queue = VecDeque::new();
         for y in 0..self.h {
@@ -207,7 +216,12 @@ fn erode(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
             'n: for dy in -1i64..=1 {
                 for dx in -1i64..=1 {
                     let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-                    if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 || !mask[ny as usize * w + nx as usize] {
+                    if nx < 0
+                        || ny < 0
+                        || nx >= w as i64
+                        || ny >= h as i64
+                        || !mask[ny as usize * w + nx as usize]
+                    {
                         keep = false;
                         break 'n;
                     }
@@ -258,7 +272,8 @@ fn classify_shape(filled: &[bool], w: usize, h: usize) -> Option<ShapeKind> {
             best = Some((shape, iou));
         }
     }
-    best.filter(|&(_, iou)| iou >= MIN_SHAPE_IOU).map(|(s, _)| s)
+    best.filter(|&(_, iou)| iou >= MIN_SHAPE_IOU)
+        .map(|(s, _)| s)
 }
 
 fn nearest_colour(rgb: [f32; 3]) -> Option<Colour> {
@@ -266,7 +281,10 @@ fn nearest_colour(rgb: [f32; 3]) -> Option<Colour> {
         .into_iter()
         .map(|c| {
             let p = c.rgb();
-            let d = (0..3).map(|k| (rgb[k] - p[k] as f32).powi(2)).sum::<f32>().sqrt();
+            let d = (0..3)
+                .map(|k| (rgb[k] - p[k] as f32).powi(2))
+                .sum::<f32>()
+                .sqrt();
             (c, d)
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -293,7 +311,10 @@ fn classify_pattern(dark: &[bool], interior_count: usize, w: usize, h: usize) ->
         return Some(Pattern::Plain);
     }
     let grid = Grid { w, h };
-    let comps: Vec<Vec<usize>> = components(dark, &grid).into_iter().filter(|c| c.len() >= 2).collect();
+    let comps: Vec<Vec<usize>> = components(dark, &grid)
+        .into_iter()
+        .filter(|c| c.len() >= 2)
+        .collect();
     let mut wide_pixels = 0usize;
     let mut compact = 0usize;
     for comp in &comps {
@@ -304,7 +325,8 @@ fn classify_pattern(dark: &[bool], interior_count: usize, w: usize, h: usize) ->
         }
         if crop.w as f32 >= 2.0 * crop.h as f32 && crop.w as f32 >= 0.3 * w as f32 {
             wide_pixels += comp.len();
-        } else if crop.w <= 8 && crop.h <= 8 && crop.w <= 2 * crop.h + 1 && crop.h <= 2 * crop.w + 1 {
+        } else if crop.w <= 8 && crop.h <= 8 && crop.w <= 2 * crop.h + 1 && crop.h <= 2 * crop.w + 1
+        {
             compact += 1;
         }
     }
@@ -333,11 +355,19 @@ pub fn read(img: &RgbImage) -> Reading {
             }
         }
     }
-    let bg = [median(border[0].clone()), median(border[1].clone()), median(border[2].clone())];
+    let bg = [
+        median(border[0].clone()),
+        median(border[1].clone()),
+        median(border[2].clone()),
+    ];
     let background = [Background::White, Background::Grey]
         .into_iter()
         .min_by(|a, b| {
-            let d = |c: Background| (0..3).map(|k| (bg[k] - c.rgb()[k] as f32).powi(2)).sum::<f32>();
+            let d = |c: Background| {
+                (0..3)
+                    .map(|k| (bg[k] - c.rgb()[k] as f32).powi(2))
+                    .sum::<f32>()
+            };
             d(*a).total_cmp(&d(*b))
         })
         .expect("two backgrounds");
@@ -412,7 +442,10 @@ pub fn read(img: &RgbImage) -> Reading {
             area,
         });
     }
-    Reading { background, objects }
+    Reading {
+        background,
+        objects,
+    }
 }
 
 /// How an image answers a prompt.
@@ -450,15 +483,17 @@ pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
     let matches = |e: usize, d: &Detection| {
         let o = &spec.objects[e];
         d.shape == Some(o.shape)
-            && d.colour == Some(o.colour)
-            && (outline || d.pattern == Some(o.pattern))
+            && o.colour.is_none_or(|c| d.colour == Some(c))
+            && (outline || o.pattern.is_none_or(|p| d.pattern == Some(p)))
             && d.outline == outline
     };
     // Best assignment of detections to prompt objects (at most 3 prompt objects: try every order).
     let n = spec.objects.len();
     let mut best: Vec<Option<usize>> = vec![None; n];
     let mut best_count = 0;
-    for_each_assignment(n, reading.objects.len(), &mut |assign: &[Option<usize>]| {
+    for_each_assignment(n, reading.objects.len(), &mut |assign: &[Option<
+        usize,
+    >]| {
         let ok = assign
             .iter()
             .enumerate()
@@ -486,12 +521,15 @@ pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
             let mut owners: Vec<usize> = Vec::new();
             for e in 0..n {
                 let o = &spec.objects[e];
-                let colour = d.colour == Some(o.colour) && unique(&|k| spec.objects[k].colour == o.colour);
+                let colour = o.colour.is_some()
+                    && d.colour == o.colour
+                    && unique(&|k| spec.objects[k].colour == o.colour);
                 let pattern = !outline
-                    && o.pattern != Pattern::Plain
-                    && d.pattern == Some(o.pattern)
+                    && o.pattern.is_some_and(|p| p != Pattern::Plain)
+                    && d.pattern == o.pattern
                     && unique(&|k| spec.objects[k].pattern == o.pattern);
-                let shape = d.shape == Some(o.shape) && unique(&|k| spec.objects[k].shape == o.shape);
+                let shape =
+                    d.shape == Some(o.shape) && unique(&|k| spec.objects[k].shape == o.shape);
                 if colour || pattern || shape {
                     owners.push(e);
                 }
@@ -523,7 +561,13 @@ pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
 
 /// Calls `f` with every partial injective assignment of `n` slots to `m` items (`None` = unassigned).
 fn for_each_assignment(n: usize, m: usize, f: &mut dyn FnMut(&[Option<usize>])) {
-    fn go(slot: usize, n: usize, m: usize, cur: &mut Vec<Option<usize>>, f: &mut dyn FnMut(&[Option<usize>])) {
+    fn go(
+        slot: usize,
+        n: usize,
+        m: usize,
+        cur: &mut Vec<Option<usize>>,
+        f: &mut dyn FnMut(&[Option<usize>]),
+    ) {
         if slot == n {
             f(cur);
             return;

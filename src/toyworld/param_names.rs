@@ -67,12 +67,18 @@ fn marker_values(index: usize, shape: &[usize]) -> Vec<f32> {
 }
 
 /// Writes f32 tensors `(key, shape, values)` to a safetensors file, as f32 or f16.
-pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], f16: bool) -> ToyResult<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    f16: bool,
+) -> ToyResult<()> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| {
             if f16 {
-                v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()
+                v.iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect()
             } else {
                 v.iter().flat_map(|x| x.to_le_bytes()).collect()
             }
@@ -94,7 +100,8 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
         std::fs::create_dir_all(parent).map_err(|e| ToyError::io(parent, e))?;
     }
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| ToyError::bad_file(&tmp, e.to_string()))?;
+    safetensors::serialize_to_file(views, Some(meta), &tmp)
+        .map_err(|e| ToyError::bad_file(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| ToyError::io(path, e))
 }
 
@@ -132,7 +139,9 @@ impl ParamNames {
                 Ok(m) => break m,
                 Err(Error::MissingWeight { key, expected, .. }) => {
                     if keys.iter().any(|(k, _)| *k == key) {
-                        return Err(ToyError::Training(format!("the loader asked twice for `{key}`")));
+                        return Err(ToyError::Training(format!(
+                            "the loader asked twice for `{key}`"
+                        )));
                     }
                     let file = dir.join(format!("{}.safetensors", keys.len()));
                     let values = marker_values(keys.len(), &expected);
@@ -154,7 +163,10 @@ impl ParamNames {
             }
             let index = index as usize;
             if std::mem::replace(&mut seen[index], true) {
-                return Err(ToyError::Training(format!("`{}` feeds two parameters", keys[index].0)));
+                return Err(ToyError::Training(format!(
+                    "`{}` feeds two parameters",
+                    keys[index].0
+                )));
             }
             let transposed = dims.len() == 2 && values.len() >= 2 && values[1] != -1.0;
             params.push(ParamName {
@@ -164,13 +176,19 @@ impl ParamNames {
             });
         }
         if let Some(i) = seen.iter().position(|s| !s) {
-            return Err(ToyError::Training(format!("`{}` feeds no parameter", keys[i].0)));
+            return Err(ToyError::Training(format!(
+                "`{}` feeds no parameter",
+                keys[i].0
+            )));
         }
         Ok(Self { params })
     }
 
     /// The params of `module` (built by the same loader) as `(key, stored shape, values)` in PyTorch layout.
-    pub fn tensors<B: Backend, M: Module<B>>(&self, module: &M) -> ToyResult<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn tensors<B: Backend, M: Module<B>>(
+        &self,
+        module: &M,
+    ) -> ToyResult<Vec<(String, Vec<usize>, Vec<f32>)>> {
         let values = collect_params(module);
         if values.len() != self.params.len() {
             return Err(ToyError::Training(format!(
@@ -208,7 +226,12 @@ impl ParamNames {
     }
 
     /// Writes `module`'s params to a safetensors file under their diffusers keys.
-    pub fn save<B: Backend, M: Module<B>>(&self, module: &M, path: &Path, f16: bool) -> ToyResult<()> {
+    pub fn save<B: Backend, M: Module<B>>(
+        &self,
+        module: &M,
+        path: &Path,
+        f16: bool,
+    ) -> ToyResult<()> {
         write_safetensors(path, &self.tensors(module)?, f16)
     }
 }

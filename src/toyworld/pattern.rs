@@ -13,7 +13,12 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    pub const ALL: [Pattern; 4] = [Pattern::Plain, Pattern::Dots, Pattern::Stripes, Pattern::Rings];
+    pub const ALL: [Pattern; 4] = [
+        Pattern::Plain,
+        Pattern::Dots,
+        Pattern::Stripes,
+        Pattern::Rings,
+    ];
 
     /// The adjective captions use (`None` for plain objects, which captions do not qualify).
     pub fn adjective(self) -> Option<&'static str> {

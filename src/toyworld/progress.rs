@@ -103,7 +103,8 @@ impl LossLog {
             .append(true)
             .open(&self.path)
             .map_err(|e| ToyError::io(&self.path, e))?;
-        writeln!(f, "{step},{loss:.6},{lr:.3e},{:.1}", self.seconds()).map_err(|e| ToyError::io(&self.path, e))?;
+        writeln!(f, "{step},{loss:.6},{lr:.3e},{:.1}", self.seconds())
+            .map_err(|e| ToyError::io(&self.path, e))?;
         Ok(ema)
     }
 
@@ -120,6 +121,8 @@ pub fn check_finite(phase: &str, step: usize, loss: f64) -> ToyResult<()> {
     if loss.is_finite() {
         Ok(())
     } else {
-        Err(ToyError::Training(format!("{phase}: loss became {loss} at step {step}")))
+        Err(ToyError::Training(format!(
+            "{phase}: loss became {loss} at step {step}"
+        )))
     }
 }

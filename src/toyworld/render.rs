@@ -26,8 +26,14 @@ pub fn render(scene: &Scene) -> RgbImage {
     let half = CANVAS as f32 / 2.0;
     for y in 0..CANVAS {
         for x in 0..CANVAS {
-            let shade = gx * (x as f32 - half) / half + gy * (y as f32 - half) / half + rng.random_range(-3.0..3.0);
-            let base = [bg[0] as f32 + shade, bg[1] as f32 + shade, bg[2] as f32 + shade];
+            let shade = gx * (x as f32 - half) / half
+                + gy * (y as f32 - half) / half
+                + rng.random_range(-3.0..3.0);
+            let base = [
+                bg[0] as f32 + shade,
+                bg[1] as f32 + shade,
+                bg[2] as f32 + shade,
+            ];
             let mut acc = [0f32; 3];
             for sy in 0..SS {
                 for sx in 0..SS {
@@ -56,7 +62,10 @@ pub fn render(scene: &Scene) -> RgbImage {
 
 /// The colour at a point, `None` for the background.
 fn sample(scene: &Scene, px: f32, py: f32) -> Option<[f32; 3]> {
-    scene.objects.iter().find_map(|o| object_colour(o, scene.style, px, py))
+    scene
+        .objects
+        .iter()
+        .find_map(|o| object_colour(o, scene.style, px, py))
 }
 
 fn object_colour(o: &Object, style: Style, px: f32, py: f32) -> Option<[f32; 3]> {

@@ -104,7 +104,9 @@ pub fn size_range(n: usize) -> (f32, f32) {
 pub fn place(request: &SceneRequest, rng: &mut ChaCha8Rng) -> ToyResult<Scene> {
     let n = request.objects.len();
     if n == 0 || n > 3 {
-        return Err(ToyError::Scene(format!("{n} objects requested, expected 1 to 3")));
+        return Err(ToyError::Scene(format!(
+            "{n} objects requested, expected 1 to 3"
+        )));
     }
     let (lo, hi) = size_range(n);
     'attempt: for _ in 0..500 {
@@ -144,7 +146,9 @@ pub fn place(request: &SceneRequest, rng: &mut ChaCha8Rng) -> ToyResult<Scene> {
             texture_seed: rng.random(),
         });
     }
-    Err(ToyError::Scene(format!("could not place {n} objects without overlap")))
+    Err(ToyError::Scene(format!(
+        "could not place {n} objects without overlap"
+    )))
 }
 
 fn apart(a: &Object, b: &Object) -> bool {
@@ -189,7 +193,10 @@ impl PlainWorld {
         while objects.len() < n {
             let shape = ShapeKind::ALL[rng.random_range(0..ShapeKind::ALL.len())];
             let colour = Colour::BASE[rng.random_range(0..Colour::BASE.len())];
-            if objects.iter().any(|o| o.shape == shape && o.colour == colour) {
+            if objects
+                .iter()
+                .any(|o| o.shape == shape && o.colour == colour)
+            {
                 continue;
             }
             let pattern = if rng.random_bool(self.pattern_rate) {

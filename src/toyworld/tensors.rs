@@ -5,7 +5,10 @@ use image::RgbImage;
 
 /// Images (all the same size) to a `[b, 3, H, W]` tensor in [-1, 1].
 pub fn images_to_tensor<B: Backend>(images: &[RgbImage], device: &B::Device) -> Tensor<B, 4> {
-    let (w, h) = images.first().map(|i| (i.width() as usize, i.height() as usize)).unwrap_or((0, 0));
+    let (w, h) = images
+        .first()
+        .map(|i| (i.width() as usize, i.height() as usize))
+        .unwrap_or((0, 0));
     let mut v = Vec::with_capacity(images.len() * 3 * w * h);
     for img in images {
         for c in 0..3 {

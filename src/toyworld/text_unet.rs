@@ -36,14 +36,22 @@ impl TextUnetNames {
         let uc = arch.unet_config()?;
         Ok(Self {
             text: ParamNames::discover(|vb: &VarBuilder<B>| ClipTextModel::load(vb, &tc), device)?,
-            unet: ParamNames::discover(|vb: &VarBuilder<B>| UNet2DConditionModel::load(vb, &uc), device)?,
+            unet: ParamNames::discover(
+                |vb: &VarBuilder<B>| UNet2DConditionModel::load(vb, &uc),
+                device,
+            )?,
         })
     }
 
     /// Writes `text_encoder/` and `unet/` weight files below `dir`.
     pub fn save<B: Backend>(&self, model: &TextUnet<B>, dir: &Path, f16: bool) -> ToyResult<()> {
-        self.text.save(&model.text_encoder, &dir.join("text_encoder").join(TEXT_FILE), f16)?;
-        self.unet.save(&model.unet, &dir.join("unet").join(UNET_FILE), f16)
+        self.text.save(
+            &model.text_encoder,
+            &dir.join("text_encoder").join(TEXT_FILE),
+            f16,
+        )?;
+        self.unet
+            .save(&model.unet, &dir.join("unet").join(UNET_FILE), f16)
     }
 }
 
@@ -62,8 +70,14 @@ impl<B: Backend> TextUnet<B> {
         let text = WeightStore::open_component(&dir.join("text_encoder"), &[TEXT_FILE])?;
         let unet = WeightStore::open_component(&dir.join("unet"), &[UNET_FILE])?;
         Ok(Self {
-            text_encoder: ClipTextModel::load(&VarBuilder::new(text, device, DType::F32), &arch.text_config()?)?,
-            unet: UNet2DConditionModel::load(&VarBuilder::new(unet, device, DType::F32), &arch.unet_config()?)?,
+            text_encoder: ClipTextModel::load(
+                &VarBuilder::new(text, device, DType::F32),
+                &arch.text_config()?,
+            )?,
+            unet: UNet2DConditionModel::load(
+                &VarBuilder::new(unet, device, DType::F32),
+                &arch.unet_config()?,
+            )?,
         })
     }
 }

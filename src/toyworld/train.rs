@@ -46,7 +46,8 @@ pub fn train_pipeline<B: AutodiffBackend>(
     let vae = train_vae::<B>(&plan.arch, &plan.vae, &plan.work, device, log)?;
     let tokenizer = ClipTokenizer::embedded()?;
     let data = {
-        let vae_model = vae_model::<B>(&plan.arch, Some(&plan.work.join("vae")), 0, device)?.valid();
+        let vae_model =
+            vae_model::<B>(&plan.arch, Some(&plan.work.join("vae")), 0, device)?.valid();
         LatentSet::build_or_load::<B::InnerBackend>(
             &data_path(&plan.work),
             plan.base.dataset,
@@ -56,8 +57,23 @@ pub fn train_pipeline<B: AutodiffBackend>(
             log,
         )?
     };
-    let base = train_base::<B>(&plan.arch, &plan.base, &data, vae.scaling_factor, &tokenizer, &plan.work, device, log)?;
-    export_pipeline(&plan.arch, &plan.work, vae.scaling_factor, &plan.out, plan.f16)?;
+    let base = train_base::<B>(
+        &plan.arch,
+        &plan.base,
+        &data,
+        vae.scaling_factor,
+        &tokenizer,
+        &plan.work,
+        device,
+        log,
+    )?;
+    export_pipeline(
+        &plan.arch,
+        &plan.work,
+        vae.scaling_factor,
+        &plan.out,
+        plan.f16,
+    )?;
     log(&format!("wrote {}", plan.out.display()));
     Ok(TrainReport {
         vae,

@@ -94,7 +94,8 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         let a = alphas_cumprod[t];
         let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
         for k in 0..l {
-            let x0 = (data.means[i * l + k] + data.stds[i * l + k] * normal(rng)) * scaling_factor as f32;
+            let x0 = (data.means[i * l + k] + data.stds[i * l + k] * normal(rng))
+                * scaling_factor as f32;
             let e = normal(rng);
             noisy.push(sa * x0 + sb * e);
             noise.push(e);
@@ -117,7 +118,10 @@ pub fn diffusion_batch<B: AutodiffBackend>(
 }
 
 /// The epsilon-prediction loss of `model` on a batch.
-pub fn epsilon_loss<B: AutodiffBackend>(model: &TextUnet<B>, b: DiffusionBatch<B>) -> ToyResult<Tensor<B, 1>> {
+pub fn epsilon_loss<B: AutodiffBackend>(
+    model: &TextUnet<B>,
+    b: DiffusionBatch<B>,
+) -> ToyResult<Tensor<B, 1>> {
     let context = model.text_encoder.forward(b.ids, None)?;
     let pred = model.unet.forward(b.noisy, &b.timesteps, context)?;
     Ok((pred - b.noise).powf_scalar(2.0).mean())
@@ -158,7 +162,10 @@ pub fn train_base<B: AutodiffBackend>(
     let names = TextUnetNames::discover::<B>(arch, device)?;
     let resumed = state.step > 0;
     let mut model: TextUnet<B> = if resumed {
-        log(&format!("base: resuming at step {}/{}", state.step, cfg.steps));
+        log(&format!(
+            "base: resuming at step {}/{}",
+            state.step, cfg.steps
+        ));
         TextUnet::load(arch, &dir, device)?
     } else {
         TextUnet::random(arch, cfg.seed, device)?
@@ -173,7 +180,8 @@ pub fn train_base<B: AutodiffBackend>(
     let start = state.step;
     let t0 = Instant::now();
     for step in state.step..cfg.steps {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
         let batch = diffusion_batch::<B>(
             data,
             latent_shape,

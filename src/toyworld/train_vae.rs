@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::{backend::AutodiffBackend, backend::Backend, DType, Distribution, ElementConversion, Tensor};
+use burn::tensor::{
+    backend::AutodiffBackend, backend::Backend, DType, Distribution, ElementConversion, Tensor,
+};
 use image::RgbImage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -72,10 +74,19 @@ pub fn vae_image(seed: u64, i: u64) -> ToyResult<RgbImage> {
 }
 
 /// Loads the VAE of `dir` (a `vae/` folder) or, with `None`, builds a fresh one.
-pub fn vae_model<B: Backend>(arch: &ToyArch, dir: Option<&Path>, seed: u64, device: &B::Device) -> ToyResult<AutoencoderKL<B>> {
+pub fn vae_model<B: Backend>(
+    arch: &ToyArch,
+    dir: Option<&Path>,
+    seed: u64,
+    device: &B::Device,
+) -> ToyResult<AutoencoderKL<B>> {
     let cfg: VaeConfig = arch.vae_config(1.0)?;
     let vb = match dir {
-        Some(d) => VarBuilder::new(WeightStore::open_component(d, &["diffusion_pytorch_model.safetensors"])?, device, DType::F32),
+        Some(d) => VarBuilder::new(
+            WeightStore::open_component(d, &["diffusion_pytorch_model.safetensors"])?,
+            device,
+            DType::F32,
+        ),
         None => VarBuilder::random(seed, device, DType::F32),
     };
     Ok(AutoencoderKL::load(&vb, &cfg)?)
@@ -130,7 +141,8 @@ pub fn train_vae<B: AutodiffBackend>(
     let t0 = Instant::now();
     let start = state.step;
     for step in state.step..total {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64).wrapping_mul(0xA24B_AED4_963E_E407));
         let (batch, side) = if step < cfg.crop_steps {
             (cfg.crop_batch, cfg.crop)
         } else {
@@ -142,7 +154,10 @@ pub fn train_vae<B: AutodiffBackend>(
             if side < CANVAS {
                 let cells = ((CANVAS - side) / arch.vae_scale_factor()) as u32 + 1;
                 let f = arch.vae_scale_factor() as u32;
-                let (x, y) = (rng.random_range(0..cells) * f, rng.random_range(0..cells) * f);
+                let (x, y) = (
+                    rng.random_range(0..cells) * f,
+                    rng.random_range(0..cells) * f,
+                );
                 images.push(crop(&img, x, y, side as u32));
             } else {
                 images.push(img);
@@ -154,7 +169,10 @@ pub fn train_vae<B: AutodiffBackend>(
         let z = post.mean.clone() + post.std() * eps;
         let y = model.decode(z)?;
         let rec = (y - x).abs().mean();
-        let kl = (post.mean.clone().powf_scalar(2.0) + post.logvar.clone().exp() - post.logvar - 1.0).mean() * 0.5;
+        let kl =
+            (post.mean.clone().powf_scalar(2.0) + post.logvar.clone().exp() - post.logvar - 1.0)
+                .mean()
+                * 0.5;
         let loss = rec.clone() + kl * cfg.kl_weight;
         let value = loss.clone().into_scalar().elem::<f64>();
         check_finite(PHASE, step, value)?;
@@ -172,7 +190,11 @@ pub fn train_vae<B: AutodiffBackend>(
             ));
         }
         if done % cfg.checkpoint_every == 0 || done == total {
-            names.save(&model, &dir.join("diffusion_pytorch_model.safetensors"), false)?;
+            names.save(
+                &model,
+                &dir.join("diffusion_pytorch_model.safetensors"),
+                false,
+            )?;
             state.step = done;
             state.seconds = losses.seconds();
             state.save(work, PHASE)?;
@@ -186,14 +208,21 @@ pub fn train_vae<B: AutodiffBackend>(
     let x = images_to_tensor::<B::InnerBackend>(&images, device);
     let z = inner.encode(x)?.mean;
     let mean = z.clone().mean().into_scalar().elem::<f64>();
-    let var = (z - mean).powf_scalar(2.0).mean().into_scalar().elem::<f64>();
+    let var = (z - mean)
+        .powf_scalar(2.0)
+        .mean()
+        .into_scalar()
+        .elem::<f64>();
     let scaling_factor = 1.0 / var.sqrt().max(1e-6);
     state.done = true;
     state.seconds = losses.seconds();
     state.values.insert("scaling_factor".into(), scaling_factor);
     state.values.insert("final_loss".into(), last);
     state.save(work, PHASE)?;
-    log(&format!("vae: done, scaling factor {scaling_factor:.4}, {:.0} s", state.seconds));
+    log(&format!(
+        "vae: done, scaling factor {scaling_factor:.4}, {:.0} s",
+        state.seconds
+    ));
     Ok(VaeOutcome {
         scaling_factor,
         final_loss: last,

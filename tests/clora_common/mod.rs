@@ -22,7 +22,12 @@ pub fn cases() -> Value {
 }
 
 pub fn case<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()
+    doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
 }
 
 /// tiny-c with both LoRAs attached (no adapter active), and the job the fixtures describe (concepts from words).
@@ -31,10 +36,16 @@ pub fn setup(doc: &Value) -> (StableDiffusion<AD>, CompositionJob) {
     let mut sd = StableDiffusion::<AD>::load(&dir, &LoadOptions::default(), &device()).unwrap();
     let mut loras = Vec::new();
     for l in doc["loras"].as_array().unwrap() {
-        let file = LoraFile::open(&fixtures().join("clora").join(l["file"].as_str().unwrap())).unwrap();
-        let load = sd.add_lora(l["name"].as_str().unwrap(), &file, 1.0, Unmatched::Error).unwrap();
+        let file =
+            LoraFile::open(&fixtures().join("clora").join(l["file"].as_str().unwrap())).unwrap();
+        let load = sd
+            .add_lora(l["name"].as_str().unwrap(), &file, 1.0, Unmatched::Error)
+            .unwrap();
         assert!(load.skipped.is_empty());
-        assert!(load.layers[0] > 0 && load.layers[1] > 0, "both UNet and text-encoder parts");
+        assert!(
+            load.layers[0] > 0 && load.layers[1] > 0,
+            "both UNet and text-encoder parts"
+        );
         loras.push(LoraRef {
             id: load.id,
             weight: 1.0,
@@ -66,7 +77,13 @@ pub fn setup(doc: &Value) -> (StableDiffusion<AD>, CompositionJob) {
 
 /// The CLoRA parameters of a fixture case.
 pub fn params(doc: &Value, c: &Value) -> CloraParams {
-    let usizes = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect::<Vec<_>>();
+    let usizes = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect::<Vec<_>>()
+    };
     CloraParams {
         step_size: c["step_size"].as_f64().unwrap(),
         max_iter_to_alter: c["max_iter_to_alter"].as_u64().unwrap() as usize,
@@ -85,10 +102,17 @@ pub fn ad<const D: usize>(values: Vec<f32>, shape: Vec<usize>) -> Tensor<AD, D> 
 }
 
 pub fn to_vec<const D: usize>(t: &Tensor<AD, D>) -> Vec<f32> {
-    t.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    t.clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap()
 }
 
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
 }

@@ -78,7 +78,12 @@ pub fn forward_all<B: AutodiffBackend>(
     if params.batched {
         let mut probe = AttentionProbe::at_query_len(q);
         let input = pair.repeat_dim(0, n);
-        let eps = sd.unet.forward_probed(input, &vec![t as f32; 2 * n], br.context.clone(), &mut probe)?;
+        let eps = sd.unet.forward_probed(
+            input,
+            &vec![t as f32; 2 * n],
+            br.context.clone(),
+            &mut probe,
+        )?;
         let layer_maps = probed(probe, q)?;
         let maps = aggregate(&layer_maps, &br.rows(), rows);
         Ok(Forward { eps, maps })
@@ -90,7 +95,10 @@ pub fn forward_all<B: AutodiffBackend>(
             sd.set_lora_rows(Component::Unet, &[adapters.clone(), adapters.clone()])?;
             let ctx = br.context.clone().slice([2 * k..2 * k + 2, 0..s, 0..d]);
             let mut probe = AttentionProbe::at_query_len(q);
-            eps_all.push(sd.unet.forward_probed(pair.clone(), &[t as f32; 2], ctx, &mut probe)?);
+            eps_all.push(
+                sd.unet
+                    .forward_probed(pair.clone(), &[t as f32; 2], ctx, &mut probe)?,
+            );
             maps_all.push(aggregate(&probed(probe, q)?, &[(0, 1)], rows));
         }
         Ok(Forward {
@@ -115,13 +123,21 @@ fn probed<B: AutodiffBackend>(probe: AttentionProbe<B>, q: usize) -> Result<Vec<
 
 /// Sets the UNet's per-row adapters for the batched layout.
 pub fn set_rows<B: AutodiffBackend>(sd: &mut StableDiffusion<B>, br: &Branches<B>) -> Result<()> {
-    let rows: Vec<Vec<AdapterId>> = br.adapters.iter().flat_map(|a| [a.clone(), a.clone()]).collect();
+    let rows: Vec<Vec<AdapterId>> = br
+        .adapters
+        .iter()
+        .flat_map(|a| [a.clone(), a.clone()])
+        .collect();
     sd.set_lora_rows(Component::Unet, &rows)
 }
 
 /// The contrastive loss of the maps `[N, q, 77]` over the concept groups: each (group, prompt, token) map is
 /// min-max normalised and labelled with its group.
-pub fn contrastive_loss<B: AutodiffBackend>(maps: &Tensor<B, 3>, groups: &[Vec<Vec<usize>>], temperature: f64) -> Tensor<B, 1> {
+pub fn contrastive_loss<B: AutodiffBackend>(
+    maps: &Tensor<B, 3>,
+    groups: &[Vec<Vec<usize>>],
+    temperature: f64,
+) -> Tensor<B, 1> {
     let [_, q, tokens] = maps.dims();
     let mut embeddings = Vec::new();
     let mut labels = Vec::new();
@@ -155,9 +171,12 @@ pub fn update_once<B: AutodiffBackend>(
     let loss = contrastive_loss(&fwd.maps, &br.groups, params.temperature);
     let loss_value: f32 = loss.clone().into_scalar().elem();
     let grads = loss.backward();
-    let grad = z
-        .grad(&grads)
-        .ok_or_else(|| Error::invalid("clora latent update", "the loss does not depend on the latent"))?;
+    let grad = z.grad(&grads).ok_or_else(|| {
+        Error::invalid(
+            "clora latent update",
+            "the loss does not depend on the latent",
+        )
+    })?;
     let z_new = Tensor::<B, 4>::from_inner(z.inner() - grad * params.step_size);
     if !loss_value.is_finite() || !crate::methods::sampler::all_finite(&z_new) {
         return Err(Error::invalid(
@@ -195,7 +214,15 @@ pub fn masks_for<B: AutodiffBackend>(
             .to_vec::<f32>()
             .map_err(|e| Error::invalid("clora maps", format!("{e:?}")))?;
         let per: Vec<Vec<f32>> = values.chunks(q * tokens).map(|c| c.to_vec()).collect();
-        attention_masks(&per, tokens, mh, mw, &br.mask_tokens, params.mask_threshold_alpha as f32, params.morphology)
+        attention_masks(
+            &per,
+            tokens,
+            mh,
+            mw,
+            &br.mask_tokens,
+            params.mask_threshold_alpha as f32,
+            params.morphology,
+        )
     } else {
         vec![vec![1.0; q]; n]
     };
@@ -212,17 +239,25 @@ pub fn masks_for<B: AutodiffBackend>(
 }
 
 /// Masked fusion per CFG half, then guidance: `eps_x = sum_k M_k eps_x,k / sum_k M_k`.
-pub fn fuse<B: AutodiffBackend>(eps: Tensor<B, 4>, masks: Tensor<B, 4>, guidance: f64) -> Tensor<B, 4> {
+pub fn fuse<B: AutodiffBackend>(
+    eps: Tensor<B, 4>,
+    masks: Tensor<B, 4>,
+    guidance: f64,
+) -> Tensor<B, 4> {
     let [rows, c, h, w] = eps.dims();
     let n = rows / 2;
     // [n, 2, c, h, w] -> halves [n, c, h, w]
     let e = eps.reshape([n, 2, c, h, w]);
-    let uncond = e.clone().slice([0..n, 0..1, 0..c, 0..h, 0..w]).reshape([n, c, h, w]);
-    let cond = e.slice([0..n, 1..2, 0..c, 0..h, 0..w]).reshape([n, c, h, w]);
+    let uncond = e
+        .clone()
+        .slice([0..n, 0..1, 0..c, 0..h, 0..w])
+        .reshape([n, c, h, w]);
+    let cond = e
+        .slice([0..n, 1..2, 0..c, 0..h, 0..w])
+        .reshape([n, c, h, w]);
     let m = masks.cast(uncond.dtype());
     let denom = m.clone().sum_dim(0);
     let u = (uncond * m.clone()).sum_dim(0) / denom.clone();
     let p = (cond * m).sum_dim(0) / denom;
     u.clone() + (p - u) * guidance
 }
-

@@ -13,7 +13,11 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 const MASKED: f32 = -1.0e30;
 
 /// NT-Xent over `embeddings` `[n, d]` with class `labels` (length n). Returns a `[1]` tensor.
-pub fn nt_xent<B: Backend>(embeddings: Tensor<B, 2>, labels: &[usize], temperature: f64) -> Tensor<B, 1> {
+pub fn nt_xent<B: Backend>(
+    embeddings: Tensor<B, 2>,
+    labels: &[usize],
+    temperature: f64,
+) -> Tensor<B, 1> {
     let [n, _] = embeddings.dims();
     assert_eq!(n, labels.len(), "one label per embedding");
     let device = embeddings.device();
@@ -35,11 +39,17 @@ pub fn nt_xent<B: Backend>(embeddings: Tensor<B, 2>, labels: &[usize], temperatu
     let n_pos = anchors.len();
 
     // Cosine similarity: rows scaled to unit L2 norm (F.normalize, eps 1e-12), then e e^T / τ. [n, n]
-    let norm = embeddings.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    let norm = embeddings
+        .clone()
+        .square()
+        .sum_dim(1)
+        .sqrt()
+        .clamp_min(1e-12);
     let unit = embeddings / norm;
     let sim = unit.clone().matmul(unit.transpose()) / temperature;
 
-    let anchor_idx = Tensor::<B, 1, Int>::from_data(TensorData::new(anchors.clone(), [n_pos]), &device);
+    let anchor_idx =
+        Tensor::<B, 1, Int>::from_data(TensorData::new(anchors.clone(), [n_pos]), &device);
     let pos_idx = Tensor::<B, 2, Int>::from_data(TensorData::new(positives, [n_pos, 1]), &device);
     // [P, n]: each positive pair's anchor row
     let rows = sim.select(0, anchor_idx);
@@ -48,7 +58,15 @@ pub fn nt_xent<B: Backend>(embeddings: Tensor<B, 2>, labels: &[usize], temperatu
     // [P, n]: s_an / τ where n is a negative of a, MASKED elsewhere
     let mask: Vec<f32> = anchors
         .iter()
-        .flat_map(|&a| (0..n).map(move |j| if labels[a as usize] != labels[j] { 0.0 } else { MASKED }))
+        .flat_map(|&a| {
+            (0..n).map(move |j| {
+                if labels[a as usize] != labels[j] {
+                    0.0
+                } else {
+                    MASKED
+                }
+            })
+        })
         .collect();
     let neg = rows + Tensor::<B, 2>::from_data(TensorData::new(mask, [n_pos, n]), &device);
 

@@ -23,7 +23,10 @@ pub fn aggregate<B: Backend>(
     branch_rows: &[(usize, usize)],
     rows: MapRows,
 ) -> Tensor<B, 3> {
-    assert!(!layer_maps.is_empty(), "no attention layer at the attention resolution was probed");
+    assert!(
+        !layer_maps.is_empty(),
+        "no attention layer at the attention resolution was probed"
+    );
     let device = layer_maps[0].device();
     let per_branch: Vec<Tensor<B, 3>> = branch_rows
         .iter()
@@ -32,13 +35,21 @@ pub fn aggregate<B: Backend>(
                 MapRows::Both => vec![neg as i64, pos as i64],
                 MapRows::Cond => vec![pos as i64],
             };
-            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(chosen.clone(), [chosen.len()]), &device);
+            let idx = Tensor::<B, 1, Int>::from_data(
+                TensorData::new(chosen.clone(), [chosen.len()]),
+                &device,
+            );
             let mut total: Option<Tensor<B, 2>> = None;
             let mut count = 0usize;
             for m in layer_maps {
                 let [_, heads, q, t] = m.dims();
                 // [rows, heads, q, t] -> sum over rows and heads -> [q, t]
-                let s = m.clone().select(0, idx.clone()).sum_dim(0).sum_dim(1).reshape([q, t]);
+                let s = m
+                    .clone()
+                    .select(0, idx.clone())
+                    .sum_dim(0)
+                    .sum_dim(1)
+                    .reshape([q, t]);
                 count += chosen.len() * heads;
                 total = Some(match total {
                     Some(acc) => acc + s,

@@ -115,7 +115,15 @@ mod tests {
         // 2x2 maps with 2 tokens, branch 0 = base (no tokens), branch 1 uses token 1.
         let base = vec![0.0; 8];
         let lora = vec![0.0, 0.9, 0.0, 0.1, 0.0, 0.5, 0.0, 0.2];
-        let m = attention_masks(&[base, lora], 2, 2, 2, &[vec![], vec![1]], 0.3, Morphology::default());
+        let m = attention_masks(
+            &[base, lora],
+            2,
+            2,
+            2,
+            &[vec![], vec![1]],
+            0.3,
+            Morphology::default(),
+        );
         assert_eq!(m[1], vec![1.0, 0.0, 1.0, 0.0]);
         assert_eq!(m[0], vec![0.0, 1.0, 0.0, 1.0]);
     }

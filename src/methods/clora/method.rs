@@ -4,7 +4,7 @@
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
-use super::engine::{fuse, forward_all, masks_for, set_rows, update_once, Branches};
+use super::engine::{forward_all, fuse, masks_for, set_rows, update_once, Branches};
 use super::params::CloraParams;
 use super::tokens::concept_groups;
 use crate::error::{Error, Result};
@@ -62,10 +62,17 @@ impl<B: AutodiffBackend> Clora<B> {
     /// Prepares the branches of `job` on `sd`: prompts `[base, LoRA 1's, ...]`, per-branch text encoding (with the
     /// branch's LoRA when `use_text_encoder_lora`, the style LoRA always), concept groups and mask tokens from the
     /// concept words, per-row UNet adapters.
-    pub fn prepare_branches(&self, sd: &mut StableDiffusion<B>, job: &CompositionJob) -> Result<Branches<B>> {
+    pub fn prepare_branches(
+        &self,
+        sd: &mut StableDiffusion<B>,
+        job: &CompositionJob,
+    ) -> Result<Branches<B>> {
         self.params.validate()?;
         if !job.cfg() {
-            return Err(Error::invalid("clora.guidance", "CLoRA runs classifier-free guidance: guidance must be > 1"));
+            return Err(Error::invalid(
+                "clora.guidance",
+                "CLoRA runs classifier-free guidance: guidance must be > 1",
+            ));
         }
         let prompts = job.clora_prompts()?;
         let concepts: Vec<_> = job.loras.iter().map(|l| l.concept.clone()).collect();
@@ -77,7 +84,8 @@ impl<B: AutodiffBackend> Clora<B> {
             None => concept_groups(&sd.tokenizer, &prompts, &concepts)?,
         };
         // Every branch LoRA at its weight (the weights per-row selection uses), and the global scale.
-        let mut weights: Vec<(AdapterId, f64)> = job.loras.iter().map(|l| (l.id, l.weight)).collect();
+        let mut weights: Vec<(AdapterId, f64)> =
+            job.loras.iter().map(|l| (l.id, l.weight)).collect();
         weights.extend(job.style);
         sd.set_adapters(&weights)?;
         sd.set_lora_scale(job.lora_scale)?;
@@ -101,7 +109,10 @@ impl<B: AutodiffBackend> Clora<B> {
             .flat_map(|a| [a.clone(), a])
             .collect();
         // [neg_0, pos_0, neg_1, pos_1, ...]; clip_skip on the prompts only, as diffusers' encode_prompt.
-        let negatives: Vec<&str> = prompts.iter().map(|_| job.negative_prompt.as_str()).collect();
+        let negatives: Vec<&str> = prompts
+            .iter()
+            .map(|_| job.negative_prompt.as_str())
+            .collect();
         let neg_rows: Vec<Vec<AdapterId>> = te_rows.iter().step_by(2).cloned().collect();
         let pos_rows: Vec<Vec<AdapterId>> = te_rows.iter().skip(1).step_by(2).cloned().collect();
         let prompt_refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
@@ -136,7 +147,12 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Clora<B> {
         Ok(())
     }
 
-    fn step(&mut self, sd: &mut StableDiffusion<B>, ctx: &StepContext<'_, B>, latent: Tensor<B, 4>) -> Result<StepOutput<B>> {
+    fn step(
+        &mut self,
+        sd: &mut StableDiffusion<B>,
+        ctx: &StepContext<'_, B>,
+        latent: Tensor<B, 4>,
+    ) -> Result<StepOutput<B>> {
         let br = self.branches.clone().expect("prepare ran");
         let p = self.params.clone();
         let (i, t) = (ctx.index, ctx.t);
@@ -145,7 +161,11 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Clora<B> {
         let mut latents = Vec::new();
         let mut fwd = None;
         if p.latent_update && i < p.max_iter_to_alter {
-            let cycles = 1 + if p.iterative_steps.contains(&i) { p.iterative_steps_steps } else { 0 };
+            let cycles = 1 + if p.iterative_steps.contains(&i) {
+                p.iterative_steps_steps
+            } else {
+                0
+            };
             for _ in 0..cycles {
                 let (f, loss, z_new) = update_once(sd, &br, &p, ctx.scheduler, i, t, z)?;
                 losses.push(loss);
@@ -186,26 +206,43 @@ fn check_indices(ti: &TokenIndices, prompts: usize, max_len: usize) -> Result<()
     if ti.groups.len() < 2 {
         return Err(Error::invalid(
             "clora token_indices",
-            format!("{} group(s); the contrastive loss needs at least 2", ti.groups.len()),
+            format!(
+                "{} group(s); the contrastive loss needs at least 2",
+                ti.groups.len()
+            ),
         ));
     }
     for (g, per_prompt) in ti.groups.iter().enumerate() {
         if per_prompt.len() != prompts {
             return Err(Error::invalid(
                 format!("clora token_indices[{g}]"),
-                format!("{} entries, expected one per prompt ({prompts})", per_prompt.len()),
+                format!(
+                    "{} entries, expected one per prompt ({prompts})",
+                    per_prompt.len()
+                ),
             ));
         }
     }
     if ti.masks.len() != prompts {
         return Err(Error::invalid(
             "clora mask_indices",
-            format!("{} entries, expected one per prompt ({prompts})", ti.masks.len()),
+            format!(
+                "{} entries, expected one per prompt ({prompts})",
+                ti.masks.len()
+            ),
         ));
     }
-    let all = ti.groups.iter().flatten().flatten().chain(ti.masks.iter().flatten());
+    let all = ti
+        .groups
+        .iter()
+        .flatten()
+        .flatten()
+        .chain(ti.masks.iter().flatten());
     if let Some(bad) = all.into_iter().find(|&&p| p >= max_len) {
-        return Err(Error::invalid("clora token_indices", format!("position {bad} is outside the {max_len} tokens")));
+        return Err(Error::invalid(
+            "clora token_indices",
+            format!("position {bad} is outside the {max_len} tokens"),
+        ));
     }
     Ok(())
 }

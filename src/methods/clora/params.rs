@@ -94,14 +94,20 @@ impl CloraParams {
                 format!("{} is outside (0, 1)", self.mask_threshold_alpha),
             ));
         }
-        if !(self.temperature > 0.0) || !self.temperature.is_finite() {
-            return Err(Error::invalid("clora.temperature", format!("{} must be > 0", self.temperature)));
+        if self.temperature.is_nan() || self.temperature <= 0.0 || !self.temperature.is_finite() {
+            return Err(Error::invalid(
+                "clora.temperature",
+                format!("{} must be > 0", self.temperature),
+            ));
         }
         if !self.step_size.is_finite() {
             return Err(Error::invalid("clora.step_size", "must be finite"));
         }
         if self.attention_stride_px == 0 {
-            return Err(Error::invalid("clora.attention_stride_px", "must be positive"));
+            return Err(Error::invalid(
+                "clora.attention_stride_px",
+                "must be positive",
+            ));
         }
         Ok(())
     }

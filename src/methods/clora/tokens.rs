@@ -33,6 +33,9 @@ pub fn word_positions(tokenizer: &ClipTokenizer, prompt: &str, word: &str) -> Ve
     out
 }
 
+/// `important_token_indices[g][k]` (positions of concept g's tokens in prompt k).
+pub type TokenGroups = Vec<Vec<Vec<usize>>>;
+
 /// The official `important_token_indices[g][k]` and `mask_indices[k]` for prompts
 /// `[base, branch of LoRA 1, ..., branch of LoRA N]` and one concept per LoRA.
 ///
@@ -43,17 +46,24 @@ pub fn concept_groups(
     tokenizer: &ClipTokenizer,
     prompts: &[String],
     concepts: &[ConceptWords],
-) -> Result<(Vec<Vec<Vec<usize>>>, Vec<Vec<usize>>)> {
+) -> Result<(TokenGroups, Vec<Vec<usize>>)> {
     if concepts.len() < 2 {
         return Err(Error::invalid(
             "clora concepts",
-            format!("{} concept(s) given; the contrastive loss needs at least 2 groups", concepts.len()),
+            format!(
+                "{} concept(s) given; the contrastive loss needs at least 2 groups",
+                concepts.len()
+            ),
         ));
     }
     if prompts.len() != concepts.len() + 1 {
         return Err(Error::invalid(
             "clora prompts",
-            format!("{} prompts for {} LoRAs: expected the base prompt then one per LoRA", prompts.len(), concepts.len()),
+            format!(
+                "{} prompts for {} LoRAs: expected the base prompt then one per LoRA",
+                prompts.len(),
+                concepts.len()
+            ),
         ));
     }
     let find = |k: usize, word: &str| -> Result<Vec<usize>> {
@@ -61,7 +71,9 @@ pub fn concept_groups(
         if pos.is_empty() {
             Err(Error::invalid(
                 format!("clora prompt {k} (\"{}\")", prompts[k]),
-                format!("the concept word \"{word}\" does not occur in it (within the first 75 tokens)"),
+                format!(
+                    "the concept word \"{word}\" does not occur in it (within the first 75 tokens)"
+                ),
             ))
         } else {
             Ok(pos)
@@ -112,8 +124,14 @@ mod tests {
         ];
         // LoRA 1 = dog, LoRA 2 = cat (the notebook's lora_list order)
         let concepts = vec![
-            ConceptWords { triggers: vec!["sks".into()], class_noun: "dog".into() },
-            ConceptWords { triggers: vec!["sks".into()], class_noun: "cat".into() },
+            ConceptWords {
+                triggers: vec!["sks".into()],
+                class_noun: "dog".into(),
+            },
+            ConceptWords {
+                triggers: vec!["sks".into()],
+                class_noun: "cat".into(),
+            },
         ];
         let (groups, masks) = concept_groups(&tok, &prompts, &concepts).unwrap();
         // dog group: base "dog"=5; dog prompt "sks dog"=[2,3]; cat prompt "dog"=6
@@ -126,12 +144,24 @@ mod tests {
     #[test]
     fn missing_word_names_prompt_and_word() {
         let tok = ClipTokenizer::embedded().unwrap();
-        let prompts = vec!["a cat".to_string(), "a sks cat".to_string(), "a cat".to_string()];
-        let concepts = vec![
-            ConceptWords { triggers: vec!["sks".into()], class_noun: "cat".into() },
-            ConceptWords { triggers: vec!["zwx".into()], class_noun: "dog".into() },
+        let prompts = vec![
+            "a cat".to_string(),
+            "a sks cat".to_string(),
+            "a cat".to_string(),
         ];
-        let e = concept_groups(&tok, &prompts, &concepts).unwrap_err().to_string();
+        let concepts = vec![
+            ConceptWords {
+                triggers: vec!["sks".into()],
+                class_noun: "cat".into(),
+            },
+            ConceptWords {
+                triggers: vec!["zwx".into()],
+                class_noun: "dog".into(),
+            },
+        ];
+        let e = concept_groups(&tok, &prompts, &concepts)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"dog\"") && e.contains("prompt 0"), "{e}");
     }
 

@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::Result;
-use crate::lora::targets::{join, LoraTargets, Target};
+use crate::lora::targets::{visit, LoraTargets, Target};
 use crate::models::nn::attention::{merge_heads, scaled_dot_product, split_heads};
 use crate::models::nn::Linear;
 use crate::models::weights::VarBuilder;
@@ -59,16 +59,17 @@ impl<B: Backend> Attention<B> {
         let k = split_heads(self.to_k.forward(context.clone()), self.heads);
         let v = split_heads(self.to_v.forward(context), self.heads);
         let scale = (self.dim_head as f64).powf(-0.5);
-        let (out, probs) = scaled_dot_product(q, k, v, scale, None, self.upcast_attention, keep_probs);
+        let (out, probs) =
+            scaled_dot_product(q, k, v, scale, None, self.upcast_attention, keep_probs);
         (self.to_out.forward(merge_heads(out)), probs)
     }
 }
 
 impl<B: Backend> LoraTargets<B> for Attention<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.to_q.for_each_target(&join(prefix, "to_q"), f);
-        self.to_k.for_each_target(&join(prefix, "to_k"), f);
-        self.to_v.for_each_target(&join(prefix, "to_v"), f);
-        self.to_out.for_each_target(&join(prefix, "to_out.0"), f);
+        visit(&mut self.to_q, prefix, "to_q", f);
+        visit(&mut self.to_k, prefix, "to_k", f);
+        visit(&mut self.to_v, prefix, "to_v", f);
+        visit(&mut self.to_out, prefix, "to_out.0", f);
     }
 }

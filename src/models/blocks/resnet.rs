@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use crate::error::Result;
-use crate::lora::targets::{join, LoraTargets, Target};
+use crate::lora::targets::{visit, LoraTargets, Target};
 use crate::models::nn::{Conv2d, GroupNorm, Linear};
 use crate::models::weights::VarBuilder;
 
@@ -69,9 +69,9 @@ impl<B: Backend> ResnetBlock2D<B> {
 
 impl<B: Backend> LoraTargets<B> for ResnetBlock2D<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.conv1.for_each_target(&join(prefix, "conv1"), f);
-        self.time_emb_proj.for_each_target(&join(prefix, "time_emb_proj"), f);
-        self.conv2.for_each_target(&join(prefix, "conv2"), f);
-        self.conv_shortcut.for_each_target(&join(prefix, "conv_shortcut"), f);
+        visit(&mut self.conv1, prefix, "conv1", f);
+        visit(&mut self.time_emb_proj, prefix, "time_emb_proj", f);
+        visit(&mut self.conv2, prefix, "conv2", f);
+        visit(&mut self.conv_shortcut, prefix, "conv_shortcut", f);
     }
 }

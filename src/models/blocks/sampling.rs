@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::Result;
-use crate::lora::targets::{join, LoraTargets, Target};
+use crate::lora::targets::{visit, LoraTargets, Target};
 use crate::models::nn::resample::upsample_nearest_2x;
 use crate::models::nn::Conv2d;
 use crate::models::weights::VarBuilder;
@@ -57,12 +57,12 @@ impl<B: Backend> Upsample2D<B> {
 
 impl<B: Backend> LoraTargets<B> for Downsample2D<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.conv.for_each_target(&join(prefix, "conv"), f);
+        visit(&mut self.conv, prefix, "conv", f);
     }
 }
 
 impl<B: Backend> LoraTargets<B> for Upsample2D<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.conv.for_each_target(&join(prefix, "conv"), f);
+        visit(&mut self.conv, prefix, "conv", f);
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::{activation::gelu, backend::Backend, Tensor};
 use super::attention::Attention;
 use super::probe::AttentionProbe;
 use crate::error::Result;
-use crate::lora::targets::{join, LoraTargets, Target};
+use crate::lora::targets::{visit, LoraTargets, Target};
 use crate::models::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::models::weights::VarBuilder;
 
@@ -71,7 +71,15 @@ impl<B: Backend> BasicTransformerBlock<B> {
         let dim = s.channels;
         Ok(Self {
             norm1: LayerNorm::load(&vb.pp("norm1"), dim, 1e-5)?,
-            attn1: Attention::load(&vb.pp("attn1"), dim, dim, s.heads, s.dim_head, false, s.upcast_attention)?,
+            attn1: Attention::load(
+                &vb.pp("attn1"),
+                dim,
+                dim,
+                s.heads,
+                s.dim_head,
+                false,
+                s.upcast_attention,
+            )?,
             norm2: LayerNorm::load(&vb.pp("norm2"), dim, 1e-5)?,
             attn2: Attention::load(
                 &vb.pp("attn2"),
@@ -88,11 +96,20 @@ impl<B: Backend> BasicTransformerBlock<B> {
     }
 
     /// `x` `[b, n, c]`, `context` `[b, m, context_dim]`.
-    fn forward(&self, x: Tensor<B, 3>, context: Tensor<B, 3>, probe: &mut AttentionProbe<B>) -> Tensor<B, 3> {
-        let (a, _) = self.attn1.forward(self.norm1.forward(x.clone()), None, false);
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        context: Tensor<B, 3>,
+        probe: &mut AttentionProbe<B>,
+    ) -> Tensor<B, 3> {
+        let (a, _) = self
+            .attn1
+            .forward(self.norm1.forward(x.clone()), None, false);
         let x = x + a;
         let keep = probe.wants(x.dims()[1]);
-        let (a, probs) = self.attn2.forward(self.norm2.forward(x.clone()), Some(context), keep);
+        let (a, probs) = self
+            .attn2
+            .forward(self.norm2.forward(x.clone()), Some(context), keep);
         probe.record(probs);
         let x = x + a;
         x.clone() + self.ff.forward(self.norm3.forward(x))
@@ -133,14 +150,29 @@ impl<B: Backend> Transformer2DModel<B> {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             norm: GroupNorm::load(&vb.pp("norm"), s.norm_groups, s.channels, 1e-6)?,
-            proj_in: Projection::load(&vb.pp("proj_in"), s.channels, inner, s.use_linear_projection)?,
+            proj_in: Projection::load(
+                &vb.pp("proj_in"),
+                s.channels,
+                inner,
+                s.use_linear_projection,
+            )?,
             transformer_blocks: blocks,
-            proj_out: Projection::load(&vb.pp("proj_out"), inner, s.channels, s.use_linear_projection)?,
+            proj_out: Projection::load(
+                &vb.pp("proj_out"),
+                inner,
+                s.channels,
+                s.use_linear_projection,
+            )?,
         })
     }
 
     /// `x` `[b, c, h, w]`, `context` `[b, m, context_dim]` -> `[b, c, h, w]`
-    pub fn forward(&self, x: Tensor<B, 4>, context: Tensor<B, 3>, probe: &mut AttentionProbe<B>) -> Tensor<B, 4> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        context: Tensor<B, 3>,
+        probe: &mut AttentionProbe<B>,
+    ) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
         let x = self.norm.forward(x);
@@ -167,16 +199,16 @@ impl<B: Backend> Transformer2DModel<B> {
 
 impl<B: Backend> LoraTargets<B> for FeedForward<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.proj.for_each_target(&join(prefix, "net.0.proj"), f);
-        self.out.for_each_target(&join(prefix, "net.2"), f);
+        visit(&mut self.proj, prefix, "net.0.proj", f);
+        visit(&mut self.out, prefix, "net.2", f);
     }
 }
 
 impl<B: Backend> LoraTargets<B> for BasicTransformerBlock<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.attn1.for_each_target(&join(prefix, "attn1"), f);
-        self.attn2.for_each_target(&join(prefix, "attn2"), f);
-        self.ff.for_each_target(&join(prefix, "ff"), f);
+        visit(&mut self.attn1, prefix, "attn1", f);
+        visit(&mut self.attn2, prefix, "attn2", f);
+        visit(&mut self.ff, prefix, "ff", f);
     }
 }
 
@@ -191,8 +223,9 @@ impl<B: Backend> LoraTargets<B> for Projection<B> {
 
 impl<B: Backend> LoraTargets<B> for Transformer2DModel<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.proj_in.for_each_target(&join(prefix, "proj_in"), f);
-        self.transformer_blocks.for_each_target(&join(prefix, "transformer_blocks"), f);
-        self.proj_out.for_each_target(&join(prefix, "proj_out"), f);
+        visit(&mut self.proj_in, prefix, "proj_in", f);
+        let blocks = &mut self.transformer_blocks;
+        visit(blocks, prefix, "transformer_blocks", f);
+        visit(&mut self.proj_out, prefix, "proj_out", f);
     }
 }

@@ -11,7 +11,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::lora::targets::{join, LoraTargets, Target};
+use crate::lora::targets::{visit, LoraTargets, Target};
 use crate::models::config_json::JsonConfig;
 use crate::models::nn::activation::Activation;
 use crate::models::nn::attention::{merge_heads, scaled_dot_product, split_heads};
@@ -53,7 +53,11 @@ impl ClipTextConfig {
     pub fn from_json(c: &JsonConfig) -> Result<Self> {
         let act = c.string("hidden_act", Some("quick_gelu"))?;
         let hidden_act = Activation::from_name(&act).ok_or_else(|| {
-            Error::config(&c.path, "hidden_act", format!("`{act}` is not supported (expected quick_gelu or gelu)"))
+            Error::config(
+                &c.path,
+                "hidden_act",
+                format!("`{act}` is not supported (expected quick_gelu or gelu)"),
+            )
         })?;
         // CLIPTextModelWithProjection (SDXL/SD2's second encoder) has other keys; refuse clearly.
         if let Some(archs) = c.get("architectures").and_then(|a| a.as_array()) {
@@ -61,7 +65,9 @@ impl ClipTextConfig {
                 return Err(Error::config(
                     &c.path,
                     "architectures",
-                    format!("expected [\"CLIPTextModel\"] (the SD 1.x text encoder), found {archs:?}"),
+                    format!(
+                        "expected [\"CLIPTextModel\"] (the SD 1.x text encoder), found {archs:?}"
+                    ),
                 ));
             }
         }
@@ -75,7 +81,8 @@ impl ClipTextConfig {
             hidden_act,
             layer_norm_eps: c.f64("layer_norm_eps", Some(1e-5))?,
         };
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(Error::config(
                 &c.path,
                 "num_attention_heads",
@@ -155,7 +162,10 @@ impl<B: Backend> ClipEncoderLayer<B> {
     fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
         let h = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), mask);
         let m = self.layer_norm2.forward(h.clone());
-        let m = self.mlp.fc2.forward(self.mlp.act.forward(self.mlp.fc1.forward(m)));
+        let m = self
+            .mlp
+            .fc2
+            .forward(self.mlp.act.forward(self.mlp.fc1.forward(m)));
         h + m
     }
 }
@@ -180,7 +190,11 @@ impl<B: Backend> ClipTextModel<B> {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding: Embedding::load(&emb.pp("token_embedding"), cfg.vocab_size, d)?,
-            position_embedding: Embedding::load(&emb.pp("position_embedding"), cfg.max_position_embeddings, d)?,
+            position_embedding: Embedding::load(
+                &emb.pp("position_embedding"),
+                cfg.max_position_embeddings,
+                d,
+            )?,
             layers,
             final_layer_norm: LayerNorm::load(&vb.pp("final_layer_norm"), d, cfg.layer_norm_eps)?,
         })
@@ -194,7 +208,11 @@ impl<B: Backend> ClipTextModel<B> {
     ///
     /// `clip_skip` as in diffusers' `encode_prompt`: `None` (or 0) gives `last_hidden_state`; `Some(k)` takes the
     /// output of the layer `k` before the last and applies the final layer norm.
-    pub fn forward(&self, ids: Tensor<B, 2, Int>, clip_skip: Option<usize>) -> Result<Tensor<B, 3>> {
+    pub fn forward(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        clip_skip: Option<usize>,
+    ) -> Result<Tensor<B, 3>> {
         let [b, s] = ids.dims();
         let n_pos = self.position_embedding.weight.dims()[0];
         if s > n_pos {
@@ -211,7 +229,8 @@ impl<B: Backend> ClipTextModel<B> {
             ));
         }
         let device = ids.device();
-        let pos: Tensor<B, 2, Int> = Tensor::<B, 1, Int>::arange(0..s as i64, &device).reshape([1, s]);
+        let pos: Tensor<B, 2, Int> =
+            Tensor::<B, 1, Int>::arange(0..s as i64, &device).reshape([1, s]);
         let pos = pos.expand([b, s]);
         // [b, s, d]
         let mut h = self.token_embedding.forward(ids) + self.position_embedding.forward(pos);
@@ -223,15 +242,26 @@ impl<B: Backend> ClipTextModel<B> {
     }
 
     /// Embeds a batch of tokenized prompts given as `u32` ids.
-    pub fn encode_ids(&self, ids: &[Vec<u32>], clip_skip: Option<usize>, device: &B::Device) -> Result<Tensor<B, 3>> {
+    pub fn encode_ids(
+        &self,
+        ids: &[Vec<u32>],
+        clip_skip: Option<usize>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>> {
         let b = ids.len();
         let s = ids.first().map(|v| v.len()).unwrap_or(0);
         if ids.iter().any(|v| v.len() != s) {
-            return Err(Error::invalid("token ids", "prompts of different lengths in one batch"));
+            return Err(Error::invalid(
+                "token ids",
+                "prompts of different lengths in one batch",
+            ));
         }
         let vocab = self.token_embedding.weight.dims()[0];
         if let Some(bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab) {
-            return Err(Error::invalid("token ids", format!("id {bad} outside the vocabulary of {vocab}")));
+            return Err(Error::invalid(
+                "token ids",
+                format!("id {bad} outside the vocabulary of {vocab}"),
+            ));
         }
         let flat: Vec<i64> = ids.iter().flatten().map(|&i| i as i64).collect();
         let t = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [b, s]), device);
@@ -252,30 +282,30 @@ fn causal_mask<B: Backend>(s: usize, device: &B::Device) -> Tensor<B, 2> {
 
 impl<B: Backend> LoraTargets<B> for ClipAttention<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.q_proj.for_each_target(&join(prefix, "q_proj"), f);
-        self.k_proj.for_each_target(&join(prefix, "k_proj"), f);
-        self.v_proj.for_each_target(&join(prefix, "v_proj"), f);
-        self.out_proj.for_each_target(&join(prefix, "out_proj"), f);
+        visit(&mut self.q_proj, prefix, "q_proj", f);
+        visit(&mut self.k_proj, prefix, "k_proj", f);
+        visit(&mut self.v_proj, prefix, "v_proj", f);
+        visit(&mut self.out_proj, prefix, "out_proj", f);
     }
 }
 
 impl<B: Backend> LoraTargets<B> for ClipMlp<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.fc1.for_each_target(&join(prefix, "fc1"), f);
-        self.fc2.for_each_target(&join(prefix, "fc2"), f);
+        visit(&mut self.fc1, prefix, "fc1", f);
+        visit(&mut self.fc2, prefix, "fc2", f);
     }
 }
 
 impl<B: Backend> LoraTargets<B> for ClipEncoderLayer<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.self_attn.for_each_target(&join(prefix, "self_attn"), f);
-        self.mlp.for_each_target(&join(prefix, "mlp"), f);
+        visit(&mut self.self_attn, prefix, "self_attn", f);
+        visit(&mut self.mlp, prefix, "mlp", f);
     }
 }
 
 /// Paths from the root of a `CLIPTextModel` file: `text_model.encoder.layers.{i}.…`.
 impl<B: Backend> LoraTargets<B> for ClipTextModel<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.layers.for_each_target(&join(prefix, "text_model.encoder.layers"), f);
+        visit(&mut self.layers, prefix, "text_model.encoder.layers", f);
     }
 }

@@ -56,12 +56,14 @@ impl<B: Backend> Conv2d<B> {
 
     /// `[b, c_in, h, w] -> [b, c_out, h', w']`, plus the active LoRA deltas of each batch row.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let (stride, padding) = (self.stride, self.padding);
         let delta = match &self.lora {
-            Some(lora) if lora.is_active() => Some(lora.delta(x.clone(), self.stride, self.padding)),
+            Some(lora) if lora.is_active() => Some(lora.delta(x.clone(), stride, padding)),
             _ => None,
         };
-        let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
-        let y = burn::tensor::module::conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options);
+        let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let y = burn::tensor::module::conv2d(x, self.weight.val(), bias, options);
         match delta {
             Some(d) => y + d,
             None => y,

@@ -49,7 +49,8 @@ impl<B: Backend> Linear<B> {
             Some(lora) if lora.is_active() => Some(lora.delta(x.clone())),
             _ => None,
         };
-        let y = burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let y = burn::tensor::module::linear(x, self.weight.val(), bias);
         match delta {
             Some(d) => y + d,
             None => y,

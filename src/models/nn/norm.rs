@@ -21,10 +21,12 @@ pub struct GroupNorm<B: Backend> {
 
 impl<B: Backend> GroupNorm<B> {
     pub fn load(vb: &VarBuilder<B>, num_groups: usize, channels: usize, eps: f64) -> Result<Self> {
-        if num_groups == 0 || channels % num_groups != 0 {
+        if num_groups == 0 || !channels.is_multiple_of(num_groups) {
             return Err(Error::invalid(
                 vb.path(),
-                format!("GroupNorm: {channels} channels are not divisible into {num_groups} groups"),
+                format!(
+                    "GroupNorm: {channels} channels are not divisible into {num_groups} groups"
+                ),
             ));
         }
         Ok(Self {

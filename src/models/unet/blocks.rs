@@ -5,9 +5,11 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::Result;
-use crate::lora::targets::{join, LoraTargets, Target};
+use crate::lora::targets::{visit, LoraTargets, Target};
 use crate::models::blocks::transformer::TransformerSpec;
-use crate::models::blocks::{AttentionProbe, Downsample2D, ResnetBlock2D, Transformer2DModel, Upsample2D};
+use crate::models::blocks::{
+    AttentionProbe, Downsample2D, ResnetBlock2D, Transformer2DModel, Upsample2D,
+};
 use crate::models::weights::VarBuilder;
 
 /// Shared parameters of one block.
@@ -57,7 +59,11 @@ impl<B: Backend> DownBlock<B> {
             }
         }
         let downsamplers = if add_downsample {
-            Some(Downsample2D::load(&vb.pp("downsamplers").pp(0), c_out, downsample_padding)?)
+            Some(Downsample2D::load(
+                &vb.pp("downsamplers").pp(0),
+                c_out,
+                downsample_padding,
+            )?)
         } else {
             None
         };
@@ -100,7 +106,12 @@ pub struct MidBlock<B: Backend> {
 }
 
 impl<B: Backend> MidBlock<B> {
-    pub fn load(vb: &VarBuilder<B>, channels: usize, spec: &BlockSpec, attn: &TransformerSpec) -> Result<Self> {
+    pub fn load(
+        vb: &VarBuilder<B>,
+        channels: usize,
+        spec: &BlockSpec,
+        attn: &TransformerSpec,
+    ) -> Result<Self> {
         let resnet = |i: usize| {
             ResnetBlock2D::load(
                 &vb.pp("resnets").pp(i),
@@ -194,7 +205,9 @@ impl<B: Backend> UpBlock<B> {
         probe: &mut AttentionProbe<B>,
     ) -> Tensor<B, 4> {
         for (i, resnet) in self.resnets.iter().enumerate() {
-            let skip = skips.pop().expect("the down path produced one skip per up resnet");
+            let skip = skips
+                .pop()
+                .expect("the down path produced one skip per up resnet");
             // [b, c + c_skip, h, w]
             x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb.clone()));
             if let Some(attn) = self.attentions.get(i) {
@@ -210,23 +223,23 @@ impl<B: Backend> UpBlock<B> {
 
 impl<B: Backend> LoraTargets<B> for DownBlock<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.resnets.for_each_target(&join(prefix, "resnets"), f);
-        self.attentions.for_each_target(&join(prefix, "attentions"), f);
-        self.downsamplers.for_each_target(&join(prefix, "downsamplers.0"), f);
+        visit(&mut self.resnets, prefix, "resnets", f);
+        visit(&mut self.attentions, prefix, "attentions", f);
+        visit(&mut self.downsamplers, prefix, "downsamplers.0", f);
     }
 }
 
 impl<B: Backend> LoraTargets<B> for MidBlock<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.resnets.for_each_target(&join(prefix, "resnets"), f);
-        self.attentions.for_each_target(&join(prefix, "attentions"), f);
+        visit(&mut self.resnets, prefix, "resnets", f);
+        visit(&mut self.attentions, prefix, "attentions", f);
     }
 }
 
 impl<B: Backend> LoraTargets<B> for UpBlock<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.resnets.for_each_target(&join(prefix, "resnets"), f);
-        self.attentions.for_each_target(&join(prefix, "attentions"), f);
-        self.upsamplers.for_each_target(&join(prefix, "upsamplers.0"), f);
+        visit(&mut self.resnets, prefix, "resnets", f);
+        visit(&mut self.attentions, prefix, "attentions", f);
+        visit(&mut self.upsamplers, prefix, "upsamplers.0", f);
     }
 }

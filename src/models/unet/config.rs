@@ -56,8 +56,18 @@ impl UNetConfig {
             out_channels: 4,
             flip_sin_to_cos: true,
             freq_shift: 0.0,
-            down_block_types: vec![CrossAttnDownBlock2D, CrossAttnDownBlock2D, CrossAttnDownBlock2D, DownBlock2D],
-            up_block_types: vec![UpBlock2D, CrossAttnUpBlock2D, CrossAttnUpBlock2D, CrossAttnUpBlock2D],
+            down_block_types: vec![
+                CrossAttnDownBlock2D,
+                CrossAttnDownBlock2D,
+                CrossAttnDownBlock2D,
+                DownBlock2D,
+            ],
+            up_block_types: vec![
+                UpBlock2D,
+                CrossAttnUpBlock2D,
+                CrossAttnUpBlock2D,
+                CrossAttnUpBlock2D,
+            ],
             block_out_channels: vec![320, 640, 1280, 1280],
             layers_per_block: vec![2; 4],
             downsample_padding: 1,
@@ -130,7 +140,9 @@ impl UNetConfig {
                 other => Err(Error::config(
                     &c.path,
                     "down_block_types",
-                    format!("`{other}` is not supported (expected CrossAttnDownBlock2D or DownBlock2D)"),
+                    format!(
+                        "`{other}` is not supported (expected CrossAttnDownBlock2D or DownBlock2D)"
+                    ),
                 )),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -143,7 +155,9 @@ impl UNetConfig {
                 other => Err(Error::config(
                     &c.path,
                     "up_block_types",
-                    format!("`{other}` is not supported (expected CrossAttnUpBlock2D or UpBlock2D)"),
+                    format!(
+                        "`{other}` is not supported (expected CrossAttnUpBlock2D or UpBlock2D)"
+                    ),
                 )),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -159,9 +173,13 @@ impl UNetConfig {
                 ),
             ));
         }
-        let cross = c
-            .get("cross_attention_dim")
-            .ok_or_else(|| Error::config(&c.path, "cross_attention_dim", "missing (expected an integer)"))?;
+        let cross = c.get("cross_attention_dim").ok_or_else(|| {
+            Error::config(
+                &c.path,
+                "cross_attention_dim",
+                "missing (expected an integer)",
+            )
+        })?;
         let cross_attention_dim = cross.as_u64().ok_or_else(|| {
             Error::config(
                 &c.path,
@@ -185,7 +203,11 @@ impl UNetConfig {
             norm_eps: c.f64("norm_eps", Some(1e-5))?,
             cross_attention_dim,
             num_heads,
-            transformer_layers_per_block: c.usizes_or_one("transformer_layers_per_block", n, Some(1))?,
+            transformer_layers_per_block: c.usizes_or_one(
+                "transformer_layers_per_block",
+                n,
+                Some(1),
+            )?,
             use_linear_projection: c.bool("use_linear_projection", false)?,
             upcast_attention: c.bool("upcast_attention", false)?,
         };
@@ -194,24 +216,36 @@ impl UNetConfig {
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
-        for (i, (&ch, &h)) in self.block_out_channels.iter().zip(&self.num_heads).enumerate() {
-            if h == 0 || ch % h != 0 {
+        for (i, (&ch, &h)) in self
+            .block_out_channels
+            .iter()
+            .zip(&self.num_heads)
+            .enumerate()
+        {
+            if h == 0 || !ch.is_multiple_of(h) {
                 return Err(Error::config(
                     path,
                     "attention_head_dim",
                     format!("block {i}: {h} heads do not divide {ch} channels"),
                 ));
             }
-            if ch % self.norm_num_groups != 0 {
+            if !ch.is_multiple_of(self.norm_num_groups) {
                 return Err(Error::config(
                     path,
                     "norm_num_groups",
-                    format!("{} groups do not divide block {i}'s {ch} channels", self.norm_num_groups),
+                    format!(
+                        "{} groups do not divide block {i}'s {ch} channels",
+                        self.norm_num_groups
+                    ),
                 ));
             }
         }
-        if self.layers_per_block.iter().any(|&l| l == 0) {
-            return Err(Error::config(path, "layers_per_block", "must be at least 1"));
+        if self.layers_per_block.contains(&0) {
+            return Err(Error::config(
+                path,
+                "layers_per_block",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

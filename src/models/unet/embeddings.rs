@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::tensor::{activation::silu, backend::Backend, Tensor, TensorData};
 
 use crate::error::Result;
-use crate::lora::targets::{join, LoraTargets, Target};
+use crate::lora::targets::{visit, LoraTargets, Target};
 use crate::models::nn::Linear;
 use crate::models::weights::VarBuilder;
 
@@ -67,7 +67,7 @@ impl<B: Backend> TimestepEmbedding<B> {
 
 impl<B: Backend> LoraTargets<B> for TimestepEmbedding<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.linear_1.for_each_target(&join(prefix, "linear_1"), f);
-        self.linear_2.for_each_target(&join(prefix, "linear_2"), f);
+        visit(&mut self.linear_1, prefix, "linear_1", f);
+        visit(&mut self.linear_2, prefix, "linear_2", f);
     }
 }

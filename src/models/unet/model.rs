@@ -8,7 +8,7 @@ use super::blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 use super::config::{DownBlockType, UNetConfig, UpBlockType};
 use super::embeddings::{timestep_features, TimestepEmbedding};
 use crate::error::{Error, Result};
-use crate::lora::targets::{join, LoraTargets, Target};
+use crate::lora::targets::{visit, LoraTargets, Target};
 use crate::models::blocks::transformer::TransformerSpec;
 use crate::models::blocks::AttentionProbe;
 use crate::models::nn::norm::downcast;
@@ -59,7 +59,8 @@ impl<B: Backend> UNet2DConditionModel<B> {
         let mut down_blocks = Vec::new();
         for (i, kind) in cfg.down_block_types.iter().enumerate() {
             let c_in = if i == 0 { ch[0] } else { ch[i - 1] };
-            let attention = (*kind == DownBlockType::CrossAttnDownBlock2D).then(|| attn_spec(i, ch[i]));
+            let attention =
+                (*kind == DownBlockType::CrossAttnDownBlock2D).then(|| attn_spec(i, ch[i]));
             down_blocks.push(DownBlock::load(
                 &vb.pp("down_blocks").pp(i),
                 c_in,
@@ -72,7 +73,12 @@ impl<B: Backend> UNet2DConditionModel<B> {
         }
 
         let mid_attn = attn_spec(n - 1, ch[n - 1]);
-        let mid_block = MidBlock::load(&vb.pp("mid_block"), ch[n - 1], &spec(Some(mid_attn)), &mid_attn)?;
+        let mid_block = MidBlock::load(
+            &vb.pp("mid_block"),
+            ch[n - 1],
+            &spec(Some(mid_attn)),
+            &mid_attn,
+        )?;
 
         // Up path: reversed channels, heads and layer counts.
         let mut up_blocks = Vec::new();
@@ -100,7 +106,12 @@ impl<B: Backend> UNet2DConditionModel<B> {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: GroupNorm::load(&vb.pp("conv_norm_out"), cfg.norm_num_groups, ch[0], cfg.norm_eps)?,
+            conv_norm_out: GroupNorm::load(
+                &vb.pp("conv_norm_out"),
+                cfg.norm_num_groups,
+                ch[0],
+                cfg.norm_eps,
+            )?,
             conv_out: Conv2d::load(&vb.pp("conv_out"), ch[0], cfg.out_channels, 3, 1, 1)?,
             time_proj_dim: ch[0],
             flip_sin_to_cos: cfg.flip_sin_to_cos,
@@ -112,20 +123,31 @@ impl<B: Backend> UNet2DConditionModel<B> {
     }
 
     /// Checks the shapes of a forward's inputs, so a caller's mistake is an error, not a panic deep inside.
-    pub fn check_inputs(&self, sample: &[usize; 4], timesteps: usize, context: &[usize; 3]) -> Result<()> {
+    pub fn check_inputs(
+        &self,
+        sample: &[usize; 4],
+        timesteps: usize,
+        context: &[usize; 3],
+    ) -> Result<()> {
         let [b, c, h, w] = *sample;
         let k = 1usize << self.num_downsamples;
         if c != self.in_channels {
-            return Err(Error::invalid("UNet input", format!("{c} channels, expected {}", self.in_channels)));
+            return Err(Error::invalid(
+                "UNet input",
+                format!("{c} channels, expected {}", self.in_channels),
+            ));
         }
-        if h % k != 0 || w % k != 0 || h == 0 || w == 0 {
+        if !h.is_multiple_of(k) || !w.is_multiple_of(k) || h == 0 || w == 0 {
             return Err(Error::invalid(
                 "UNet input",
                 format!("latent {h}x{w} must be a positive multiple of {k} on each side"),
             ));
         }
         if timesteps != b {
-            return Err(Error::invalid("UNet input", format!("{timesteps} timesteps for a batch of {b}")));
+            return Err(Error::invalid(
+                "UNet input",
+                format!("{timesteps} timesteps for a batch of {b}"),
+            ));
         }
         if context[0] != b || context[2] != self.cross_attention_dim {
             return Err(Error::invalid(
@@ -140,7 +162,12 @@ impl<B: Backend> UNet2DConditionModel<B> {
     }
 
     /// The noise prediction: `sample` `[b, 4, h, w]`, one timestep per row, `context` `[b, 77, d]`.
-    pub fn forward(&self, sample: Tensor<B, 4>, timesteps: &[f32], context: Tensor<B, 3>) -> Result<Tensor<B, 4>> {
+    pub fn forward(
+        &self,
+        sample: Tensor<B, 4>,
+        timesteps: &[f32],
+        context: Tensor<B, 3>,
+    ) -> Result<Tensor<B, 4>> {
         let mut probe = AttentionProbe::none();
         self.forward_probed(sample, timesteps, context, &mut probe)
     }
@@ -157,7 +184,13 @@ impl<B: Backend> UNet2DConditionModel<B> {
         let device = sample.device();
         let dtype = sample.dtype();
         // [b, time_proj_dim] in f32, then the run dtype, as diffusers casts `t_emb` to the sample dtype.
-        let t = timestep_features::<B>(timesteps, self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
+        let t = timestep_features::<B>(
+            timesteps,
+            self.time_proj_dim,
+            self.flip_sin_to_cos,
+            self.freq_shift,
+            &device,
+        );
         let temb = self.time_embedding.forward(downcast(t, dtype));
 
         let mut x = self.conv_in.forward(sample);
@@ -177,11 +210,11 @@ impl<B: Backend> UNet2DConditionModel<B> {
 
 impl<B: Backend> LoraTargets<B> for UNet2DConditionModel<B> {
     fn for_each_target(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Target<'_, B>)) {
-        self.conv_in.for_each_target(&join(prefix, "conv_in"), f);
-        self.time_embedding.for_each_target(&join(prefix, "time_embedding"), f);
-        self.down_blocks.for_each_target(&join(prefix, "down_blocks"), f);
-        self.mid_block.for_each_target(&join(prefix, "mid_block"), f);
-        self.up_blocks.for_each_target(&join(prefix, "up_blocks"), f);
-        self.conv_out.for_each_target(&join(prefix, "conv_out"), f);
+        visit(&mut self.conv_in, prefix, "conv_in", f);
+        visit(&mut self.time_embedding, prefix, "time_embedding", f);
+        visit(&mut self.down_blocks, prefix, "down_blocks", f);
+        visit(&mut self.mid_block, prefix, "mid_block", f);
+        visit(&mut self.up_blocks, prefix, "up_blocks", f);
+        visit(&mut self.conv_out, prefix, "conv_out", f);
     }
 }

@@ -56,7 +56,10 @@ impl VaeConfig {
         c.require_one_of("latents_mean", &[])?;
         c.require_one_of("latents_std", &[])?;
         c.require_one_of("shift_factor", &[])?;
-        for (field, expected) in [("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")] {
+        for (field, expected) in [
+            ("down_block_types", "DownEncoderBlock2D"),
+            ("up_block_types", "UpDecoderBlock2D"),
+        ] {
             if c.get(field).is_some() {
                 for t in c.strings(field)? {
                     if t != expected {
@@ -74,14 +77,22 @@ impl VaeConfig {
             None => vec![64],
         };
         if block_out_channels.is_empty() {
-            return Err(Error::config(&c.path, "block_out_channels", "expected at least one entry"));
+            return Err(Error::config(
+                &c.path,
+                "block_out_channels",
+                "expected at least one entry",
+            ));
         }
         if let Some(types) = c.get("down_block_types").and_then(|v| v.as_array()) {
             if types.len() != block_out_channels.len() {
                 return Err(Error::config(
                     &c.path,
                     "down_block_types",
-                    format!("{} entries, expected one per block_out_channels ({})", types.len(), block_out_channels.len()),
+                    format!(
+                        "{} entries, expected one per block_out_channels ({})",
+                        types.len(),
+                        block_out_channels.len()
+                    ),
                 ));
             }
         }
@@ -98,7 +109,7 @@ impl VaeConfig {
             mid_block_add_attention: c.bool("mid_block_add_attention", true)?,
         };
         for &ch in &cfg.block_out_channels {
-            if ch % cfg.norm_num_groups != 0 {
+            if !ch.is_multiple_of(cfg.norm_num_groups) {
                 return Err(Error::config(
                     &c.path,
                     "norm_num_groups",

@@ -30,7 +30,11 @@ impl<B: Backend> VaeAttention<B> {
     /// `[b, c, h, w] -> [b, c, h, w]`
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
-        let t = self.group_norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let t = self
+            .group_norm
+            .forward(x.clone())
+            .reshape([b, c, h * w])
+            .swap_dims(1, 2);
         let (y, _) = self.attn.forward(t, None, false);
         y.swap_dims(1, 2).reshape([b, c, h, w]) + x
     }
@@ -45,9 +49,22 @@ pub struct VaeMidBlock<B: Backend> {
 
 impl<B: Backend> VaeMidBlock<B> {
     fn load(vb: &VarBuilder<B>, channels: usize, groups: usize, attention: bool) -> Result<Self> {
-        let resnet = |i: usize| ResnetBlock2D::load(&vb.pp("resnets").pp(i), channels, channels, None, groups, VAE_EPS);
+        let resnet = |i: usize| {
+            ResnetBlock2D::load(
+                &vb.pp("resnets").pp(i),
+                channels,
+                channels,
+                None,
+                groups,
+                VAE_EPS,
+            )
+        };
         let attentions = if attention {
-            vec![VaeAttention::load(&vb.pp("attentions").pp(0), channels, groups)?]
+            vec![VaeAttention::load(
+                &vb.pp("attentions").pp(0),
+                channels,
+                groups,
+            )?]
         } else {
             vec![]
         };
@@ -183,7 +200,12 @@ impl<B: Backend> Decoder<B> {
         }
         Ok(Self {
             conv_in: Conv2d::load(&vb.pp("conv_in"), cfg.latent_channels, rev[0], 3, 1, 1)?,
-            mid_block: VaeMidBlock::load(&vb.pp("mid_block"), rev[0], g, cfg.mid_block_add_attention)?,
+            mid_block: VaeMidBlock::load(
+                &vb.pp("mid_block"),
+                rev[0],
+                g,
+                cfg.mid_block_add_attention,
+            )?,
             up_blocks,
             conv_norm_out: GroupNorm::load(&vb.pp("conv_norm_out"), g, rev[n - 1], VAE_EPS)?,
             conv_out: Conv2d::load(&vb.pp("conv_out"), rev[n - 1], cfg.out_channels, 3, 1, 1)?,
@@ -253,8 +275,11 @@ impl<B: Backend> AutoencoderKL<B> {
     pub fn encode(&self, image: Tensor<B, 4>) -> Result<DiagonalGaussian<B>> {
         let [_, _, h, w] = image.dims();
         let k = self.scale_factor;
-        if h % k != 0 || w % k != 0 {
-            return Err(Error::invalid("VAE input", format!("image {h}x{w} must be a multiple of {k} on each side")));
+        if !h.is_multiple_of(k) || !w.is_multiple_of(k) {
+            return Err(Error::invalid(
+                "VAE input",
+                format!("image {h}x{w} must be a multiple of {k} on each side"),
+            ));
         }
         let mut moments = self.encoder.forward(image);
         if let Some(q) = &self.quant_conv {
@@ -271,7 +296,10 @@ impl<B: Backend> AutoencoderKL<B> {
     pub fn decode(&self, z: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
         let c = z.dims()[1];
         if c != self.latent_channels {
-            return Err(Error::invalid("VAE latent", format!("{c} channels, expected {}", self.latent_channels)));
+            return Err(Error::invalid(
+                "VAE latent",
+                format!("{c} channels, expected {}", self.latent_channels),
+            ));
         }
         let z = match &self.post_quant_conv {
             Some(p) => p.forward(z),

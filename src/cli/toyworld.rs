@@ -1,0 +1,286 @@
+//! `harness toyworld`: the miniature world — render scenes, check the oracle, train the base model, and judge a
+//! model's images with the oracle.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use clora_harness::backend::{Cpu, CpuAutodiff};
+use clora_harness::models::sd::{LoadOptions, StableDiffusion};
+use clora_harness::pipeline::GenerateParams;
+use clora_harness::schedulers::SchedulerKind;
+use clora_harness::toyworld::arch::ToyArch;
+use clora_harness::toyworld::caption::{caption, parse};
+use clora_harness::toyworld::concept::Concept;
+use clora_harness::toyworld::heldout::{heldout_scene, HELDOUT_SEED_BASE};
+use clora_harness::toyworld::oracle::{judge, read};
+use clora_harness::toyworld::render::render;
+use clora_harness::toyworld::scene::{concept_scene, PlainWorld};
+use clora_harness::toyworld::tensors::tensor_to_images;
+use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
+use clora_harness::toyworld::train_base::BaseTrainConfig;
+use clora_harness::toyworld::train_vae::VaeTrainConfig;
+
+#[derive(Debug, Args)]
+pub struct ToyworldArgs {
+    #[command(subcommand)]
+    pub what: ToyworldWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToyworldWhat {
+    /// Train the base model (VAE, then text encoder + UNet) and write it as a diffusers folder. Resumes from
+    /// the work folder when interrupted.
+    Train(TrainArgs),
+    /// Render scenes of the world to PNG files with their captions (`captions.tsv`).
+    Render(RenderArgs),
+    /// Render each concept's reference images (for CLIP-I / DINO scores) into `OUT/<concept>/`.
+    References(ReferencesArgs),
+    /// Measure the oracle's accuracy on held-out rendered scenes.
+    OracleCheck(OracleCheckArgs),
+    /// Generate images of a model for prompts and judge them with the oracle.
+    Judge(JudgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Checkpoints, caches and loss logs (`*.loss.csv`).
+    #[arg(long, default_value = "target/toyworld/work")]
+    pub work: PathBuf,
+    /// The diffusers folder to write.
+    #[arg(long, default_value = "assets/toyworld/model")]
+    pub out: PathBuf,
+    /// VAE steps on 32x32 crops.
+    #[arg(long)]
+    pub vae_crop_steps: Option<usize>,
+    /// VAE steps on whole 64x64 images.
+    #[arg(long)]
+    pub vae_full_steps: Option<usize>,
+    /// Peak learning rate of the VAE.
+    #[arg(long)]
+    pub vae_lr: Option<f64>,
+    /// Text encoder + UNet steps.
+    #[arg(long)]
+    pub base_steps: Option<usize>,
+    /// Batch size of the text encoder + UNet steps.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Plain scenes in the cached training set.
+    #[arg(long)]
+    pub dataset: Option<usize>,
+    /// Peak learning rate of the text encoder + UNet.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Write f32 weights instead of f16.
+    #[arg(long)]
+    pub f32: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of scenes.
+    #[arg(long, default_value_t = 16)]
+    pub count: u64,
+    /// `plain` (the base model's training distribution) or `heldout` (every kind, held-out seeds).
+    #[arg(long, default_value = "heldout")]
+    pub kind: String,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ReferencesArgs {
+    /// Output folder (one subfolder per concept).
+    #[arg(long, default_value = "assets/toyworld/references")]
+    pub out: PathBuf,
+    /// Images per concept.
+    #[arg(long, default_value_t = 4)]
+    pub count: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct OracleCheckArgs {
+    /// Number of held-out scenes.
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// A diffusers folder (e.g. the trained `assets/toyworld/model`).
+    #[arg(long, default_value = "assets/toyworld/model")]
+    pub model: PathBuf,
+    /// Prompts; default: captions of held-out plain scenes.
+    #[arg(long)]
+    pub prompt: Vec<String>,
+    /// Held-out captions to use when no prompt is given.
+    #[arg(long, default_value_t = 16)]
+    pub captions: u64,
+    /// Seeds per prompt.
+    #[arg(long, default_value_t = 4)]
+    pub seeds: u64,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 25)]
+    pub steps: usize,
+    /// Classifier-free guidance weight.
+    #[arg(long, default_value_t = 5.0)]
+    pub guidance: f64,
+    /// Write the images here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: ToyworldArgs) -> Result<()> {
+    match args.what {
+        ToyworldWhat::Train(a) => train(a),
+        ToyworldWhat::Render(a) => render_cmd(a),
+        ToyworldWhat::References(a) => references(a),
+        ToyworldWhat::OracleCheck(a) => oracle_check(a),
+        ToyworldWhat::Judge(a) => judge_cmd(a),
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let mut vae = VaeTrainConfig::default();
+    let mut base = BaseTrainConfig::default();
+    if let Some(v) = a.vae_crop_steps {
+        vae.crop_steps = v;
+    }
+    if let Some(v) = a.vae_full_steps {
+        vae.full_steps = v;
+    }
+    if let Some(v) = a.vae_lr {
+        vae.lr = v;
+    }
+    if let Some(v) = a.base_steps {
+        base.steps = v;
+    }
+    if let Some(v) = a.batch {
+        base.batch = v;
+    }
+    if let Some(v) = a.dataset {
+        base.dataset = v;
+    }
+    if let Some(v) = a.lr {
+        base.lr = v;
+    }
+    let plan = TrainPlan {
+        arch: ToyArch::default(),
+        vae,
+        base,
+        work: a.work,
+        out: a.out,
+        f16: !a.f32,
+    };
+    let device = Default::default();
+    let report = train_pipeline::<CpuAutodiff>(&plan, &device, &mut |line: &str| eprintln!("{line}"))
+        .context("toyworld training")?;
+    println!(
+        "VAE: L1 {:.4}, scaling factor {:.4}, {:.0} s; base: loss {:.4}, {:.0} s; model: {}",
+        report.vae.final_loss,
+        report.vae.scaling_factor,
+        report.vae.seconds,
+        report.base.final_loss,
+        report.base.seconds,
+        report.out.display()
+    );
+    Ok(())
+}
+
+fn render_cmd(a: RenderArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut tsv = String::from("file\tcaption\n");
+    for i in a.seed..a.seed + a.count {
+        let scene = match a.kind.as_str() {
+            "plain" => PlainWorld::default().sample(i)?,
+            "heldout" => heldout_scene(i)?,
+            other => anyhow::bail!("--kind `{other}`: expected plain or heldout"),
+        };
+        let name = format!("{i:06}.png");
+        render(&scene).save(a.out.join(&name)).with_context(|| format!("writing {name}"))?;
+        tsv.push_str(&format!("{name}\t{}\n", caption(&scene, i)));
+    }
+    std::fs::write(a.out.join("captions.tsv"), tsv)?;
+    println!("wrote {} scenes to {}", a.count, a.out.display());
+    Ok(())
+}
+
+fn references(a: ReferencesArgs) -> Result<()> {
+    for c in Concept::ALL {
+        let dir = a.out.join(c.name());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for i in 0..a.count {
+            let scene = concept_scene(c, HELDOUT_SEED_BASE + 1000 + i)?;
+            let path = dir.join(format!("{}_{i}.png", c.name()));
+            render(&scene).save(&path).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    println!("wrote {} reference images per concept to {}", a.count, a.out.display());
+    Ok(())
+}
+
+fn oracle_check(a: OracleCheckArgs) -> Result<()> {
+    let mut correct = 0u64;
+    for i in 0..a.count {
+        let scene = heldout_scene(i)?;
+        if read(&render(&scene)).matches_scene(&scene) {
+            correct += 1;
+        }
+    }
+    println!(
+        "oracle: {correct}/{} held-out scenes read exactly ({:.2}%)",
+        a.count,
+        100.0 * correct as f64 / a.count as f64
+    );
+    Ok(())
+}
+
+fn judge_cmd(a: JudgeArgs) -> Result<()> {
+    let device = Default::default();
+    let sd = StableDiffusion::<Cpu>::load(&a.model, &LoadOptions::default(), &device)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    let prompts: Vec<String> = if a.prompt.is_empty() {
+        (0..a.captions)
+            .map(|i| PlainWorld::default().sample(HELDOUT_SEED_BASE + 7 * i).map(|s| caption(&s, i)))
+            .collect::<Result<_, _>>()?
+    } else {
+        a.prompt.clone()
+    };
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out)?;
+    }
+    let (mut exact, mut total) = (0usize, 0usize);
+    for (p, prompt) in prompts.iter().enumerate() {
+        let spec = parse(prompt)?;
+        let mut row = String::new();
+        for seed in 0..a.seeds {
+            let params = GenerateParams {
+                prompt: prompt.clone(),
+                steps: a.steps,
+                guidance: a.guidance,
+                scheduler: SchedulerKind::Ddim,
+                width: 64,
+                height: 64,
+                seed,
+                ..GenerateParams::default()
+            };
+            let latent = sd.generate_latent(&params, None)?.latent;
+            let image = tensor_to_images(sd.decode_latent(latent)?).remove(0);
+            let verdict = judge(&spec, &read(&image));
+            total += 1;
+            exact += verdict.exact as usize;
+            row.push(if verdict.exact { '+' } else { '.' });
+            if let Some(out) = &a.out {
+                image.save(out.join(format!("p{p:02}_s{seed:02}.png")))?;
+            }
+        }
+        println!("{row}  {prompt}");
+    }
+    println!("caption match: {exact}/{total} ({:.1}%)", 100.0 * exact as f64 / total.max(1) as f64);
+    Ok(())
+}
