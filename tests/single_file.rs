@@ -316,7 +316,7 @@ fn sd15_keys(text: &[(&str, &str)]) -> Vec<String> {
 fn open(name: &str, keys: &[String]) -> (PathBuf, WeightStore) {
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let path = write_file(name, &refs);
-    let store = WeightStore::open(&[path.clone()]).unwrap();
+    let store = WeightStore::open(std::slice::from_ref(&path)).unwrap();
     (path, store)
 }
 

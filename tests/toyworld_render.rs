@@ -44,15 +44,27 @@ fn objects_stay_inside_and_apart() {
         assert!((1..=3).contains(&s.objects.len()));
         for (i, o) in s.objects.iter().enumerate() {
             let (x0, y0, x1, y1) = o.bbox();
-            assert!(x0 >= EDGE_MARGIN - 1e-3 && y0 >= EDGE_MARGIN - 1e-3, "seed {seed}");
-            assert!(x1 <= CANVAS as f32 - EDGE_MARGIN + 1e-3 && y1 <= CANVAS as f32 - EDGE_MARGIN + 1e-3);
-            assert!(Colour::BASE.contains(&o.colour), "plain scenes use base colours only");
+            assert!(
+                x0 >= EDGE_MARGIN - 1e-3 && y0 >= EDGE_MARGIN - 1e-3,
+                "seed {seed}"
+            );
+            assert!(
+                x1 <= CANVAS as f32 - EDGE_MARGIN + 1e-3
+                    && y1 <= CANVAS as f32 - EDGE_MARGIN + 1e-3
+            );
+            assert!(
+                Colour::BASE.contains(&o.colour),
+                "plain scenes use base colours only"
+            );
             assert!(o.concept.is_none());
             for p in &s.objects[i + 1..] {
                 let (a0, b0, a1, b1) = p.bbox();
                 let apart = x1 + GAP <= a0 || a1 + GAP <= x0 || y1 + GAP <= b0 || b1 + GAP <= y0;
                 assert!(apart, "seed {seed}: overlapping objects");
-                assert!(!(p.shape == o.shape && p.colour == o.colour), "duplicate object");
+                assert!(
+                    !(p.shape == o.shape && p.colour == o.colour),
+                    "duplicate object"
+                );
             }
         }
     }
@@ -66,7 +78,13 @@ fn the_world_covers_every_kind() {
         assert!(scenes.iter().any(|s| s.objects.len() == n), "{n} objects");
     }
     for p in Pattern::ALL {
-        assert!(scenes.iter().flat_map(|s| &s.objects).any(|o| o.pattern == p), "{p:?}");
+        assert!(
+            scenes
+                .iter()
+                .flat_map(|s| &s.objects)
+                .any(|o| o.pattern == p),
+            "{p:?}"
+        );
     }
     assert!(scenes.iter().any(|s| s.background == Background::Grey));
     assert!(scenes.iter().any(|s| s.background == Background::White));
@@ -80,7 +98,11 @@ fn captions_parse_back_to_their_scenes() {
         let spec = parse(&text).unwrap_or_else(|e| panic!("`{text}`: {e}"));
         assert_eq!(spec.background, scene.background, "`{text}`");
         assert_eq!(spec.style, scene.style, "`{text}`");
-        let mut want: Vec<_> = scene.objects.iter().map(|o| (o.shape, o.colour, o.pattern, o.concept)).collect();
+        let mut want: Vec<_> = scene
+            .objects
+            .iter()
+            .map(|o| (o.shape, o.colour, o.pattern, o.concept))
+            .collect();
         let mut got: Vec<_> = spec
             .objects
             .iter()
@@ -95,14 +117,22 @@ fn captions_parse_back_to_their_scenes() {
 #[test]
 fn training_captions_sometimes_name_the_class_noun_alone() {
     let world = PlainWorld::default();
-    let captions: Vec<String> = (0..200).map(|i| training_caption(&world.sample(i).unwrap(), i, 0.12)).collect();
+    let captions: Vec<String> = (0..200)
+        .map(|i| training_caption(&world.sample(i).unwrap(), i, 0.12))
+        .collect();
     let bare = captions
         .iter()
         .filter(|c| parse(c).unwrap().objects.iter().any(|o| o.colour.is_none()))
         .count();
-    assert!(bare > 10 && bare < 100, "{bare} of 200 captions have a bare noun");
+    assert!(
+        bare > 10 && bare < 100,
+        "{bare} of 200 captions have a bare noun"
+    );
     let spec = parse("a circle and a blue square").unwrap();
-    assert_eq!((spec.objects[0].colour, spec.objects[0].pattern), (None, None));
+    assert_eq!(
+        (spec.objects[0].colour, spec.objects[0].pattern),
+        (None, None)
+    );
 }
 
 #[test]
@@ -110,14 +140,21 @@ fn concept_captions_use_trigger_and_class_noun() {
     for c in Concept::ALL {
         let scene = concept_scene(c, 3).unwrap();
         let text = caption(&scene, 0);
-        assert!(text.contains(&c.phrase()), "`{text}` should name `{}`", c.phrase());
+        assert!(
+            text.contains(&c.phrase()),
+            "`{text}` should name `{}`",
+            c.phrase()
+        );
         if c.is_style() {
             assert_eq!(scene.style, Style::Outline);
             assert!(text.starts_with("an olz drawing of "), "`{text}`");
         } else {
             let look = c.look().unwrap();
             assert_eq!(scene.objects.len(), 1);
-            assert_eq!((scene.objects[0].shape, scene.objects[0].colour), (look.shape, look.colour));
+            assert_eq!(
+                (scene.objects[0].shape, scene.objects[0].colour),
+                (look.shape, look.colour)
+            );
         }
         assert_eq!(parse(&text).unwrap().concepts(), vec![c]);
     }
@@ -125,7 +162,14 @@ fn concept_captions_use_trigger_and_class_noun() {
 
 #[test]
 fn prompts_outside_the_world_are_refused() {
-    for bad in ["a red hexagon", "a pink circle", "a dtz square", "two red circles", "a red wavy circle", ""] {
+    for bad in [
+        "a red hexagon",
+        "a pink circle",
+        "a dtz square",
+        "two red circles",
+        "a red wavy circle",
+        "",
+    ] {
         assert!(parse(bad).is_err(), "`{bad}` should not parse");
     }
     assert!(parse("A Red Circle and a dtz circle on a grey background").is_ok());

@@ -1,6 +1,6 @@
-use burn::tensor::{DType, Tensor, Distribution};
+use burn::tensor::{DType, Distribution, Tensor};
 use clora_harness::backend::CpuAutodiff as A;
-use clora_harness::models::nn::{Linear, Conv2d};
+use clora_harness::models::nn::{Conv2d, Linear};
 use clora_harness::models::weights::VarBuilder;
 #[test]
 fn grads_flow() {
@@ -11,25 +11,45 @@ fn grads_flow() {
     let x = Tensor::<A, 2>::random([2, 4], Distribution::Normal(0.0, 1.0), &dev);
     let loss = lin.forward(x).sum();
     let g = loss.backward();
-    eprintln!("lin weight grad: {:?}", lin.weight.val().grad(&g).map(|t| t.into_data()));
-    eprintln!("lin bias grad: {:?}", lin.bias.as_ref().unwrap().val().grad(&g).map(|t| t.into_data()));
+    eprintln!(
+        "lin weight grad: {:?}",
+        lin.weight.val().grad(&g).map(|t| t.into_data())
+    );
+    eprintln!(
+        "lin bias grad: {:?}",
+        lin.bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .grad(&g)
+            .map(|t| t.into_data())
+    );
     eprintln!("is_require_grad: {}", lin.weight.val().is_require_grad());
     let x = Tensor::<A, 4>::random([1, 2, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
     let loss = conv.forward(x).sum();
     let g = loss.backward();
-    eprintln!("conv weight grad: {:?}", conv.weight.val().grad(&g).map(|t| t.dims()));
+    eprintln!(
+        "conv weight grad: {:?}",
+        conv.weight.val().grad(&g).map(|t| t.dims())
+    );
     let t = Tensor::<A, 2>::random([2, 2], Distribution::Normal(0.0, 1.0), &dev).require_grad();
     let g = (t.clone() * 2.0).sum().backward();
     eprintln!("plain grad: {:?}", t.grad(&g).map(|t| t.into_data()));
 }
 #[derive(burn::module::Module, Debug)]
-struct M<B: burn::tensor::backend::Backend> { lin: Linear<B>, conv: Conv2d<B> }
+struct M<B: burn::tensor::backend::Backend> {
+    lin: Linear<B>,
+    conv: Conv2d<B>,
+}
 #[test]
 fn adam_updates() {
     use burn::optim::{AdamConfig, GradientsParams, Optimizer};
     let dev = Default::default();
     let vb = VarBuilder::<A>::random(0, &dev, DType::F32);
-    let mut m = M { lin: Linear::load(&vb.pp("l"), 4, 3, true).unwrap(), conv: Conv2d::load(&vb.pp("c"), 2, 2, 3, 1, 1).unwrap() };
+    let mut m = M {
+        lin: Linear::load(&vb.pp("l"), 4, 3, true).unwrap(),
+        conv: Conv2d::load(&vb.pp("c"), 2, 2, 3, 1, 1).unwrap(),
+    };
     let mut optim = AdamConfig::new().init::<A, M<A>>();
     for i in 0..3 {
         let x = Tensor::<A, 2>::ones([2, 4], &dev);
@@ -44,11 +64,16 @@ fn adam_updates() {
 #[test]
 fn vae_updates() {
     use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-    use clora_harness::toyworld::arch::ToyArch;
     use clora_harness::models::vae::AutoencoderKL;
+    use burn::module::Module;
+    use clora_harness::toyworld::arch::ToyArch;
     let dev = Default::default();
     let arch = ToyArch::default();
-    let mut m = AutoencoderKL::<A>::load(&VarBuilder::random(0, &dev, DType::F32), &arch.vae_config(1.0).unwrap()).unwrap();
+    let mut m = AutoencoderKL::<A>::load(
+        &VarBuilder::random(0, &dev, DType::F32),
+        &arch.vae_config(1.0).unwrap(),
+    )
+    .unwrap();
     let mut optim = AdamConfig::new().init::<A, AutoencoderKL<A>>();
     let x = Tensor::<A, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
     for i in 0..3 {

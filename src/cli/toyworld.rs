@@ -178,8 +178,9 @@ fn train(a: TrainArgs) -> Result<()> {
         f16: !a.f32,
     };
     let device = Default::default();
-    let report = train_pipeline::<CpuAutodiff>(&plan, &device, &mut |line: &str| eprintln!("{line}"))
-        .context("toyworld training")?;
+    let report =
+        train_pipeline::<CpuAutodiff>(&plan, &device, &mut |line: &str| eprintln!("{line}"))
+            .context("toyworld training")?;
     println!(
         "VAE: L1 {:.4}, scaling factor {:.4}, {:.0} s; base: loss {:.4}, {:.0} s; model: {}",
         report.vae.final_loss,
@@ -202,7 +203,9 @@ fn render_cmd(a: RenderArgs) -> Result<()> {
             other => anyhow::bail!("--kind `{other}`: expected plain or heldout"),
         };
         let name = format!("{i:06}.png");
-        render(&scene).save(a.out.join(&name)).with_context(|| format!("writing {name}"))?;
+        render(&scene)
+            .save(a.out.join(&name))
+            .with_context(|| format!("writing {name}"))?;
         tsv.push_str(&format!("{name}\t{}\n", caption(&scene, i)));
     }
     std::fs::write(a.out.join("captions.tsv"), tsv)?;
@@ -217,10 +220,16 @@ fn references(a: ReferencesArgs) -> Result<()> {
         for i in 0..a.count {
             let scene = concept_scene(c, HELDOUT_SEED_BASE + 1000 + i)?;
             let path = dir.join(format!("{}_{i}.png", c.name()));
-            render(&scene).save(&path).with_context(|| format!("writing {}", path.display()))?;
+            render(&scene)
+                .save(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
     }
-    println!("wrote {} reference images per concept to {}", a.count, a.out.display());
+    println!(
+        "wrote {} reference images per concept to {}",
+        a.count,
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -246,7 +255,11 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
         .with_context(|| format!("loading {}", a.model.display()))?;
     let prompts: Vec<String> = if a.prompt.is_empty() {
         (0..a.captions)
-            .map(|i| PlainWorld::default().sample(HELDOUT_SEED_BASE + 7 * i).map(|s| caption(&s, i)))
+            .map(|i| {
+                PlainWorld::default()
+                    .sample(HELDOUT_SEED_BASE + 7 * i)
+                    .map(|s| caption(&s, i))
+            })
             .collect::<Result<_, _>>()?
     } else {
         a.prompt.clone()
@@ -281,6 +294,9 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
         }
         println!("{row}  {prompt}");
     }
-    println!("caption match: {exact}/{total} ({:.1}%)", 100.0 * exact as f64 / total.max(1) as f64);
+    println!(
+        "caption match: {exact}/{total} ({:.1}%)",
+        100.0 * exact as f64 / total.max(1) as f64
+    );
     Ok(())
 }

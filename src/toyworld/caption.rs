@@ -152,7 +152,10 @@ pub fn parse(prompt: &str) -> ToyResult<PromptSpec> {
             [trigger, class] if Concept::from_trigger(trigger).is_some() => {
                 let c = Concept::from_trigger(trigger).expect("checked");
                 if c.class_noun() != *class {
-                    return Err(err(format!("`{trigger}` is a {}, not a {class}", c.class_noun())));
+                    return Err(err(format!(
+                        "`{trigger}` is a {}, not a {class}",
+                        c.class_noun()
+                    )));
                 }
                 ObjectRequest::concept(c)
                     .map(ObjectSpec::from)
@@ -174,7 +177,9 @@ pub fn parse(prompt: &str) -> ToyResult<PromptSpec> {
                 shape: parse_shape(shape).map_err(&err)?,
                 colour: Some(parse_colour(colour).map_err(&err)?),
                 pattern: Some(Pattern::from_adjective(adjective).ok_or_else(|| {
-                    err(format!("unknown pattern `{adjective}` (dotted, striped, ringed)"))
+                    err(format!(
+                        "unknown pattern `{adjective}` (dotted, striped, ringed)"
+                    ))
                 })?),
                 concept: None,
             },
@@ -193,7 +198,8 @@ pub fn parse(prompt: &str) -> ToyResult<PromptSpec> {
 }
 
 fn parse_shape(word: &str) -> Result<ShapeKind, String> {
-    ShapeKind::from_name(word).ok_or_else(|| format!("unknown shape `{word}` (circle, square, triangle)"))
+    ShapeKind::from_name(word)
+        .ok_or_else(|| format!("unknown shape `{word}` (circle, square, triangle)"))
 }
 
 fn parse_colour(word: &str) -> Result<Colour, String> {

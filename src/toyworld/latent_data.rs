@@ -53,7 +53,11 @@ impl LatentSet {
     ) -> ToyResult<Self> {
         let world = PlainWorld::default();
         let captions: Vec<String> = (0..n as u64)
-            .map(|i| world.sample(TRAIN_SEED_BASE + i).map(|s| training_caption(&s, i, BARE_RATE)))
+            .map(|i| {
+                world
+                    .sample(TRAIN_SEED_BASE + i)
+                    .map(|s| training_caption(&s, i, BARE_RATE))
+            })
             .collect::<ToyResult<_>>()?;
         let ids: Vec<u32> = captions.iter().flat_map(|c| tokenizer.encode(c)).collect();
         if path.is_file() {

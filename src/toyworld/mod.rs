@@ -5,7 +5,11 @@
 //! - [`concept`]: the personal concepts (three subjects with trigger words, one style).
 //! - [`oracle`]: the procedural detector and the judge of generated images.
 //! - [`arch`]: the miniature SD 1.x architecture.
-#![allow(clippy::too_many_arguments, clippy::type_complexity, clippy::needless_range_loop)]
+#![allow(
+    clippy::too_many_arguments,
+    clippy::type_complexity,
+    clippy::needless_range_loop
+)]
 
 pub mod arch;
 pub mod caption;
