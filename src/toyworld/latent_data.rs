@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::tensor::{backend::Backend, DType};
 
-use super::caption::training_caption;
+use super::caption::caption;
 use super::error::{ToyError, ToyResult};
 use super::param_names::write_safetensors;
 use super::render::render;
@@ -17,9 +17,6 @@ use crate::models::weights::WeightStore;
 
 /// Seeds of training scenes: `TRAIN_SEED_BASE + i` (below the held-out range).
 pub const TRAIN_SEED_BASE: u64 = 1 << 32;
-
-/// Share of plain objects that training captions name by their class noun alone ("a circle").
-pub const BARE_RATE: f64 = 0.12;
 
 /// The cached set.
 #[derive(Debug, Clone)]
@@ -53,11 +50,7 @@ impl LatentSet {
     ) -> ToyResult<Self> {
         let world = PlainWorld::default();
         let captions: Vec<String> = (0..n as u64)
-            .map(|i| {
-                world
-                    .sample(TRAIN_SEED_BASE + i)
-                    .map(|s| training_caption(&s, i, BARE_RATE))
-            })
+            .map(|i| world.sample(TRAIN_SEED_BASE + i).map(|s| caption(&s, i)))
             .collect::<ToyResult<_>>()?;
         let ids: Vec<u32> = captions.iter().flat_map(|c| tokenizer.encode(c)).collect();
         if path.is_file() {

@@ -483,8 +483,8 @@ pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
     let matches = |e: usize, d: &Detection| {
         let o = &spec.objects[e];
         d.shape == Some(o.shape)
-            && o.colour.is_none_or(|c| d.colour == Some(c))
-            && (outline || o.pattern.is_none_or(|p| d.pattern == Some(p)))
+            && d.colour == Some(o.colour)
+            && (outline || d.pattern == Some(o.pattern))
             && d.outline == outline
     };
     // Best assignment of detections to prompt objects (at most 3 prompt objects: try every order).
@@ -521,12 +521,11 @@ pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
             let mut owners: Vec<usize> = Vec::new();
             for e in 0..n {
                 let o = &spec.objects[e];
-                let colour = o.colour.is_some()
-                    && d.colour == o.colour
-                    && unique(&|k| spec.objects[k].colour == o.colour);
+                let colour =
+                    d.colour == Some(o.colour) && unique(&|k| spec.objects[k].colour == o.colour);
                 let pattern = !outline
-                    && o.pattern.is_some_and(|p| p != Pattern::Plain)
-                    && d.pattern == o.pattern
+                    && o.pattern != Pattern::Plain
+                    && d.pattern == Some(o.pattern)
                     && unique(&|k| spec.objects[k].pattern == o.pattern);
                 let shape =
                     d.shape == Some(o.shape) && unique(&|k| spec.objects[k].shape == o.shape);
