@@ -3,7 +3,8 @@
 //! both CFG halves in one UNet call) against sequential (one call per branch).
 //!
 //! - tiny: `tests/fixtures/sd/tiny-c` at 128x128 (latent 16x16, maps 4x4), random rank-4 LoRAs (UNet attention
-//!   and text-encoder attention), 2 timed steps per configuration after one warm-up step.
+//!   and text-encoder attention), 5 timed steps per configuration after one warm-up step, each configuration in
+//!   a fresh process.
 //! - full (`CLORA_BENCH_FULL=1`): Stable Diffusion 1.5's UNet and text encoder with random weights
 //!   (`VarBuilder::random`), 2 random rank-8 LoRAs, batched, one step each, measured once: a step with one latent
 //!   update at `CLORA_BENCH_UPDATE_SIZE` pixels (default 256) and a step without update at
@@ -14,9 +15,9 @@
 //! A "step" is `Clora::step` at a step index below `max_iter_to_alter` (one update: UNet forward of every branch
 //! with the gradient tracked for the latent, NT-Xent, backward, `z - 20 grad`; then masks and fusion of the
 //! stale prediction), or with `latent_update = false` (the forward, masks and fusion alone). The scheduler step
-//! is excluded (microseconds). Peak memory is the process's `VmHWM` after resetting it (`/proc/self/clear_refs`)
-//! just before the step, next to `VmRSS` before the step (model weights and LoRAs): the difference is what the
-//! step itself needs.
+//! is excluded (microseconds). Peak memory is the process's `VmHWM` over the steps (reset through
+//! `/proc/self/clear_refs` after loading), next to `VmRSS` after loading the model and attaching the LoRAs: the
+//! difference is what the steps themselves need.
 //!
 //! Run: `cargo bench --bench clora` (add `CLORA_BENCH_FULL=1` for SD 1.5; `CLORA_BENCH_ONLY=tiny|full`).
 
@@ -171,7 +172,9 @@ fn job(loras: Vec<LoraRef>, size: usize) -> CompositionJob {
 
 struct Timing {
     seconds: Vec<f64>,
-    rss_before: f64,
+    /// RSS after loading the model and attaching the LoRAs (MiB).
+    rss_setup: f64,
+    /// VmHWM over the steps, warm-up included (MiB).
     peak: f64,
 }
 
@@ -183,6 +186,8 @@ fn time_steps(
     warmup: usize,
     iters: usize,
 ) -> Timing {
+    let rss_setup = memory().1;
+    let reset = reset_peak();
     let mut clora = Clora::<AD>::new(p);
     clora.prepare(sd, job).expect("prepare");
     let scheduler =
@@ -197,37 +202,33 @@ fn time_steps(
         scheduler: scheduler.as_ref(),
     };
     let mut seconds = Vec::new();
-    let (mut rss_before, mut peak) = (0f64, 0f64);
     for k in 0..warmup + iters {
-        let rss = memory().1;
-        let reset = reset_peak();
         let t0 = Instant::now();
         let out = clora.step(sd, &ctx, latent.clone()).expect("step");
         let _ = out.eps.into_data();
-        let dt = t0.elapsed().as_secs_f64();
         if k >= warmup {
-            seconds.push(dt);
-            rss_before = rss_before.max(rss);
-            peak = peak.max(if reset { memory().0 } else { f64::NAN });
+            seconds.push(t0.elapsed().as_secs_f64());
         }
     }
     clora.finish(sd);
     Timing {
         seconds,
-        rss_before,
-        peak,
+        rss_setup,
+        peak: if reset { memory().0 } else { f64::NAN },
     }
 }
 
 fn report(what: &str, t: &Timing) {
-    let mean = t.seconds.iter().sum::<f64>() / t.seconds.len() as f64;
-    let min = t.seconds.iter().cloned().fold(f64::INFINITY, f64::min);
+    let mut s = t.seconds.clone();
+    s.sort_by(f64::total_cmp);
+    let median = s[s.len() / 2];
     println!(
-        "{what}: {mean:.3} s/step (min {min:.3}, {} runs), RSS before {:.0} MiB, peak {:.0} MiB (+{:.0} MiB)",
-        t.seconds.len(),
-        t.rss_before,
+        "{what}: median {median:.3} s/step (min {:.3}, {} runs); RSS after setup {:.0} MiB, peak {:.0} MiB (+{:.0} MiB for the steps)",
+        s[0],
+        s.len(),
+        t.rss_setup,
         t.peak,
-        t.peak - t.rss_before
+        t.peak - t.rss_setup
     );
 }
 
@@ -241,31 +242,40 @@ fn update_params(batched: bool) -> CloraParams {
     }
 }
 
-fn tiny(dir: &Path) {
+/// One tiny configuration, in this process: `n` LoRAs, batched or not, with or without update.
+fn tiny_case(dir: &Path, n: usize, batched: bool, update: bool) {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/tiny-c");
-    println!("== tiny-c, 128x128 (latent 16x16, maps 4x4), random rank-4 LoRAs, CPU f32, 1 warm-up + 2 timed steps");
+    let mut sd =
+        StableDiffusion::<AD>::load(&model, &LoadOptions::default(), &Default::default()).unwrap();
+    let loras = attach_loras(&mut sd, dir, n, 4);
+    let mode = if batched { "batched" } else { "sequential" };
+    let p = CloraParams {
+        latent_update: update,
+        ..update_params(batched)
+    };
+    let t = time_steps(&mut sd, &job(loras, 128), p, 1, 5);
+    let what = if update {
+        "step with 1 update"
+    } else {
+        "step, no update  "
+    };
+    report(&format!("N={n} ({} branches) {mode:10} {what}", n + 1), &t);
+}
+
+/// Every tiny configuration, each in a fresh process (so that each peak is its own).
+fn tiny(dir: &Path) {
+    println!("== tiny-c, 128x128 (latent 16x16, maps 4x4), random rank-4 LoRAs, CPU f32, 1 warm-up + 5 timed steps");
+    let exe = std::env::current_exe().unwrap();
     for n in [2, 3, 4] {
         for batched in [true, false] {
-            let mut sd =
-                StableDiffusion::<AD>::load(&model, &LoadOptions::default(), &Default::default())
-                    .unwrap();
-            let loras = attach_loras(&mut sd, dir, n, 4);
-            let j = job(loras, 128);
-            let mode = if batched { "batched" } else { "sequential" };
-            let t = time_steps(&mut sd, &j, update_params(batched), 1, 2);
-            report(
-                &format!("N={n} ({} branches) {mode:10} step with 1 update", n + 1),
-                &t,
-            );
-            let plain = CloraParams {
-                latent_update: false,
-                ..update_params(batched)
-            };
-            let t = time_steps(&mut sd, &j, plain, 1, 2);
-            report(
-                &format!("N={n} ({} branches) {mode:10} step, no update ", n + 1),
-                &t,
-            );
+            for update in [true, false] {
+                let status = std::process::Command::new(&exe)
+                    .env("CLORA_BENCH_CASE", format!("{n},{batched},{update}"))
+                    .env("CLORA_BENCH_DIR", dir)
+                    .status()
+                    .expect("run a case");
+                assert!(status.success());
+            }
         }
     }
 }
@@ -347,6 +357,12 @@ fn full(dir: &Path) {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
+    if let Ok(case) = std::env::var("CLORA_BENCH_CASE") {
+        let v: Vec<&str> = case.split(',').collect();
+        let dir = PathBuf::from(std::env::var("CLORA_BENCH_DIR").unwrap());
+        tiny_case(&dir, v[0].parse().unwrap(), v[1] == "true", v[2] == "true");
+        return;
+    }
     let only = std::env::var("CLORA_BENCH_ONLY").unwrap_or_default();
     let dir = std::env::temp_dir().join(format!("clora-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -391,6 +391,7 @@ fn query_from_fixture(doc: &Value) -> ImageQuery {
             .map(|c| ConceptRefs {
                 name: c.to_string(),
                 ref_dir: fixtures().join("concepts").join(c),
+                ..Default::default()
             })
             .collect(),
     }
@@ -423,6 +424,39 @@ fn scores_match_the_reference_definitions() {
             .map(|i| (image_path(i["image"].as_str().unwrap()), query.clone()))
             .collect();
         let got = scorer.score_images(&items).unwrap();
+        // the same references given file by file (as experiment configs resolve them) score the same
+        let by_files: Vec<(PathBuf, ImageQuery)> = items
+            .iter()
+            .map(|(p, q)| {
+                let concepts = q
+                    .concepts
+                    .iter()
+                    .map(|c| {
+                        let mut files: Vec<PathBuf> = std::fs::read_dir(&c.ref_dir)
+                            .unwrap()
+                            .map(|e| e.unwrap().path())
+                            .filter(|f| {
+                                matches!(
+                                    f.extension().and_then(|e| e.to_str()),
+                                    Some("png" | "jpg" | "jpeg")
+                                )
+                            })
+                            .collect();
+                        files.sort();
+                        ConceptRefs::from_files(c.name.clone(), files)
+                    })
+                    .collect();
+                let q = ImageQuery {
+                    prompt_for_clip_t: q.prompt_for_clip_t.clone(),
+                    concepts,
+                };
+                (p.clone(), q)
+            })
+            .collect();
+        let again = scorer.score_images(&by_files).unwrap();
+        for (a, b) in got.iter().zip(&again) {
+            assert_eq!(a.concepts, b.concepts);
+        }
         let mut worst = 0f32;
         for (s, want) in got.iter().zip(spec["images"].as_array().unwrap()) {
             let img = want["image"].as_str().unwrap();
@@ -646,6 +680,7 @@ fn unreadable_images_are_named_in_the_error() {
         concepts: vec![ConceptRefs {
             name: "x".into(),
             ref_dir: dir.clone(),
+            ..Default::default()
         }],
     };
     let e = err_text(scorer.score_image(&image_path("chelsea.png"), &q));
@@ -665,6 +700,7 @@ fn empty_reference_folders_are_named_in_the_error() {
         concepts: vec![ConceptRefs {
             name: "ghost".into(),
             ref_dir: dir.clone(),
+            ..Default::default()
         }],
     };
     let e = err_text(scorer.score_image(&image_path("chelsea.png"), &q));

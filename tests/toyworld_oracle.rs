@@ -64,3 +64,145 @@ fn captions_judge_their_own_scenes_exact() {
         }
     }
 }
+
+mod judge_cases {
+    use clora_harness::toyworld::caption::parse;
+    use clora_harness::toyworld::concept::Concept;
+    use clora_harness::toyworld::oracle::{judge, read};
+    use clora_harness::toyworld::palette::{Background, Colour};
+    use clora_harness::toyworld::pattern::Pattern;
+    use clora_harness::toyworld::render::render;
+    use clora_harness::toyworld::scene::{Object, Scene, Style};
+    use clora_harness::toyworld::shape::ShapeKind;
+
+    fn obj(shape: ShapeKind, colour: Colour, pattern: Pattern, cx: f32, cy: f32) -> Object {
+        Object {
+            shape,
+            colour,
+            pattern,
+            cx,
+            cy,
+            r: 12.0,
+            concept: None,
+        }
+    }
+
+    fn scene(objects: Vec<Object>) -> Scene {
+        Scene {
+            background: Background::White,
+            style: Style::Solid,
+            objects,
+            texture_seed: 9,
+        }
+    }
+
+    #[test]
+    fn both_concepts_present() {
+        let s = scene(vec![
+            obj(ShapeKind::Circle, Colour::Orange, Pattern::Dots, 17.0, 20.0),
+            obj(
+                ShapeKind::Square,
+                Colour::Purple,
+                Pattern::Stripes,
+                46.0,
+                44.0,
+            ),
+        ]);
+        let v = judge(
+            &parse("a dtz circle and a stz square").unwrap(),
+            &read(&render(&s)),
+        );
+        assert!(v.exact && v.all_concepts_present() && !v.mixing(), "{v:?}");
+    }
+
+    #[test]
+    fn swapped_attributes_are_mixing() {
+        // The dots concept's colour and pattern on the square, the stripes concept's on the circle.
+        let s = scene(vec![
+            obj(
+                ShapeKind::Circle,
+                Colour::Purple,
+                Pattern::Stripes,
+                17.0,
+                20.0,
+            ),
+            obj(ShapeKind::Square, Colour::Orange, Pattern::Dots, 46.0, 44.0),
+        ]);
+        let v = judge(
+            &parse("a dtz circle and a stz square").unwrap(),
+            &read(&render(&s)),
+        );
+        assert_eq!(
+            v.concepts,
+            vec![(Concept::Dots, false), (Concept::Stripes, false)]
+        );
+        assert_eq!(v.mixed_objects, 2, "{v:?}");
+    }
+
+    #[test]
+    fn a_missing_concept_is_omission_not_mixing() {
+        let s = scene(vec![obj(
+            ShapeKind::Circle,
+            Colour::Orange,
+            Pattern::Dots,
+            30.0,
+            30.0,
+        )]);
+        let v = judge(
+            &parse("a dtz circle and a stz square").unwrap(),
+            &read(&render(&s)),
+        );
+        assert_eq!(
+            v.concepts,
+            vec![(Concept::Dots, true), (Concept::Stripes, false)]
+        );
+        assert!(!v.mixing() && !v.exact);
+    }
+
+    #[test]
+    fn wrong_colour_binding_in_a_plain_prompt_is_mixing() {
+        let s = scene(vec![
+            obj(ShapeKind::Circle, Colour::Blue, Pattern::Plain, 17.0, 20.0),
+            obj(ShapeKind::Square, Colour::Red, Pattern::Plain, 46.0, 44.0),
+        ]);
+        let v = judge(
+            &parse("a red circle and a blue square").unwrap(),
+            &read(&render(&s)),
+        );
+        assert_eq!(v.objects_found, vec![false, false]);
+        assert_eq!(v.mixed_objects, 2);
+    }
+
+    #[test]
+    fn a_bare_class_noun_accepts_any_colour() {
+        let s = scene(vec![obj(
+            ShapeKind::Circle,
+            Colour::Green,
+            Pattern::Dots,
+            30.0,
+            30.0,
+        )]);
+        let v = judge(&parse("a circle").unwrap(), &read(&render(&s)));
+        assert!(v.exact, "{v:?}");
+    }
+
+    #[test]
+    fn outline_style_is_read() {
+        let mut s = scene(vec![obj(
+            ShapeKind::Triangle,
+            Colour::Green,
+            Pattern::Plain,
+            30.0,
+            30.0,
+        )]);
+        s.style = Style::Outline;
+        let img = render(&s);
+        let v = judge(
+            &parse("an olz drawing of a green triangle").unwrap(),
+            &read(&img),
+        );
+        assert!(v.exact && v.all_concepts_present(), "{v:?}");
+        let v = judge(&parse("a green triangle").unwrap(), &read(&img));
+        assert!(!v.exact, "an outline is not a filled triangle");
+    }
+}

@@ -7,6 +7,7 @@ mod generate;
 mod report;
 mod run;
 mod score;
+mod toyworld;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// CLIP-T / CLIPScore, CLIP-I and DINO scores of images against a prompt and reference folders.
     Score(score::ScoreArgs),
+    /// The toyworld: render scenes, check the oracle, train the miniature model, judge its images.
+    Toyworld(toyworld::ToyworldArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Report(args) => report::run(args),
         Command::Score(args) => score::run(args),
+        Command::Toyworld(args) => toyworld::run(args),
     }
 }

@@ -64,7 +64,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     check_precision(args.device, precision)?;
     crate::with_backend!(args.device, |B, device| {
         let (backend, device_name) = names(args.device);
-        let mut generator = SdGenerator::<B>::new(device, backend, device_name, exp.model.dtype);
+        let mut generator = SdGenerator::<burn::backend::Autodiff<B>>::new(
+            device,
+            backend,
+            device_name,
+            exp.model.dtype,
+        );
         run_with(&args, &exp, &mut generator)
     })
 }

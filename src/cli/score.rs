@@ -69,7 +69,11 @@ fn concept_refs(spec: &str) -> Result<ConceptRefs> {
             (name, dir)
         }
     };
-    Ok(ConceptRefs { name, ref_dir: dir })
+    Ok(ConceptRefs {
+        name,
+        ref_dir: dir,
+        ref_files: Vec::new(),
+    })
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {

@@ -13,13 +13,18 @@ use clora_harness::schedulers::SchedulerKind;
 use clora_harness::toyworld::arch::ToyArch;
 use clora_harness::toyworld::caption::{caption, parse};
 use clora_harness::toyworld::concept::Concept;
+use clora_harness::toyworld::export::export_pipeline;
+use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::heldout::{heldout_scene, HELDOUT_SEED_BASE};
-use clora_harness::toyworld::oracle::{judge, read};
+use clora_harness::lora::file::LoraFile;
+use clora_harness::lora::resolve::Unmatched;
+use clora_harness::toyworld::oracle::{judge_prompt, read};
 use clora_harness::toyworld::render::render;
 use clora_harness::toyworld::scene::{concept_scene, PlainWorld};
 use clora_harness::toyworld::tensors::tensor_to_images;
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::BaseTrainConfig;
+use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
 use clora_harness::toyworld::train_vae::VaeTrainConfig;
 
 #[derive(Debug, Args)]
@@ -41,6 +46,49 @@ pub enum ToyworldWhat {
     OracleCheck(OracleCheckArgs),
     /// Generate images of a model for prompts and judge them with the oracle.
     Judge(JudgeArgs),
+    /// Export the current checkpoints of a work folder (VAE + latest base checkpoint) as a diffusers folder.
+    Export(ExportArgs),
+    /// Train the personal concepts' LoRAs (rank 4, UNet + text encoder) on a trained model.
+    TrainLora(TrainLoraArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, default_value = "target/toyworld/work")]
+    pub work: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write f32 weights instead of f16.
+    #[arg(long)]
+    pub f32: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainLoraArgs {
+    /// The trained base model (diffusers folder).
+    #[arg(long, default_value = "assets/toyworld/model")]
+    pub model: PathBuf,
+    /// Concepts to train (dots, stripes, rings, outline); default: all four.
+    #[arg(long)]
+    pub concept: Vec<String>,
+    /// Output folder: `<concept>.safetensors` each.
+    #[arg(long, default_value = "assets/toyworld/loras")]
+    pub out: PathBuf,
+    /// Loss logs.
+    #[arg(long, default_value = "target/toyworld/work")]
+    pub work: PathBuf,
+    /// File layout (peft or kohya); default: the shipped one (dots, rings: peft; stripes, outline: kohya).
+    #[arg(long)]
+    pub format: Option<String>,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Retrain even when the output file exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +105,12 @@ pub struct TrainArgs {
     /// VAE steps on whole 64x64 images.
     #[arg(long)]
     pub vae_full_steps: Option<usize>,
+    /// Batch size of the VAE's crop steps.
+    #[arg(long)]
+    pub vae_crop_batch: Option<usize>,
+    /// Batch size of the VAE's whole-image steps.
+    #[arg(long)]
+    pub vae_full_batch: Option<usize>,
     /// Peak learning rate of the VAE.
     #[arg(long)]
     pub vae_lr: Option<f64>,
@@ -133,6 +187,12 @@ pub struct JudgeArgs {
     /// Write the images here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// LoRA files to attach (weight 1 each, every key must match: `Unmatched::Error`).
+    #[arg(long)]
+    pub lora: Vec<PathBuf>,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
 }
 
 pub fn run(args: ToyworldArgs) -> Result<()> {
@@ -142,6 +202,8 @@ pub fn run(args: ToyworldArgs) -> Result<()> {
         ToyworldWhat::References(a) => references(a),
         ToyworldWhat::OracleCheck(a) => oracle_check(a),
         ToyworldWhat::Judge(a) => judge_cmd(a),
+        ToyworldWhat::TrainLora(a) => train_lora_cmd(a),
+        ToyworldWhat::Export(a) => export_cmd(a),
     }
 }
 
@@ -153,6 +215,12 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.vae_full_steps {
         vae.full_steps = v;
+    }
+    if let Some(v) = a.vae_crop_batch {
+        vae.crop_batch = v;
+    }
+    if let Some(v) = a.vae_full_batch {
+        vae.full_batch = v;
     }
     if let Some(v) = a.vae_lr {
         vae.lr = v;
@@ -251,8 +319,17 @@ fn oracle_check(a: OracleCheckArgs) -> Result<()> {
 
 fn judge_cmd(a: JudgeArgs) -> Result<()> {
     let device = Default::default();
-    let sd = StableDiffusion::<Cpu>::load(&a.model, &LoadOptions::default(), &device)
+    let mut sd = StableDiffusion::<Cpu>::load(&a.model, &LoadOptions::default(), &device)
         .with_context(|| format!("loading {}", a.model.display()))?;
+    for path in &a.lora {
+        let file = LoraFile::open(path)?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        sd.add_lora(&name, &file, 1.0, Unmatched::Error)
+            .with_context(|| format!("attaching {}", path.display()))?;
+    }
     let prompts: Vec<String> = if a.prompt.is_empty() {
         (0..a.captions)
             .map(|i| {
@@ -267,11 +344,11 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out)?;
     }
-    let (mut exact, mut total) = (0usize, 0usize);
+    let (mut exact, mut concepts, mut mixed, mut total) = (0usize, 0usize, 0usize, 0usize);
     for (p, prompt) in prompts.iter().enumerate() {
-        let spec = parse(prompt)?;
+        parse(prompt)?;
         let mut row = String::new();
-        for seed in 0..a.seeds {
+        for seed in a.first_seed..a.first_seed + a.seeds {
             let params = GenerateParams {
                 prompt: prompt.clone(),
                 steps: a.steps,
@@ -284,19 +361,101 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
             };
             let latent = sd.generate_latent(&params, None)?.latent;
             let image = tensor_to_images(sd.decode_latent(latent)?).remove(0);
-            let verdict = judge(&spec, &read(&image));
+            let verdict = judge_prompt(&image, prompt)?;
             total += 1;
             exact += verdict.exact as usize;
-            row.push(if verdict.exact { '+' } else { '.' });
+            concepts += verdict.all_concepts_present() as usize;
+            mixed += verdict.mixing() as usize;
+            row.push(if verdict.exact {
+                '+'
+            } else if verdict.all_concepts_present() {
+                'c'
+            } else {
+                '.'
+            });
             if let Some(out) = &a.out {
                 image.save(out.join(format!("p{p:02}_s{seed:02}.png")))?;
             }
         }
         println!("{row}  {prompt}");
     }
+    let pct = |k: usize| 100.0 * k as f64 / total.max(1) as f64;
     println!(
-        "caption match: {exact}/{total} ({:.1}%)",
-        100.0 * exact as f64 / total.max(1) as f64
+        "caption match: {exact}/{total} ({:.1}%); all named concepts present: {concepts}/{total} ({:.1}%); attribute mixing: {mixed}/{total} ({:.1}%)",
+        pct(exact),
+        pct(concepts),
+        pct(mixed)
     );
+    Ok(())
+}
+
+fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
+    let concepts: Vec<Concept> = if a.concept.is_empty() {
+        Concept::ALL.to_vec()
+    } else {
+        a.concept
+            .iter()
+            .map(|n| {
+                Concept::from_name(n).with_context(|| {
+                    format!("--concept `{n}`: expected dots, stripes, rings or outline")
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut cfg = LoraTrainConfig::default();
+    if let Some(v) = a.steps {
+        cfg.steps = v;
+    }
+    if let Some(v) = a.batch {
+        cfg.batch = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.lr = v;
+    }
+    let layout_override = a.format.as_deref().map(LoraLayout::parse).transpose()?;
+    let device = Default::default();
+    for c in concepts {
+        let out = a.out.join(format!("{}.safetensors", c.name()));
+        if out.is_file() && !a.force {
+            println!("{}: exists, skipped (--force retrains)", out.display());
+            continue;
+        }
+        let layout = layout_override.unwrap_or(LoraLayout::shipped(c));
+        let o = train_lora::<CpuAutodiff>(
+            &ToyArch::default(),
+            &a.model,
+            c,
+            &cfg,
+            layout,
+            &out,
+            &a.work,
+            &device,
+            &mut |line: &str| eprintln!("{line}"),
+        )
+        .with_context(|| format!("training the LoRA of `{}`", c.name()))?;
+        println!(
+            "{}: {:?}, {} layers, {} parameters, loss {:.4}, {:.0} s",
+            out.display(),
+            layout,
+            o.layers,
+            o.parameters,
+            o.final_loss,
+            o.seconds
+        );
+    }
+    Ok(())
+}
+
+fn export_cmd(a: ExportArgs) -> Result<()> {
+    let state = PhaseState::load(&a.work, "vae")?
+        .filter(|s| s.done)
+        .with_context(|| format!("{}: the VAE is not trained yet", a.work.display()))?;
+    let scaling = *state
+        .values
+        .get("scaling_factor")
+        .with_context(|| format!("{}: vae.state.json has no scaling_factor", a.work.display()))?;
+    export_pipeline(&ToyArch::default(), &a.work, scaling, &a.out, !a.f32)?;
+    let step = PhaseState::load(&a.work, "base")?.map(|s| s.step).unwrap_or(0);
+    println!("wrote {} (base checkpoint at step {step})", a.out.display());
     Ok(())
 }

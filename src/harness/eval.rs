@@ -3,7 +3,8 @@
 //!
 //! `scores.parquet` columns: `hash`, `evaluator`, `metric`, `concept` (null for a whole-image score, the
 //! LoRA name for a per-concept one), `value`, `model` (the model id, empty for built-in statistics).
-//! Aggregates over concepts are their own metrics (e.g. `dino_min`, `dino_mean`).
+//! Aggregates over concepts: the whole-image row of `clip_i`/`dino` is the mean over the image's concepts, and
+//! `clip_i_min`/`dino_min` the min.
 
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ use super::error::{HarnessError, HarnessResult};
 use super::interrupt::Interrupt;
 use super::job::Job;
 use super::layout::RunDir;
+use super::metric_eval::{self, MetricEvaluator};
 use super::pixel_stats::PixelStats;
 use super::progress::Progress;
 use super::sidecar::Sidecar;
@@ -62,25 +64,42 @@ pub struct EvalSummary {
     pub interrupted: bool,
 }
 
-/// The evaluators this build has for `spec`, and the metric names it cannot compute yet.
-pub fn builtin_evaluators(spec: &MetricsSpec) -> (Vec<Box<dyn Evaluator>>, Vec<String>) {
+/// A list of evaluators.
+pub type Evaluators = Vec<Box<dyn Evaluator>>;
+
+/// The evaluators of `spec` (built-in statistics; CLIP/DINO models loaded from the configured folders, their
+/// embeddings cached under `run`'s `cache/`), and the metric names this build cannot compute.
+pub fn evaluators(spec: &MetricsSpec, run: &RunDir) -> HarnessResult<(Evaluators, Vec<String>)> {
     let mut evaluators: Vec<Box<dyn Evaluator>> = Vec::new();
     let mut missing = Vec::new();
-    let stats: Vec<String> = spec
-        .scores
-        .iter()
-        .filter(|m| PixelStats::METRICS.contains(&m.as_str()))
-        .cloned()
-        .collect();
+    let pick = |names: &[&str]| -> Vec<String> {
+        spec.scores
+            .iter()
+            .filter(|m| names.contains(&m.as_str()))
+            .cloned()
+            .collect()
+    };
+    let stats = pick(&PixelStats::METRICS);
     if !stats.is_empty() {
         evaluators.push(Box::new(PixelStats::new(stats)));
     }
+    let models = pick(metric_eval::METRICS);
+    if !models.is_empty() {
+        evaluators.push(Box::new(MetricEvaluator::new(
+            models,
+            spec.clip_model.clone(),
+            spec.dino_model.clone(),
+            spec.batch_size,
+            Some(run.root.join("cache").join("embeddings")),
+        )?));
+    }
     for m in &spec.scores {
-        if !PixelStats::METRICS.contains(&m.as_str()) {
+        if !PixelStats::METRICS.contains(&m.as_str()) && !metric_eval::METRICS.contains(&m.as_str())
+        {
             missing.push(m.clone());
         }
     }
-    (evaluators, missing)
+    Ok((evaluators, missing))
 }
 
 /// The finished images of `run`, as their sidecars record them (in manifest order, each once).

@@ -5,6 +5,7 @@
 //! Composition methods and metrics plug in through two traits: [`Generator`] (one job -> one image) and
 //! [`Evaluator`] (images -> scores).
 
+pub mod attention_artifacts;
 pub mod error;
 pub mod eval;
 pub mod filehash;
@@ -14,6 +15,8 @@ pub mod interrupt;
 pub mod job;
 pub mod layout;
 pub mod manifest;
+pub mod method_job;
+pub mod metric_eval;
 pub mod pixel_stats;
 pub mod plan;
 pub mod progress;

@@ -1,31 +1,39 @@
-//! The [`Generator`] of this build on Stable Diffusion: loads the model once, then makes each job's
-//! image. It implements the `base` method (`StableDiffusion::generate_latent` + `decode_latent` with the
-//! job's plain prompt and noise seed); the other methods answer [`JobError::Unavailable`] until the
-//! composition methods are plugged in here.
+//! The [`Generator`] of this build on Stable Diffusion: loads the model once, attaches each LoRA file once
+//! (unfused adapters, selected per job), and makes each job's image with its composition method
+//! ([`crate::methods`]) from the job's initial noise. CLoRA jobs record their losses and mask coverage in the
+//! sidecar and, with `save_attention`, write their maps and masks beside the image.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
 
+use super::attention_artifacts::{self, AttentionRecord};
 use super::generator::{GeneratedImage, Generator, GeneratorInfo, JobContext, JobError};
-use super::job::{Job, JobModel};
+use super::job::{Job, JobLora, JobModel};
+use super::method_job::{composition_job, method_spec, save_attention};
 use super::plan::Target;
-use crate::config::MethodKind;
 use crate::latent_io;
+use crate::lora::state::AdapterId;
+use crate::lora::{LoraFile, Unmatched};
+use crate::methods::clora::Clora;
+use crate::methods::{self, compose_with_progress, MethodSpec};
 use crate::models::sd::{LoadOptions, StableDiffusion};
-use crate::pipeline::GenerateParams;
+use crate::noise;
 
-/// SD 1.x on backend `B`.
-pub struct SdGenerator<B: Backend> {
+/// SD 1.x on backend `B` (autodiff: CLoRA differentiates through the UNet).
+pub struct SdGenerator<B: AutodiffBackend> {
     device: B::Device,
     target: Target,
     dtype: crate::config::RunDtype,
     loaded: Option<(JobModel, StableDiffusion<B>, f64)>,
+    /// LoRA files attached to the loaded model, by (path, sha256).
+    attached: Vec<((PathBuf, String), AdapterId)>,
 }
 
-impl<B: Backend> SdGenerator<B> {
+impl<B: AutodiffBackend> SdGenerator<B> {
     /// A generator on `device`; `backend`/`device_name` name them for provenance and hashes.
     pub fn new(
         device: B::Device,
@@ -41,11 +49,12 @@ impl<B: Backend> SdGenerator<B> {
             },
             dtype,
             loaded: None,
+            attached: Vec::new(),
         }
     }
 
     /// The model of `job`, loaded on first use (and again when a job names another model).
-    fn model(&mut self, m: &JobModel) -> Result<(&StableDiffusion<B>, f64), JobError> {
+    fn model(&mut self, m: &JobModel) -> Result<(&mut StableDiffusion<B>, f64), JobError> {
         let same = self.loaded.as_ref().is_some_and(|(have, _, _)| {
             have.path == m.path && have.config_dir == m.config_dir && have.dtype == m.dtype
         });
@@ -63,16 +72,155 @@ impl<B: Backend> SdGenerator<B> {
             let sd = StableDiffusion::<B>::load(&path, &options, &self.device).map_err(|e| {
                 JobError::Fatal(format!("loading the model {}: {e}", path.display()))
             })?;
+            self.attached.clear();
             self.loaded = Some((m.clone(), sd, t.elapsed().as_secs_f64()));
-            let (_, sd, secs) = self.loaded.as_ref().expect("just loaded");
+            let (_, sd, secs) = self.loaded.as_mut().expect("just loaded");
             return Ok((sd, *secs));
         }
-        let (_, sd, _) = self.loaded.as_ref().expect("checked");
+        let (_, sd, _) = self.loaded.as_mut().expect("checked");
         Ok((sd, 0.0))
+    }
+
+    /// The adapter of LoRA `l` on the loaded model, attached on first use (weight 1: the job's weight is
+    /// applied when the method selects the adapter).
+    fn adapter(&mut self, l: &JobLora) -> Result<AdapterId, JobError> {
+        let key = (l.path.clone(), l.sha256.clone());
+        if let Some((_, id)) = self.attached.iter().find(|(k, _)| *k == key) {
+            return Ok(*id);
+        }
+        let (_, sd, _) = self
+            .loaded
+            .as_mut()
+            .ok_or_else(|| JobError::Fatal("no model loaded".into()))?;
+        let file = LoraFile::open(&l.path).map_err(|e| {
+            JobError::Failed(format!("LoRA `{}` ({}): {e}", l.name, l.path.display()))
+        })?;
+        let load = sd
+            .add_lora(&l.name, &file, 1.0, Unmatched::Error)
+            .map_err(|e| {
+                JobError::Failed(format!("LoRA `{}` ({}): {e}", l.name, l.path.display()))
+            })?;
+        sd.set_adapters(&[])?;
+        self.attached.push((key, load.id));
+        Ok(load.id)
+    }
+
+    /// Makes the image of `job` from `init_noise` (`[1, 4, h/8, w/8]`, before the scheduler's
+    /// `init_noise_sigma`; `None`: drawn from `job.noise_seed`), reporting each step.
+    pub fn generate_from(
+        &mut self,
+        job: &Job,
+        init_noise: Option<Tensor<B, 4>>,
+        ctx: &JobContext<'_>,
+    ) -> Result<GeneratedImage, JobError> {
+        let t0 = Instant::now();
+        let (sd, load_s) = self.model(&job.model)?;
+        let native = sd.unet_config.sample_size * sd.vae_scale_factor();
+        let (width, height) = (
+            job.sampler.width.unwrap_or(native),
+            job.sampler.height.unwrap_or(native),
+        );
+        let shape = sd.latent_shape(width, height)?;
+        let spec = method_spec(job)?;
+        let ids = job
+            .loras
+            .iter()
+            .map(|l| self.adapter(l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let style = job
+            .style_lora
+            .as_ref()
+            .map(|l| self.adapter(l))
+            .transpose()?;
+        let cjob = composition_job(job, &ids, style, width, height)?;
+        let noise = match init_noise {
+            Some(n) => n,
+            None => noise::gaussian::<B>(job.noise_seed, shape, &self.device),
+        };
+        let (_, sd, _) = self.loaded.as_mut().expect("loaded above");
+        let steps = job.sampler.steps;
+        let mut on_step = |done: usize, total: usize| ctx.steps.step(done, total, "denoise");
+        ctx.steps.step(0, steps, "denoise");
+        let mut clora = None;
+        let composed = match &spec {
+            MethodSpec::Clora(p) => {
+                let mut m = Clora::<B>::new(p.clone());
+                let out = compose_with_progress(sd, &mut m, &cjob, noise, &mut on_step);
+                clora = Some(m);
+                out
+            }
+            other => {
+                let mut m = methods::build::<B>(other)?;
+                compose_with_progress(sd, m.as_mut(), &cjob, noise, &mut on_step)
+            }
+        }?;
+        ctx.steps.step(steps, steps, "decode");
+        let t_dec = Instant::now();
+        let decoded = sd.decode_latent(composed.latent)?;
+        let image = latent_io::to_rgb8(&decoded)?;
+        let decode_s = t_dec.elapsed().as_secs_f64();
+        let mut timings = BTreeMap::new();
+        timings.insert("load".to_string(), load_s);
+        timings.insert("denoise".to_string(), composed.seconds);
+        timings.insert("decode".to_string(), decode_s);
+        let mut details = serde_json::json!({ "width": width, "height": height });
+        if let Some(m) = &clora {
+            details["clora"] = clora_details(m, job);
+            if save_attention(job) {
+                let t_art = Instant::now();
+                let mut names = vec!["base".to_string()];
+                names.extend(job.loras.iter().map(|l| l.name.clone()));
+                let rec = AttentionRecord {
+                    records: m.records(),
+                    mask_tokens: m.mask_tokens(),
+                    map_hw: m.map_hw(),
+                    branch_names: names,
+                };
+                let files = attention_artifacts::write(&ctx.artifact_dir, &rec, &image)
+                    .map_err(|e| JobError::Failed(format!("saving attention maps: {e}")))?;
+                details["attention_files"] = serde_json::json!(files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>());
+                timings.insert("artifacts".to_string(), t_art.elapsed().as_secs_f64());
+            }
+        }
+        timings.insert("total".to_string(), t0.elapsed().as_secs_f64());
+        Ok(GeneratedImage {
+            image,
+            timings,
+            details,
+        })
     }
 }
 
-impl<B: Backend> Generator for SdGenerator<B> {
+/// The sidecar record of a CLoRA image: losses per step, the number of latent updates, and each branch's
+/// final mask coverage (fraction of map cells in the mask).
+fn clora_details<B: AutodiffBackend>(m: &Clora<B>, job: &Job) -> serde_json::Value {
+    let records = m.records();
+    let losses: Vec<Vec<f32>> = records.iter().map(|r| r.losses.clone()).collect();
+    let updates: usize = losses.iter().map(Vec::len).sum();
+    let coverage: Vec<f32> = records
+        .last()
+        .map(|r| {
+            r.masks
+                .iter()
+                .map(|m| m.iter().sum::<f32>() / m.len().max(1) as f32)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut branches = vec!["base".to_string()];
+    branches.extend(job.loras.iter().map(|l| l.name.clone()));
+    serde_json::json!({
+        "latent_updates": updates,
+        "losses": losses,
+        "branches": branches,
+        "final_mask_coverage": coverage,
+        "mask_tokens": m.mask_tokens(),
+    })
+}
+
+impl<B: AutodiffBackend> Generator for SdGenerator<B> {
     fn info(&self) -> GeneratorInfo {
         GeneratorInfo {
             target: self.target.clone(),
@@ -81,40 +229,6 @@ impl<B: Backend> Generator for SdGenerator<B> {
     }
 
     fn generate(&mut self, job: &Job, ctx: &JobContext<'_>) -> Result<GeneratedImage, JobError> {
-        if job.kind != MethodKind::Base {
-            return Err(JobError::Unavailable(job.kind));
-        }
-        let t0 = Instant::now();
-        let (sd, load_s) = self.model(&job.model)?;
-        let native = sd.unet_config.sample_size * sd.vae_scale_factor();
-        let params = GenerateParams {
-            prompt: job.prompt.text.clone(),
-            negative_prompt: job.prompt.negative.clone(),
-            steps: job.sampler.steps,
-            guidance: job.sampler.guidance,
-            scheduler: job.sampler.scheduler,
-            width: job.sampler.width.unwrap_or(native),
-            height: job.sampler.height.unwrap_or(native),
-            seed: job.noise_seed,
-            clip_skip: job.sampler.clip_skip,
-        };
-        ctx.steps.step(0, job.sampler.steps, "denoise");
-        let out = sd.generate_latent(&params, None)?;
-        ctx.steps
-            .step(job.sampler.steps, job.sampler.steps, "decode");
-        let t_dec = Instant::now();
-        let decoded = sd.decode_latent(out.latent)?;
-        let image = latent_io::to_rgb8(&decoded)?;
-        let decode_s = t_dec.elapsed().as_secs_f64();
-        let mut timings = BTreeMap::new();
-        timings.insert("load".to_string(), load_s);
-        timings.insert("denoise".to_string(), out.denoise_seconds);
-        timings.insert("decode".to_string(), decode_s);
-        timings.insert("total".to_string(), t0.elapsed().as_secs_f64());
-        Ok(GeneratedImage {
-            image,
-            timings,
-            details: serde_json::json!({ "width": params.width, "height": params.height }),
-        })
+        self.generate_from(job, None, ctx)
     }
 }

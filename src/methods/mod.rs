@@ -18,7 +18,7 @@ pub mod switch;
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 pub use job::{CompositionJob, LoraRef};
-pub use sampler::{compose, Composed};
+pub use sampler::{compose, compose_with_progress, Composed};
 pub use spec::MethodSpec;
 
 use crate::error::Result;

@@ -26,6 +26,17 @@ pub fn compose<B: AutodiffBackend>(
     job: &CompositionJob,
     init_noise: Tensor<B, 4>,
 ) -> Result<Composed<B>> {
+    compose_with_progress(sd, method, job, init_noise, &mut |_, _| {})
+}
+
+/// [`compose`], calling `on_step(done, total)` after each denoising step.
+pub fn compose_with_progress<B: AutodiffBackend>(
+    sd: &mut StableDiffusion<B>,
+    method: &mut dyn CompositionMethod<B>,
+    job: &CompositionJob,
+    init_noise: Tensor<B, 4>,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<Composed<B>> {
     let t0 = Instant::now();
     let shape = sd.latent_shape(job.width, job.height)?;
     if init_noise.dims() != shape {
@@ -69,6 +80,7 @@ pub fn compose<B: AutodiffBackend>(
                     "the latent became NaN or infinite; this image is stopped",
                 ));
             }
+            on_step(i + 1, timesteps.len());
         }
         Ok(latent)
     })();

@@ -13,8 +13,8 @@
 //! let query = ImageQuery {
 //!     prompt_for_clip_t: Some("a cat next to a cup".into()),
 //!     concepts: vec![
-//!         ConceptRefs { name: "cat".into(), ref_dir: "refs/cat".into() },
-//!         ConceptRefs { name: "cup".into(), ref_dir: "refs/cup".into() },
+//!         ConceptRefs { name: "cat".into(), ref_dir: "refs/cat".into(), ..Default::default() },
+//!         ConceptRefs { name: "cup".into(), ref_dir: "refs/cup".into(), ..Default::default() },
 //!     ],
 //! };
 //! let scores = scorer.score_image("results/run/images/abc.png".as_ref(), &query)?;
@@ -71,11 +71,29 @@ impl Default for MetricsConfig {
     }
 }
 
-/// A concept of an image: its name and a folder of reference images (`.png`/`.jpg`, not recursive).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A concept of an image: its name and its reference images, a folder (`.png`/`.jpg`, not recursive) or a list
+/// of files.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConceptRefs {
     pub name: String,
     pub ref_dir: PathBuf,
+    /// Reference images given one by one; when not empty, used instead of listing `ref_dir`.
+    pub ref_files: Vec<PathBuf>,
+}
+
+impl ConceptRefs {
+    /// A concept whose references are the files `files`.
+    pub fn from_files(name: impl Into<String>, files: Vec<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            ref_dir: PathBuf::new(),
+            ref_files: files,
+        }
+    }
+
+    fn key(&self) -> (PathBuf, Vec<PathBuf>) {
+        (self.ref_dir.clone(), self.ref_files.clone())
+    }
 }
 
 /// What one image is scored against.
@@ -191,16 +209,21 @@ impl Scorer {
             .iter()
             .map(|(p, _)| self.file_ref(p))
             .collect::<Result<Vec<_>>>()?;
-        let mut concept_refs: HashMap<PathBuf, Vec<FileRef>> = HashMap::new();
+        let mut concept_refs: HashMap<(PathBuf, Vec<PathBuf>), Vec<FileRef>> = HashMap::new();
         for (_, q) in items {
             for c in &q.concepts {
-                if !concept_refs.contains_key(&c.ref_dir) {
-                    let files = self.ref_list(&c.ref_dir)?;
+                if let std::collections::hash_map::Entry::Vacant(slot) = concept_refs.entry(c.key())
+                {
+                    let files = if c.ref_files.is_empty() {
+                        self.ref_list(&c.ref_dir)?
+                    } else {
+                        Arc::new(c.ref_files.clone())
+                    };
                     let refs = files
                         .iter()
                         .map(|p| self.file_ref(p))
                         .collect::<Result<Vec<_>>>()?;
-                    concept_refs.insert(c.ref_dir.clone(), refs);
+                    slot.insert(refs);
                 }
             }
         }
@@ -248,7 +271,7 @@ impl Scorer {
             };
             let mut concepts = Vec::with_capacity(query.concepts.len());
             for c in &query.concepts {
-                let refs = &concept_refs[&c.ref_dir];
+                let refs = &concept_refs[&c.key()];
                 let score = |emb: &Option<HashMap<[u8; 32], Arc<Vec<f32>>>>| {
                     emb.as_ref().and_then(|m| {
                         mean_cosine(

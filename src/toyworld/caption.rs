@@ -2,11 +2,11 @@
 //! for (the oracle compares images against that).
 //!
 //! Grammar: `[an olz drawing of ]OBJECT[, OBJECT] [and OBJECT][ on a grey background]`, where
-//! `OBJECT = a COLOUR [PATTERN] SHAPE` (pattern: dotted, striped, ringed) or `a TRIGGER CLASS` for a subject
+//! `OBJECT = a COLOUR [PATTERN] SHAPE` (pattern: dotted, striped, ringed), `a SHAPE` (any colour) or `a TRIGGER CLASS` for a subject
 //! concept ("a dtz circle").
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::concept::Concept;
@@ -38,6 +38,13 @@ pub fn join_phrases(parts: &[String]) -> String {
 
 /// The caption of a scene. Objects are named in an order shuffled by `order_seed` (captions carry no layout).
 pub fn caption(scene: &Scene, order_seed: u64) -> String {
+    training_caption(scene, order_seed, 0.0)
+}
+
+/// A training caption: as [`caption`], but each plain-scene object is named by its class noun alone ("a
+/// circle") with probability `bare_rate`, so the model also knows the nouns without their adjectives.
+pub fn training_caption(scene: &Scene, seed: u64, bare_rate: f64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut objects: Vec<ObjectRequest> = scene
         .objects
         .iter()
@@ -48,8 +55,17 @@ pub fn caption(scene: &Scene, order_seed: u64) -> String {
             concept: o.concept,
         })
         .collect();
-    objects.shuffle(&mut ChaCha8Rng::seed_from_u64(order_seed));
-    let phrases: Vec<String> = objects.iter().map(object_phrase).collect();
+    objects.shuffle(&mut rng);
+    let phrases: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            if o.concept.is_none() && bare_rate > 0.0 && rng.random_bool(bare_rate) {
+                format!("a {}", o.shape.name())
+            } else {
+                object_phrase(o)
+            }
+        })
+        .collect();
     let mut text = join_phrases(&phrases);
     if scene.style == Style::Outline {
         text = format!("an {} of {text}", Concept::Outline.phrase());
@@ -60,10 +76,30 @@ pub fn caption(scene: &Scene, order_seed: u64) -> String {
     text
 }
 
+/// One object a prompt asks for; `None` leaves that attribute free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectSpec {
+    pub shape: ShapeKind,
+    pub colour: Option<Colour>,
+    pub pattern: Option<Pattern>,
+    pub concept: Option<Concept>,
+}
+
+impl From<ObjectRequest> for ObjectSpec {
+    fn from(o: ObjectRequest) -> Self {
+        Self {
+            shape: o.shape,
+            colour: Some(o.colour),
+            pattern: Some(o.pattern),
+            concept: o.concept,
+        }
+    }
+}
+
 /// What a caption or prompt asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptSpec {
-    pub objects: Vec<ObjectRequest>,
+    pub objects: Vec<ObjectSpec>,
     pub style: Style,
     pub background: Background,
 }
@@ -121,22 +157,29 @@ pub fn parse(prompt: &str) -> ToyResult<PromptSpec> {
                     )));
                 }
                 ObjectRequest::concept(c)
+                    .map(ObjectSpec::from)
                     .ok_or_else(|| err(format!("`{trigger}` is a style, not an object")))?
             }
-            [colour, shape] => ObjectRequest {
+            [shape] => ObjectSpec {
                 shape: parse_shape(shape).map_err(&err)?,
-                colour: parse_colour(colour).map_err(&err)?,
-                pattern: Pattern::Plain,
+                colour: None,
+                pattern: None,
                 concept: None,
             },
-            [colour, adjective, shape] => ObjectRequest {
+            [colour, shape] => ObjectSpec {
                 shape: parse_shape(shape).map_err(&err)?,
-                colour: parse_colour(colour).map_err(&err)?,
-                pattern: Pattern::from_adjective(adjective).ok_or_else(|| {
+                colour: Some(parse_colour(colour).map_err(&err)?),
+                pattern: Some(Pattern::Plain),
+                concept: None,
+            },
+            [colour, adjective, shape] => ObjectSpec {
+                shape: parse_shape(shape).map_err(&err)?,
+                colour: Some(parse_colour(colour).map_err(&err)?),
+                pattern: Some(Pattern::from_adjective(adjective).ok_or_else(|| {
                     err(format!(
                         "unknown pattern `{adjective}` (dotted, striped, ringed)"
                     ))
-                })?,
+                })?),
                 concept: None,
             },
             _ => return Err(err(format!("cannot read the object phrase `{phrase}`"))),

@@ -21,6 +21,10 @@ pub enum ToyError {
     #[error("scene: {0}")]
     Scene(String),
 
+    /// An image the oracle cannot judge (wrong size).
+    #[error("image: {0}")]
+    Image(String),
+
     /// A caption or prompt names something this world does not know.
     #[error("prompt `{prompt}`: {msg}")]
     Prompt { prompt: String, msg: String },

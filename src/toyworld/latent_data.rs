@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::tensor::{backend::Backend, DType};
 
-use super::caption::caption;
+use super::caption::training_caption;
 use super::error::{ToyError, ToyResult};
 use super::param_names::write_safetensors;
 use super::render::render;
@@ -17,6 +17,9 @@ use crate::models::weights::WeightStore;
 
 /// Seeds of training scenes: `TRAIN_SEED_BASE + i` (below the held-out range).
 pub const TRAIN_SEED_BASE: u64 = 1 << 32;
+
+/// Share of plain objects that training captions name by their class noun alone ("a circle").
+pub const BARE_RATE: f64 = 0.12;
 
 /// The cached set.
 #[derive(Debug, Clone)]
@@ -50,7 +53,11 @@ impl LatentSet {
     ) -> ToyResult<Self> {
         let world = PlainWorld::default();
         let captions: Vec<String> = (0..n as u64)
-            .map(|i| world.sample(TRAIN_SEED_BASE + i).map(|s| caption(&s, i)))
+            .map(|i| {
+                world
+                    .sample(TRAIN_SEED_BASE + i)
+                    .map(|s| training_caption(&s, i, BARE_RATE))
+            })
             .collect::<ToyResult<_>>()?;
         let ids: Vec<u32> = captions.iter().flat_map(|c| tokenizer.encode(c)).collect();
         if path.is_file() {
@@ -72,30 +79,12 @@ impl LatentSet {
                 shape
             ));
         }
-        let mut means = Vec::new();
-        let mut stds = Vec::new();
-        let mut latent_shape = vec![];
-        let chunk = 64;
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
-            let images = (start..end)
+        let images_of = |start: usize, end: usize| {
+            (start..end)
                 .map(|i| world.sample(TRAIN_SEED_BASE + i as u64).map(|s| render(&s)))
-                .collect::<ToyResult<Vec<_>>>()?;
-            let post = vae.encode(images_to_tensor::<B>(&images, device))?;
-            latent_shape = post.mean.dims()[1..].to_vec();
-            let f = |t: burn::tensor::Tensor<B, 4>| {
-                t.cast(DType::F32)
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .map_err(|e| ToyError::Training(format!("latent data: {e:?}")))
-            };
-            means.extend(f(post.mean.clone())?);
-            stds.extend(f(post.std())?);
-            if (start / chunk) % 20 == 0 {
-                log(&format!("encoding training scenes: {end}/{n}"));
-            }
-        }
+                .collect::<ToyResult<Vec<_>>>()
+        };
+        let (means, stds, latent_shape) = encode_chunks(n, images_of, vae, device, log)?;
         let mut shape = vec![n];
         shape.extend(&latent_shape);
         write_safetensors(
@@ -114,4 +103,72 @@ impl LatentSet {
             captions,
         })
     }
+}
+
+impl LatentSet {
+    /// Encodes `images` (with their captions) by `vae`, without caching.
+    pub fn encode<B: Backend>(
+        images: &[image::RgbImage],
+        captions: Vec<String>,
+        vae: &AutoencoderKL<B>,
+        tokenizer: &ClipTokenizer,
+        device: &B::Device,
+    ) -> ToyResult<Self> {
+        if images.len() != captions.len() {
+            return Err(ToyError::Training(format!(
+                "{} images but {} captions",
+                images.len(),
+                captions.len()
+            )));
+        }
+        let (means, stds, latent_shape) = encode_chunks(
+            images.len(),
+            |a, b| Ok(images[a..b].to_vec()),
+            vae,
+            device,
+            &mut |_| {},
+        )?;
+        let ids = captions.iter().flat_map(|c| tokenizer.encode(c)).collect();
+        Ok(Self {
+            latent_len: latent_shape.iter().product(),
+            means,
+            stds,
+            ids,
+            captions,
+        })
+    }
+}
+
+/// Encodes `n` images, produced 64 at a time by `images_of(start, end)`: posterior means, standard deviations
+/// and the latent shape `[c, h, w]`.
+fn encode_chunks<B: Backend>(
+    n: usize,
+    images_of: impl Fn(usize, usize) -> ToyResult<Vec<image::RgbImage>>,
+    vae: &AutoencoderKL<B>,
+    device: &B::Device,
+    log: &mut dyn FnMut(&str),
+) -> ToyResult<(Vec<f32>, Vec<f32>, Vec<usize>)> {
+    let mut means = Vec::new();
+    let mut stds = Vec::new();
+    let mut latent_shape = vec![];
+    let chunk = 64;
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        let images = images_of(start, end)?;
+        let post = vae.encode(images_to_tensor::<B>(&images, device))?;
+        latent_shape = post.mean.dims()[1..].to_vec();
+        let f = |t: burn::tensor::Tensor<B, 4>| {
+            t.cast(DType::F32)
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| ToyError::Training(format!("latent data: {e:?}")))
+        };
+        means.extend(f(post.mean.clone())?);
+        stds.extend(f(post.std())?);
+        if (start / chunk) % 20 == 0 {
+            log(&format!("encoding training scenes: {end}/{n}"));
+        }
+    }
+    Ok((means, stds, latent_shape))
 }

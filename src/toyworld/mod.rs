@@ -30,6 +30,8 @@ pub mod tensors;
 pub mod text_unet;
 pub mod train;
 pub mod train_base;
+pub mod train_lora;
 pub mod train_vae;
+pub mod trainable;
 
 pub use error::{ToyError, ToyResult};

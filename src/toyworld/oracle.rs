@@ -483,8 +483,8 @@ pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
     let matches = |e: usize, d: &Detection| {
         let o = &spec.objects[e];
         d.shape == Some(o.shape)
-            && d.colour == Some(o.colour)
-            && (outline || d.pattern == Some(o.pattern))
+            && o.colour.is_none_or(|c| d.colour == Some(c))
+            && (outline || o.pattern.is_none_or(|p| d.pattern == Some(p)))
             && d.outline == outline
     };
     // Best assignment of detections to prompt objects (at most 3 prompt objects: try every order).
@@ -521,11 +521,12 @@ pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
             let mut owners: Vec<usize> = Vec::new();
             for e in 0..n {
                 let o = &spec.objects[e];
-                let colour =
-                    d.colour == Some(o.colour) && unique(&|k| spec.objects[k].colour == o.colour);
+                let colour = o.colour.is_some()
+                    && d.colour == o.colour
+                    && unique(&|k| spec.objects[k].colour == o.colour);
                 let pattern = !outline
-                    && o.pattern != Pattern::Plain
-                    && d.pattern == Some(o.pattern)
+                    && o.pattern.is_some_and(|p| p != Pattern::Plain)
+                    && d.pattern == o.pattern
                     && unique(&|k| spec.objects[k].pattern == o.pattern);
                 let shape =
                     d.shape == Some(o.shape) && unique(&|k| spec.objects[k].shape == o.shape);
@@ -583,4 +584,29 @@ fn for_each_assignment(n: usize, m: usize, f: &mut dyn FnMut(&[Option<usize>])) 
         }
     }
     go(0, n, m, &mut Vec::with_capacity(n), f);
+}
+
+/// Judges a generated image against the prompt that produced it: parses the prompt with the world's caption
+/// parser ([`parse`](super::caption::parse): "a dtz circle and a stz square", "an olz drawing of a red
+/// circle"), reads the image and compares. Images of another square size are resized to the world's 64x64
+/// (triangle filter); a non-square image is an error.
+pub fn judge_prompt(image: &RgbImage, prompt: &str) -> Result<Verdict, super::error::ToyError> {
+    let spec = super::caption::parse(prompt)?;
+    let side = super::scene::CANVAS as u32;
+    let (w, h) = image.dimensions();
+    let reading = if (w, h) == (side, side) {
+        read(image)
+    } else if w == h && w > 0 {
+        read(&image::imageops::resize(
+            image,
+            side,
+            side,
+            image::imageops::FilterType::Triangle,
+        ))
+    } else {
+        return Err(super::error::ToyError::Image(format!(
+            "cannot judge a {w}x{h} image: the toyworld's images are square ({side}x{side})"
+        )));
+    };
+    Ok(judge(&spec, &reading))
 }

@@ -9,6 +9,7 @@ use burn::tensor::{backend::Backend, DType};
 use super::arch::ToyArch;
 use super::error::ToyResult;
 use super::param_names::ParamNames;
+use super::trainable::trainable;
 use crate::models::clip::text_encoder::ClipTextModel;
 use crate::models::unet::UNet2DConditionModel;
 use crate::models::weights::{VarBuilder, WeightStore};
@@ -56,13 +57,13 @@ impl TextUnetNames {
 }
 
 impl<B: Backend> TextUnet<B> {
-    /// Random initial weights (deterministic in `seed`).
+    /// Random initial weights (deterministic in `seed`), tracked by autodiff.
     pub fn random(arch: &ToyArch, seed: u64, device: &B::Device) -> ToyResult<Self> {
         let vb = VarBuilder::random(seed, device, DType::F32);
-        Ok(Self {
+        Ok(trainable(Self {
             text_encoder: ClipTextModel::load(&vb.clone(), &arch.text_config()?)?,
             unet: UNet2DConditionModel::load(&vb, &arch.unet_config()?)?,
-        })
+        }))
     }
 
     /// Loads the weights that [`TextUnetNames::save`] wrote below `dir`.

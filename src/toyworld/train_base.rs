@@ -16,6 +16,7 @@ use super::error::ToyResult;
 use super::latent_data::LatentSet;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::text_unet::{TextUnet, TextUnetNames};
+use super::trainable::trainable;
 use crate::models::clip::tokenizer::ClipTokenizer;
 use crate::schedulers::{numerics, SchedulerConfig};
 
@@ -166,7 +167,7 @@ pub fn train_base<B: AutodiffBackend>(
             "base: resuming at step {}/{}",
             state.step, cfg.steps
         ));
-        TextUnet::load(arch, &dir, device)?
+        trainable(TextUnet::load(arch, &dir, device)?)
     } else {
         TextUnet::random(arch, cfg.seed, device)?
     };

@@ -23,6 +23,7 @@ use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::render::render;
 use super::scene::{concept_scene, PlainWorld, CANVAS};
 use super::tensors::{crop, images_to_tensor};
+use super::trainable::trainable;
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::models::weights::{VarBuilder, WeightStore};
 
@@ -129,12 +130,13 @@ pub fn train_vae<B: AutodiffBackend>(
     }
     state.total = total;
     let names = vae_names::<B>(arch, device)?;
-    let mut model: AutoencoderKL<B> = if state.step > 0 {
+    let model: AutoencoderKL<B> = if state.step > 0 {
         log(&format!("vae: resuming at step {}/{total}", state.step));
         vae_model(arch, Some(&dir), cfg.seed, device)?
     } else {
         vae_model(arch, None, cfg.seed, device)?
     };
+    let mut model = trainable(model);
     let mut optim = AdamConfig::new().init::<B, AutoencoderKL<B>>();
     let mut losses = LossLog::open(work, PHASE, state.seconds)?;
     let mut last = f64::NAN;

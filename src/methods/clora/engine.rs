@@ -221,7 +221,7 @@ pub fn masks_for<B: AutodiffBackend>(
             mw,
             &br.mask_tokens,
             params.mask_threshold_alpha as f32,
-            params.morphology,
+            params.morphology(),
         )
     } else {
         vec![vec![1.0; q]; n]

@@ -37,6 +37,9 @@ pub struct Clora<B: AutodiffBackend> {
     pub record_latents: bool,
     branches: Option<Branches<B>>,
     records: Vec<CloraStepRecord>,
+    /// `mask_indices[k]` and the map side of the last image (kept after `finish`).
+    mask_tokens: Vec<Vec<usize>>,
+    map_hw: (usize, usize),
 }
 
 impl<B: AutodiffBackend> Clora<B> {
@@ -46,12 +49,24 @@ impl<B: AutodiffBackend> Clora<B> {
             record_latents: false,
             branches: None,
             records: Vec::new(),
+            mask_tokens: Vec::new(),
+            map_hw: (0, 0),
         }
     }
 
     /// The records of the last image, one per step.
     pub fn records(&self) -> &[CloraStepRecord] {
         &self.records
+    }
+
+    /// The token positions whose maps made each branch's mask in the last image (`[]` for the base branch).
+    pub fn mask_tokens(&self) -> &[Vec<usize>] {
+        &self.mask_tokens
+    }
+
+    /// The attention-map side (h, w) of the last image.
+    pub fn map_hw(&self) -> (usize, usize) {
+        self.map_hw
     }
 
     /// The prepared branches (after `prepare`).
@@ -143,7 +158,10 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Clora<B> {
 
     fn prepare(&mut self, sd: &mut StableDiffusion<B>, job: &CompositionJob) -> Result<()> {
         self.records.clear();
-        self.branches = Some(self.prepare_branches(sd, job)?);
+        let br = self.prepare_branches(sd, job)?;
+        self.mask_tokens = br.mask_tokens.clone();
+        self.map_hw = br.map_hw;
+        self.branches = Some(br);
         Ok(())
     }
 

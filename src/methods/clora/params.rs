@@ -28,9 +28,14 @@ pub struct CloraParams {
     /// A cell belongs to a token's mask when its attention exceeds `alpha * max` (official default 0.3,
     /// notebook 0.4). Must lie in (0, 1).
     pub mask_threshold_alpha: f64,
-    /// 3x3 morphology on the masks (all off in the official code's defaults and notebook).
-    #[serde(flatten)]
-    pub morphology: Morphology,
+    /// 3x3 erosion of the masks (off in the official code's defaults and notebook).
+    pub erode: bool,
+    /// 3x3 dilation of the masks (off in the official code).
+    pub dilate: bool,
+    /// Morphological opening of the masks (off in the official code).
+    pub opening: bool,
+    /// Morphological closing of the masks (off in the official code).
+    pub closing: bool,
     /// Encode each branch's prompt with its LoRA's text-encoder part (notebook: true).
     pub use_text_encoder_lora: bool,
     /// NT-Xent temperature (hard-coded 0.5 in the official code).
@@ -74,7 +79,10 @@ impl Default for CloraParams {
             latent_update: true,
             apply_mask_after: 0,
             mask_threshold_alpha: 0.4,
-            morphology: Morphology::default(),
+            erode: false,
+            dilate: false,
+            opening: false,
+            closing: false,
             use_text_encoder_lora: true,
             temperature: 0.5,
             attention_stride_px: 32,
@@ -86,6 +94,16 @@ impl Default for CloraParams {
 }
 
 impl CloraParams {
+    /// The mask morphology switches.
+    pub fn morphology(&self) -> Morphology {
+        Morphology {
+            erode: self.erode,
+            dilate: self.dilate,
+            opening: self.opening,
+            closing: self.closing,
+        }
+    }
+
     /// Checks ranges; errors name the parameter.
     pub fn validate(&self) -> Result<()> {
         if !(self.mask_threshold_alpha > 0.0 && self.mask_threshold_alpha < 1.0) {
@@ -110,5 +128,29 @@ impl CloraParams {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_table_takes_the_defaults_for_the_rest() {
+        let p: CloraParams = toml::from_str("step_size = 10.0\ndilate = true").unwrap();
+        assert_eq!(p.step_size, 10.0);
+        assert!(p.morphology().dilate && !p.morphology().erode);
+        assert_eq!(
+            p.max_iter_to_alter,
+            CloraParams::default().max_iter_to_alter
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let e = toml::from_str::<CloraParams>("step_sise = 10.0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("step_sise"), "{e}");
     }
 }

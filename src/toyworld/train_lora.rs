@@ -1,0 +1,537 @@
+//! Training a personal concept's LoRA (DreamBooth-style): rank-`r` adapters on the UNet's transformer-block
+//! linears (`attn1`, `attn2`, `ff`) and on every text-encoder linear, trained with burn autodiff on the epsilon
+//! objective over the concept's scenes ("a dtz circle", "an olz drawing of ..."), mixed with plain scenes of
+//! the base distribution (prior preservation), the base weights frozen. The adapters are attached through the
+//! same `Linear::attach_lora` path that loading a LoRA file uses, so what is trained is what is loaded; the
+//! result is saved in the PEFT/diffusers layout (`save_lora_weights`) or in kohya's (`lora_unet_*`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::{
+    backend::AutodiffBackend, backend::Backend, ElementConversion, Tensor, TensorData,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use safetensors::tensor::{Dtype as StDtype, TensorView};
+use serde_json::json;
+
+use super::arch::ToyArch;
+use super::caption::training_caption;
+use super::concept::Concept;
+use super::error::{ToyError, ToyResult};
+use super::latent_data::{LatentSet, TRAIN_SEED_BASE};
+use super::progress::{check_finite, learning_rate, LossLog};
+use super::render::render;
+use super::scene::{concept_scene, PlainWorld};
+use super::text_unet::TextUnet;
+use super::train_base::{diffusion_batch, epsilon_loss, sd15_alphas_cumprod};
+use super::train_vae::vae_model;
+use crate::lora::key::Component;
+use crate::lora::linear::LinearAdapter;
+use crate::lora::metadata::LORA_ADAPTER_METADATA_KEY;
+use crate::lora::rows::RowMultipliers;
+use crate::lora::targets::{LoraTargets, Target};
+use crate::models::clip::tokenizer::ClipTokenizer;
+
+/// Seeds of a concept's training scenes: `CONCEPT_SEED_BASE + i` (apart from plain and held-out seeds).
+pub const CONCEPT_SEED_BASE: u64 = 3 << 32;
+
+/// The two LoRA file layouts the harness reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraLayout {
+    /// diffusers `save_lora_weights` with PEFT keys: `unet.<path>.lora_A.weight` / `lora_B.weight`, the
+    /// adapter config (rank, alpha) in the `lora_adapter_metadata` metadata entry.
+    Peft,
+    /// kohya / A1111: `lora_unet_<path_with_underscores>.lora_down.weight` / `lora_up.weight` / `.alpha`.
+    Kohya,
+}
+
+impl LoraLayout {
+    pub fn parse(s: &str) -> ToyResult<Self> {
+        match s {
+            "peft" => Ok(Self::Peft),
+            "kohya" => Ok(Self::Kohya),
+            other => Err(ToyError::Training(format!(
+                "LoRA format `{other}`: expected peft or kohya"
+            ))),
+        }
+    }
+
+    /// The layout the shipped LoRA of `concept` uses (two of each, so both loaders are exercised).
+    pub fn shipped(concept: Concept) -> Self {
+        match concept {
+            Concept::Dots | Concept::Rings => Self::Peft,
+            Concept::Stripes | Concept::Outline => Self::Kohya,
+        }
+    }
+}
+
+/// Settings of one LoRA training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraTrainConfig {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub rank: usize,
+    /// The alpha written to the file (the adapters are trained at scale 1 and rescaled to `alpha / rank`).
+    pub alpha: f64,
+    /// Distinct concept scenes in the training set.
+    pub concept_scenes: usize,
+    /// Plain scenes for prior preservation.
+    pub prior_scenes: usize,
+    /// Rows of each batch drawn from the plain scenes.
+    pub prior_rows: usize,
+    pub seed: u64,
+    pub log_every: usize,
+}
+
+impl Default for LoraTrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 150,
+            batch: 8,
+            lr: 5e-3,
+            warmup: 10,
+            rank: 4,
+            alpha: 4.0,
+            concept_scenes: 192,
+            prior_scenes: 192,
+            prior_rows: 2,
+            seed: 5,
+            log_every: 10,
+        }
+    }
+}
+
+/// Whether a layer of `component` at `path` gets an adapter: the UNet's transformer-block linears and every
+/// text-encoder linear.
+pub fn is_lora_target(component: Component, path: &str) -> bool {
+    match component {
+        Component::Unet => path.contains(".transformer_blocks."),
+        Component::TextEncoder => true,
+    }
+}
+
+/// The trainable factors of one layer, in burn's layout (`down` `[d_in, r]`, `up` `[r, d_out]`), with Adam moments.
+struct Factors<B: Backend> {
+    down: Tensor<B, 2>,
+    up: Tensor<B, 2>,
+    moments: [(Tensor<B, 2>, Tensor<B, 2>); 2],
+}
+
+/// The adapters being trained, by (component, layer path).
+pub struct LoraSet<B: Backend> {
+    layers: BTreeMap<(Component, String), Factors<B>>,
+}
+
+fn components<B: Backend>(
+    model: &mut TextUnet<B>,
+    f: &mut dyn FnMut(Component, &str, Target<'_, B>),
+) {
+    model
+        .unet
+        .for_each_target("", &mut |p, t| f(Component::Unet, p, t));
+    model
+        .text_encoder
+        .for_each_target("", &mut |p, t| f(Component::TextEncoder, p, t));
+}
+
+impl<B: Backend> LoraSet<B> {
+    /// Fresh adapters for every target layer of `model`: `down` Kaiming-uniform-like, `up` zero (PEFT's
+    /// initialization: the model starts as the base model).
+    pub fn init(model: &mut TextUnet<B>, rank: usize, seed: u64, device: &B::Device) -> Self {
+        let mut layers = BTreeMap::new();
+        let mut k = 0u64;
+        components(model, &mut |c, path, t| {
+            let Target::Linear(lin) = t else { return };
+            if !is_lora_target(c, path) {
+                return;
+            }
+            let [d_in, d_out] = lin.weight.val().dims();
+            let bound = 1.0 / (d_in as f32).sqrt();
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(k));
+            k += 1;
+            let values: Vec<f32> = (0..d_in * rank)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            let down = Tensor::<B, 2>::from_data(TensorData::new(values, [d_in, rank]), device);
+            let up = Tensor::<B, 2>::zeros([rank, d_out], device);
+            let moments = [
+                (down.zeros_like(), down.zeros_like()),
+                (up.zeros_like(), up.zeros_like()),
+            ];
+            layers.insert((c, path.to_string()), Factors { down, up, moments });
+        });
+        Self { layers }
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Number of trained values.
+    pub fn parameters(&self) -> usize {
+        self.layers
+            .values()
+            .map(|f| {
+                f.down.dims().iter().product::<usize>() + f.up.dims().iter().product::<usize>()
+            })
+            .sum()
+    }
+
+    /// The factors as f32 `(component, path, down [d_in, r], up [r, d_out])`.
+    pub fn factors(&self) -> ToyResult<Vec<(Component, String, Tensor<B, 2>, Tensor<B, 2>)>> {
+        Ok(self
+            .layers
+            .iter()
+            .map(|((c, p), f)| (*c, p.clone(), f.down.clone(), f.up.clone()))
+            .collect())
+    }
+}
+
+/// Attaches the current factors (tracked by autodiff) to `model` as adapter 0 at scale 1; returns the leaves.
+fn attach<B: AutodiffBackend>(
+    model: &mut TextUnet<B>,
+    set: &LoraSet<B::InnerBackend>,
+) -> BTreeMap<(Component, String), (Tensor<B, 2>, Tensor<B, 2>)> {
+    let mut leaves = BTreeMap::new();
+    let mult = RowMultipliers::AllRows(vec![(0, 1.0)]);
+    components(model, &mut |c, path, t| {
+        let Target::Linear(lin) = t else { return };
+        let key = (c, path.to_string());
+        let Some(f) = set.layers.get(&key) else {
+            return;
+        };
+        let down = Tensor::<B, 2>::from_inner(f.down.clone()).require_grad();
+        let up = Tensor::<B, 2>::from_inner(f.up.clone()).require_grad();
+        lin.remove_loras();
+        lin.attach_lora(LinearAdapter {
+            id: 0,
+            down: down.clone(),
+            up: up.clone(),
+            alpha_scale: 1.0,
+        });
+        lin.refresh_lora(&mult);
+        leaves.insert(key, (down, up));
+    });
+    leaves
+}
+
+fn adam<B: Backend>(
+    w: Tensor<B, 2>,
+    g: Tensor<B, 2>,
+    m: &mut (Tensor<B, 2>, Tensor<B, 2>),
+    lr: f64,
+    t: usize,
+) -> Tensor<B, 2> {
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+    m.0 = m.0.clone() * b1 + g.clone() * (1.0 - b1);
+    m.1 = m.1.clone() * b2 + g.powf_scalar(2.0) * (1.0 - b2);
+    let c1 = 1.0 - b1.powi(t as i32);
+    let c2 = 1.0 - b2.powi(t as i32);
+    let step = (m.0.clone() / c1) / ((m.1.clone() / c2).sqrt() + eps);
+    w - step * lr
+}
+
+/// The training set of a concept: its scenes (captioned with the trigger phrase) and, for prior preservation,
+/// plain scenes with their captions, encoded by the model's VAE.
+pub fn concept_data<B: Backend>(
+    arch: &ToyArch,
+    model_dir: &Path,
+    concept: Concept,
+    cfg: &LoraTrainConfig,
+    tokenizer: &ClipTokenizer,
+    device: &B::Device,
+) -> ToyResult<(LatentSet, LatentSet)> {
+    let vae = vae_model::<B>(arch, Some(&model_dir.join("vae")), 0, device)?;
+    let scenes = (0..cfg.concept_scenes as u64)
+        .map(|i| concept_scene(concept, CONCEPT_SEED_BASE + i))
+        .collect::<ToyResult<Vec<_>>>()?;
+    let captions = scenes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| training_caption(s, i as u64, 0.0))
+        .collect();
+    let images = scenes.iter().map(render).collect::<Vec<_>>();
+    let concept_set = LatentSet::encode(&images, captions, &vae, tokenizer, device)?;
+    let world = PlainWorld::default();
+    // Plain scenes from the end of the base training range (other seeds than the base set's start).
+    let plain = (0..cfg.prior_scenes as u64)
+        .map(|i| world.sample(TRAIN_SEED_BASE + (1 << 30) + i))
+        .collect::<ToyResult<Vec<_>>>()?;
+    let captions = plain
+        .iter()
+        .enumerate()
+        .map(|(i, s)| training_caption(s, i as u64, 0.0))
+        .collect();
+    let images = plain.iter().map(render).collect::<Vec<_>>();
+    let prior_set = LatentSet::encode(&images, captions, &vae, tokenizer, device)?;
+    Ok((concept_set, prior_set))
+}
+
+/// What a LoRA training produced.
+#[derive(Debug, Clone)]
+pub struct LoraOutcome {
+    pub layers: usize,
+    pub parameters: usize,
+    pub final_loss: f64,
+    pub seconds: f64,
+}
+
+/// Trains the LoRA of `concept` on the model in `model_dir` (a diffusers folder of the toy architecture) and
+/// writes it to `out` in `layout`. The loss log goes to `work/lora_<name>.loss.csv`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_lora<B: AutodiffBackend>(
+    arch: &ToyArch,
+    model_dir: &Path,
+    concept: Concept,
+    cfg: &LoraTrainConfig,
+    layout: LoraLayout,
+    out: &Path,
+    work: &Path,
+    device: &B::Device,
+    log: &mut dyn FnMut(&str),
+) -> ToyResult<LoraOutcome> {
+    if cfg.prior_rows >= cfg.batch {
+        return Err(ToyError::Training(format!(
+            "LoRA: prior_rows {} must be below the batch {}",
+            cfg.prior_rows, cfg.batch
+        )));
+    }
+    std::fs::create_dir_all(work).map_err(|e| ToyError::io(work, e))?;
+    let scaling_factor = read_scaling_factor(model_dir)?;
+    let tokenizer = ClipTokenizer::embedded()?;
+    let (data, prior) =
+        concept_data::<B::InnerBackend>(arch, model_dir, concept, cfg, &tokenizer, device)?;
+    let mut model: TextUnet<B> = TextUnet::load(arch, model_dir, device)?;
+    let mut set = LoraSet::<B::InnerBackend>::init(
+        &mut TextUnet::<B::InnerBackend>::load(arch, model_dir, device)?,
+        cfg.rank,
+        cfg.seed,
+        device,
+    );
+    log(&format!(
+        "lora {}: {} layers, {} parameters, {} concept + {} prior scenes",
+        concept.name(),
+        set.len(),
+        set.parameters(),
+        data.len(),
+        prior.len()
+    ));
+    let alphas = sd15_alphas_cumprod()?;
+    let empty = tokenizer.encode("");
+    let ls = arch.latent_size();
+    let latent_shape = [arch.latent_channels, ls, ls];
+    let phase = format!("lora_{}", concept.name());
+    let loss_path = work.join(format!("{phase}.loss.csv"));
+    if loss_path.is_file() {
+        std::fs::remove_file(&loss_path).map_err(|e| ToyError::io(&loss_path, e))?;
+    }
+    let mut losses = LossLog::open(work, &phase, 0.0)?;
+    let mut last = f64::NAN;
+    let t0 = Instant::now();
+    for step in 0..cfg.steps {
+        let leaves = attach::<B>(&mut model, &set);
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let loss = lora_loss(
+            &model,
+            &data,
+            &prior,
+            cfg,
+            latent_shape,
+            scaling_factor,
+            &alphas,
+            &empty,
+            &mut rng,
+            device,
+        )?;
+        let value = loss.clone().into_scalar().elem::<f64>();
+        check_finite(&phase, step, value)?;
+        let lr = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup, 0.1);
+        let grads = loss.backward();
+        for (key, (down, up)) in leaves {
+            let f = set.layers.get_mut(&key).expect("attached from the set");
+            if let Some(g) = down.grad(&grads) {
+                f.down = adam(f.down.clone(), g, &mut f.moments[0], lr, step + 1);
+            }
+            if let Some(g) = up.grad(&grads) {
+                f.up = adam(f.up.clone(), g, &mut f.moments[1], lr, step + 1);
+            }
+        }
+        last = losses.record(step, value, lr)?;
+        let done = step + 1;
+        if done % cfg.log_every == 0 || done == cfg.steps {
+            let per = t0.elapsed().as_secs_f64() / done as f64;
+            log(&format!(
+                "{phase} {done}/{}: loss {:.4} (smoothed {last:.4}), {per:.2} s/step, ~{:.0} s left",
+                cfg.steps,
+                losses.take_window_mean(),
+                per * (cfg.steps - done) as f64
+            ));
+        }
+    }
+    save_lora(&set, cfg.rank, cfg.alpha, layout, out)?;
+    Ok(LoraOutcome {
+        layers: set.len(),
+        parameters: set.parameters(),
+        final_loss: last,
+        seconds: losses.seconds(),
+    })
+}
+
+/// The epsilon loss of one LoRA batch: `batch - prior_rows` concept rows and `prior_rows` plain rows.
+#[allow(clippy::too_many_arguments)]
+fn lora_loss<B: AutodiffBackend>(
+    model: &TextUnet<B>,
+    data: &LatentSet,
+    prior: &LatentSet,
+    cfg: &LoraTrainConfig,
+    latent_shape: [usize; 3],
+    scaling_factor: f64,
+    alphas: &[f32],
+    empty: &[u32],
+    rng: &mut ChaCha8Rng,
+    device: &B::Device,
+) -> ToyResult<Tensor<B, 1>> {
+    let own = diffusion_batch::<B>(
+        data,
+        latent_shape,
+        cfg.batch - cfg.prior_rows,
+        scaling_factor,
+        alphas,
+        empty,
+        0.0,
+        rng,
+        device,
+    );
+    if cfg.prior_rows == 0 {
+        return epsilon_loss(model, own);
+    }
+    let p = diffusion_batch::<B>(
+        prior,
+        latent_shape,
+        cfg.prior_rows,
+        scaling_factor,
+        alphas,
+        empty,
+        0.0,
+        rng,
+        device,
+    );
+    let mut timesteps = own.timesteps;
+    timesteps.extend(p.timesteps);
+    epsilon_loss(
+        model,
+        super::train_base::DiffusionBatch {
+            noisy: Tensor::cat(vec![own.noisy, p.noisy], 0),
+            noise: Tensor::cat(vec![own.noise, p.noise], 0),
+            timesteps,
+            ids: Tensor::cat(vec![own.ids, p.ids], 0),
+        },
+    )
+}
+
+/// The VAE `scaling_factor` of a diffusers folder.
+pub fn read_scaling_factor(model_dir: &Path) -> ToyResult<f64> {
+    let p = model_dir.join("vae").join("config.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| ToyError::io(&p, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ToyError::bad_file(&p, format!("invalid JSON ({e})")))?;
+    v.get("scaling_factor")
+        .and_then(|x| x.as_f64())
+        .ok_or_else(|| ToyError::bad_file(&p, "field `scaling_factor`: missing or not a number"))
+}
+
+fn to_vec<B: Backend>(t: Tensor<B, 2>) -> ToyResult<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| ToyError::Training(format!("LoRA factors: {e:?}")))
+}
+
+/// Writes the adapters in `layout`: PyTorch layout (`down`/`lora_A` `[r, d_in]`, `up`/`lora_B` `[d_out, r]`),
+/// with `alpha` (scale `alpha / r`; the up factors are rescaled so the delta equals the trained one).
+pub fn save_lora<B: Backend>(
+    set: &LoraSet<B>,
+    rank: usize,
+    alpha: f64,
+    layout: LoraLayout,
+    out: &Path,
+) -> ToyResult<()> {
+    let rescale = (rank as f64 / alpha) as f32;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for (c, path, down, up) in set.factors()? {
+        let [d_in, r] = down.dims();
+        let [_, d_out] = up.dims();
+        let a = to_vec(down.transpose())?;
+        let b: Vec<f32> = to_vec(up.transpose())?
+            .into_iter()
+            .map(|x| x * rescale)
+            .collect();
+        match layout {
+            LoraLayout::Peft => {
+                let prefix = match c {
+                    Component::Unet => "unet",
+                    Component::TextEncoder => "text_encoder",
+                };
+                tensors.push((format!("{prefix}.{path}.lora_A.weight"), vec![r, d_in], a));
+                tensors.push((format!("{prefix}.{path}.lora_B.weight"), vec![d_out, r], b));
+            }
+            LoraLayout::Kohya => {
+                let prefix = match c {
+                    Component::Unet => "lora_unet",
+                    Component::TextEncoder => "lora_te",
+                };
+                let name = format!("{prefix}_{}", path.replace('.', "_"));
+                tensors.push((format!("{name}.lora_down.weight"), vec![r, d_in], a));
+                tensors.push((format!("{name}.lora_up.weight"), vec![d_out, r], b));
+                tensors.push((format!("{name}.alpha"), vec![], vec![alpha as f32]));
+            }
+        }
+    }
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    if layout == LoraLayout::Peft {
+        let config = json!({
+            "unet.r": rank, "unet.lora_alpha": alpha,
+            "text_encoder.r": rank, "text_encoder.lora_alpha": alpha,
+        });
+        meta.insert(LORA_ADAPTER_METADATA_KEY.to_string(), config.to_string());
+    }
+    write_f32_safetensors(out, &tensors, meta)
+}
+
+fn write_f32_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: std::collections::HashMap<String, String>,
+) -> ToyResult<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((k, shape, _), b)| {
+            TensorView::new(StDtype::F32, shape.clone(), b)
+                .map(|view| (k.clone(), view))
+                .map_err(|e| ToyError::bad_file(path, format!("tensor `{k}`: {e}")))
+        })
+        .collect::<ToyResult<Vec<_>>>()?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| ToyError::io(parent, e))?;
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, Some(meta), &tmp)
+        .map_err(|e| ToyError::bad_file(&tmp, e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| ToyError::io(path, e))
+}

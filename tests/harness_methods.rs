@@ -1,0 +1,225 @@
+//! The composition methods inside the harness: a CLoRA job of an experiment config reproduces the official
+//! pipeline's image (the fixture of `tests/clora_parity.rs`, through the planner's prompt rendering and the
+//! job -> method mapping), and every method runs in one experiment with its sidecar records and artifacts.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::Autodiff;
+use burn::tensor::{Tensor, TensorData};
+use clora_harness::backend::Cpu;
+use clora_harness::config::{self, Experiment, MethodKind};
+use clora_harness::harness::filehash::FileHasher;
+use clora_harness::harness::manifest;
+use clora_harness::harness::{self, Generator, Interrupt, JobContext, SessionOptions};
+use clora_harness::latent_io;
+use clora_harness::models::sd::{LoadOptions, StableDiffusion};
+use safetensors::SafeTensors;
+
+type AD = Autodiff<Cpu>;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn folder(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("clora-methods-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// tiny-c with the two CLoRA fixture LoRAs (cat: PEFT, dog: kohya, both trigger `sks`), the fixture's prompt.
+fn experiment(dir: &Path, size: usize, steps: usize, methods: &str) -> Experiment {
+    let f = fixtures();
+    let text = format!(
+        r#"
+seeds = [0]
+[run]
+name = "m"
+[model]
+path = "{model}"
+[[loras]]
+name = "cat"
+path = "{cat}"
+trigger = "sks"
+class_noun = "cat"
+[[loras]]
+name = "dog"
+path = "{dog}"
+trigger = "sks"
+class_noun = "dog"
+[[prompt_sets]]
+name = "pair"
+prompts = ["A {{cat}} and a {{dog}}"]
+[sampler]
+scheduler = "ddim"
+steps = {steps}
+guidance = 7.5
+width = {size}
+height = {size}
+negative_prompt = "nsfw"
+[metrics]
+scores = ["mean_luma"]
+[report]
+trade_off = ["mean_luma", "mean_luma"]
+{methods}
+"#,
+        model = f.join("sd/tiny-c").display(),
+        cat = f.join("clora/lora_cat.safetensors").display(),
+        dog = f.join("clora/lora_dog.safetensors").display(),
+    );
+    std::fs::write(dir.join("exp.toml"), text).unwrap();
+    config::load(&dir.join("exp.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn generator() -> harness::SdGenerator<AD> {
+    harness::SdGenerator::<AD>::new(Default::default(), "flex", "cpu", config::RunDtype::F32)
+}
+
+fn tensor(st: &SafeTensors<'_>, name: &str) -> Tensor<AD, 4> {
+    let t = st.tensor(name).unwrap();
+    let v: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let s = t.shape();
+    Tensor::from_data(
+        TensorData::new(v, [s[0], s[1], s[2], s[3]]),
+        &Default::default(),
+    )
+}
+
+#[test]
+fn a_clora_job_reproduces_the_official_pipeline_image() {
+    let dir = folder("parity");
+    // the fixture's single_update case: one latent update at step 0, masks from step 0
+    let exp = experiment(
+        &dir,
+        128,
+        8,
+        r#"
+[[methods]]
+method = "clora"
+params = { latent_update = true, max_iter_to_alter = 1, iterative_steps_steps = 0, step_size = 20.0, mask_threshold_alpha = 0.4, apply_mask_after = 0, use_text_encoder_lora = true, save_attention = true }
+"#,
+    );
+    let mut g = generator();
+    let plan = harness::plan(&exp, &g.info().target, &mut FileHasher::in_memory()).unwrap();
+    assert_eq!(plan.jobs.len(), 1);
+    let job = &plan.jobs[0];
+    assert_eq!(job.kind, MethodKind::Clora);
+    assert_eq!(job.prompt.plain, "A cat and a dog");
+    assert_eq!(
+        job.prompt.branches,
+        vec!["A sks cat and a dog", "A cat and a sks dog"]
+    );
+    let bytes = std::fs::read(fixtures().join("clora/single_update.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ctx = JobContext {
+        steps: &harness::generator::NoSteps,
+        interrupt: &Interrupt::new(),
+        artifact_dir: dir.join("artifacts"),
+    };
+    let out = g
+        .generate_from(job, Some(tensor(&st, "init_noise")), &ctx)
+        .unwrap();
+    // the reference image: the official final latent through our VAE (itself checked against diffusers)
+    let sd = StableDiffusion::<AD>::load(
+        &fixtures().join("sd/tiny-c"),
+        &LoadOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let want = latent_io::to_rgb8(&sd.decode_latent(tensor(&st, "final_latent")).unwrap()).unwrap();
+    let worst = out
+        .image
+        .pixels()
+        .zip(want.pixels())
+        .flat_map(|(a, b)| (0..3).map(move |c| (a.0[c] as i32 - b.0[c] as i32).abs()))
+        .max()
+        .unwrap();
+    println!("harness CLoRA image vs the official pipeline's: max pixel difference {worst}");
+    assert!(worst <= 1, "max pixel difference {worst}");
+    // the sidecar record and the saved maps and masks
+    let c = &out.details["clora"];
+    assert_eq!(c["latent_updates"], 1);
+    assert_eq!(c["losses"].as_array().unwrap().len(), 8);
+    assert_eq!(c["mask_tokens"], serde_json::json!([[], [2, 3], [5, 6]]));
+    let cov = c["final_mask_coverage"].as_array().unwrap();
+    assert!(cov.iter().skip(1).all(|x| {
+        let x = x.as_f64().unwrap();
+        x > 0.0 && x < 1.0
+    }));
+    for f in ["attention.safetensors", "masks.png", "attention.png"] {
+        assert!(dir.join("artifacts").join(f).is_file(), "{f}");
+    }
+    let a = std::fs::read(dir.join("artifacts/attention.safetensors")).unwrap();
+    let a = SafeTensors::deserialize(&a).unwrap();
+    assert_eq!(a.tensor("masks").unwrap().shape(), &[8, 3, 4, 4]);
+    assert_eq!(a.tensor("maps").unwrap().shape(), &[8, 3, 16, 77]);
+    let png = image::open(dir.join("artifacts/masks.png")).unwrap();
+    assert!(png.width() > 8 * 96 && png.height() > 3 * 96);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_method_runs_in_one_experiment() {
+    let dir = folder("all");
+    let exp = experiment(
+        &dir,
+        64,
+        3,
+        r#"
+[[methods]]
+method = "base"
+[[methods]]
+method = "single"
+[[methods]]
+method = "merge"
+params = { scale = 0.8, fuse = [false, true] }
+[[methods]]
+method = "switch"
+params = { switch_step = 1 }
+[[methods]]
+method = "composite"
+[[methods]]
+method = "clora"
+params = { max_iter_to_alter = 2, iterative_steps = [0], iterative_steps_steps = 1, attention_stride_px = 16, step_size = 5.0 }
+"#,
+    );
+    let mut g = generator();
+    let interrupt = Interrupt::new();
+    let options = SessionOptions {
+        run: harness::RunOptions {
+            progress: false,
+            max_images: None,
+        },
+        eval: true,
+        report: true,
+    };
+    let o =
+        harness::run_experiment(&exp, &dir.join("results"), &mut g, &interrupt, &options).unwrap();
+    // base 1, single 2 (one per LoRA), merge 2, switch 1, composite 1, clora 1
+    assert_eq!((o.generation.generated, o.generation.failed), (8, 0));
+    let rows = manifest::read(&o.run).unwrap();
+    assert!(rows.iter().all(|r| r.status == manifest::DONE));
+    // unfused and fused merge agree up to rounding; the methods differ from each other
+    let img = |variant: &str| {
+        let r = rows.iter().find(|r| r.variant == variant).unwrap();
+        image::open(o.run.root.join(r.image.as_ref().unwrap()))
+            .unwrap()
+            .to_rgb8()
+    };
+    let (unfused, fused) = (img("merge[fuse=false]"), img("merge[fuse=true]"));
+    let worst = unfused
+        .pixels()
+        .zip(fused.pixels())
+        .flat_map(|(a, b)| (0..3).map(move |c| (a.0[c] as i32 - b.0[c] as i32).abs()))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "fused vs unfused merge: {worst}");
+    assert_ne!(img("base"), img("composite"));
+    assert_ne!(img("clora"), img("composite"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
