@@ -14,16 +14,25 @@ use clora_harness::schedulers::SchedulerKind;
 use super::backend::{check_precision, Device, Precision};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Either a prompt (--model, --prompt, --out, optional --lora: the base model or a naive merge of the \
+LoRAs) or a job file (--job FILE.toml: one image with any composition method, CLoRA included, described in the \
+schema of an experiment config; see configs/jobs/ and the README)."
+)]
 pub struct GenerateArgs {
+    /// One image described completely in TOML (model, LoRAs, prompt, method and parameters, seed or initial
+    /// noise, output); --out overrides its `out`, --device and --dtype apply, the other flags are refused.
+    #[arg(long, conflicts_with_all = ["model", "prompt", "loras", "init_latent", "save_latent"])]
+    pub job: Option<PathBuf>,
     /// SD 1.x model: a diffusers folder or a single-file `.safetensors` checkpoint (LDM layout).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "job")]
+    pub model: Option<PathBuf>,
     /// For a single-file checkpoint: a diffusers folder whose configs describe it (default: SD 1.5's).
     #[arg(long)]
     pub model_config: Option<PathBuf>,
     /// The prompt.
-    #[arg(long)]
-    pub prompt: String,
+    #[arg(long, required_unless_present = "job")]
+    pub prompt: Option<String>,
     /// The negative prompt (default: empty, as diffusers).
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
@@ -55,9 +64,9 @@ pub struct GenerateArgs {
     /// Also write the final latent (before VAE scaling) as a safetensors file with tensor `latent`.
     #[arg(long)]
     pub save_latent: Option<PathBuf>,
-    /// Output PNG.
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Output PNG (with --job: default the job file's `out`).
+    #[arg(long, required_unless_present = "job")]
+    pub out: Option<PathBuf>,
     /// A LoRA file (kohya/A1111, diffusers/PEFT or older diffusers format) with an optional adapter weight,
     /// `PATH[:WEIGHT]` (default weight 1.0). Repeatable: several LoRAs are summed into the weights (naive
     /// merge, `W + s * sum_i w_i (alpha_i / r_i) B_i A_i`).
@@ -73,9 +82,9 @@ pub struct GenerateArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
-    /// Run precision (f16/bf16 on GPU only).
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: Precision,
+    /// Run precision (f16/bf16 on GPU only; with --job, default the job file's `model.dtype`).
+    #[arg(long, value_enum)]
+    pub dtype: Option<Precision>,
 }
 
 /// One `--lora PATH[:WEIGHT]`.
@@ -112,7 +121,10 @@ pub enum UnmatchedArg {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    check_precision(args.device, args.dtype)?;
+    if let Some(job) = &args.job {
+        return super::job::run(job, args.out.as_deref(), args.device, args.dtype);
+    }
+    check_precision(args.device, args.dtype.unwrap_or(Precision::F32))?;
     crate::with_backend!(args.device, |B, device| { run_on::<B>(&args, &device) })
 }
 
@@ -120,16 +132,20 @@ fn run_on<B: burn::tensor::backend::Backend>(
     args: &GenerateArgs,
     device: &B::Device,
 ) -> Result<()> {
+    // clap requires these without --job
+    let (Some(model), Some(prompt), Some(out_path)) = (&args.model, &args.prompt, &args.out) else {
+        anyhow::bail!("--model, --prompt and --out are required (or give --job FILE.toml)");
+    };
     let options = LoadOptions {
-        dtype: args.dtype.dtype(),
+        dtype: args.dtype.unwrap_or(Precision::F32).dtype(),
         config_dir: args.model_config.clone(),
     };
-    let mut sd = StableDiffusion::<B>::load(&args.model, &options, device)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let mut sd = StableDiffusion::<B>::load(model, &options, device)
+        .with_context(|| format!("loading model {}", model.display()))?;
     apply_loras(&mut sd, args)?;
     let default_side = sd.unet_config.sample_size * sd.vae_scale_factor();
     let params = GenerateParams {
-        prompt: args.prompt.clone(),
+        prompt: prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
         steps: args.steps,
         guidance: args.guidance,
@@ -154,10 +170,10 @@ fn run_on<B: burn::tensor::backend::Backend>(
         latent_io::write_latent(path, &out.latent).context("writing --save-latent")?;
     }
     let image = sd.decode_latent(out.latent)?;
-    latent_io::save_png(&args.out, &image).context("writing the image")?;
+    latent_io::save_png(out_path, &image).context("writing the image")?;
     eprintln!(
         "wrote {} ({}x{}, {} steps in {:.2}s, total {:.2}s)",
-        args.out.display(),
+        out_path.display(),
         params.width,
         params.height,
         params.steps,

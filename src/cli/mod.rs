@@ -4,6 +4,7 @@ mod backend;
 mod bench;
 mod eval;
 mod generate;
+mod job;
 mod report;
 mod run;
 mod score;

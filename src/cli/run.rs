@@ -74,7 +74,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
 }
 
-fn names(d: Device) -> (&'static str, &'static str) {
+pub(crate) fn names(d: Device) -> (&'static str, &'static str) {
     match d {
         Device::Cpu => ("flex", "cpu"),
         Device::Tch => ("tch", "cpu"),

@@ -21,7 +21,7 @@ pub struct Sourced<T> {
 }
 
 impl<T> Sourced<T> {
-    fn new(value: T, file: &Path, field: impl Into<String>) -> Self {
+    pub fn new(value: T, file: &Path, field: impl Into<String>) -> Self {
         Self {
             value,
             file: file.to_path_buf(),

@@ -53,6 +53,7 @@
 
 pub mod error;
 pub mod experiment;
+pub mod job_file;
 pub mod load;
 pub mod params;
 pub mod prompt;

@@ -3,6 +3,7 @@
 //! method comparison bars, the trade-off of two metrics) and image grids (prompts x methods at one
 //! seed), gathered in `report/report.md`.
 
+pub mod attention;
 pub mod data;
 pub mod font;
 pub mod grid;
@@ -112,6 +113,8 @@ pub fn write(run: &RunDir) -> HarnessResult<PathBuf> {
             md.push_str(&format!("![prompt set {set}](grids/{f})\n\n"));
         }
     }
+
+    md.push_str(&attention::section(run, &data, seed));
 
     md.push_str("## Status\n\n");
     md.push_str(&tables::write_status_table(&data, &tables_dir)?);
