@@ -53,6 +53,7 @@ pub fn run(
     crate::with_backend!(device, |B, dev| {
         type A = burn::backend::Autodiff<B>;
         let (backend, device_name) = super::run::names(device);
+        #[allow(clippy::clone_on_copy)] // the device is Copy on some backends only
         let mut g =
             SdGenerator::<A>::new(dev.clone(), backend, device_name, jf.experiment.model.dtype);
         let plan = harness::plan(
