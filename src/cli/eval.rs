@@ -23,7 +23,7 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let run = RunDir::new(&args.run);
     let exp = session::read_experiment(&run)?;
-    let (mut evaluators, missing) = eval::evaluators(&exp.metrics, &run)?;
+    let (mut evaluators, missing) = eval::evaluators(&exp, &run)?;
     for m in &missing {
         eprintln!("note: metric `{m}` is not available in this build yet: not scored");
     }

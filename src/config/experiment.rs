@@ -176,6 +176,11 @@ pub const KNOWN_METRICS: &[(&str, Option<&str>)] = &[
     ("clip_score", Some("clip_model")),
     ("clip_i", Some("clip_model")),
     ("dino", Some("dino_model")),
+    // the toyworld's oracle (src/toyworld/oracle.rs): concept presence and attribute mixing, 0/1 per image
+    ("toy_present", None),
+    ("toy_all_present", None),
+    ("toy_mixing", None),
+    ("toy_exact", None),
 ];
 
 impl Experiment {

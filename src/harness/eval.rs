@@ -19,7 +19,8 @@ use super::pixel_stats::PixelStats;
 use super::progress::Progress;
 use super::sidecar::Sidecar;
 use super::table::{write_parquet, TableBuilder};
-use crate::config::MetricsSpec;
+use super::toy_eval::{self, ToyOracleEvaluator};
+use crate::config::Experiment;
 use crate::latent_io::write_atomic;
 
 /// One score of one image.
@@ -69,7 +70,8 @@ pub type Evaluators = Vec<Box<dyn Evaluator>>;
 
 /// The evaluators of `spec` (built-in statistics; CLIP/DINO models loaded from the configured folders, their
 /// embeddings cached under `run`'s `cache/`), and the metric names this build cannot compute.
-pub fn evaluators(spec: &MetricsSpec, run: &RunDir) -> HarnessResult<(Evaluators, Vec<String>)> {
+pub fn evaluators(exp: &Experiment, run: &RunDir) -> HarnessResult<(Evaluators, Vec<String>)> {
+    let spec = &exp.metrics;
     let mut evaluators: Vec<Box<dyn Evaluator>> = Vec::new();
     let mut missing = Vec::new();
     let pick = |names: &[&str]| -> Vec<String> {
@@ -83,6 +85,10 @@ pub fn evaluators(spec: &MetricsSpec, run: &RunDir) -> HarnessResult<(Evaluators
     if !stats.is_empty() {
         evaluators.push(Box::new(PixelStats::new(stats)));
     }
+    let toy = pick(toy_eval::METRICS);
+    if !toy.is_empty() {
+        evaluators.push(Box::new(ToyOracleEvaluator::new(toy, &exp.loras)));
+    }
     let models = pick(metric_eval::METRICS);
     if !models.is_empty() {
         evaluators.push(Box::new(MetricEvaluator::new(
@@ -94,8 +100,12 @@ pub fn evaluators(spec: &MetricsSpec, run: &RunDir) -> HarnessResult<(Evaluators
         )?));
     }
     for m in &spec.scores {
-        if !PixelStats::METRICS.contains(&m.as_str()) && !metric_eval::METRICS.contains(&m.as_str())
-        {
+        let known = [
+            PixelStats::METRICS.as_slice(),
+            metric_eval::METRICS,
+            toy_eval::METRICS,
+        ];
+        if !known.iter().any(|k| k.contains(&m.as_str())) {
             missing.push(m.clone());
         }
     }

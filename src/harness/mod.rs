@@ -26,6 +26,7 @@ pub mod sd_generator;
 pub mod session;
 pub mod sidecar;
 pub mod table;
+pub mod toy_eval;
 
 pub use error::{HarnessError, HarnessResult};
 pub use eval::{EvalItem, Evaluator, Score};
