@@ -85,7 +85,7 @@ pub fn run_experiment(
     let mut prov = ProvenanceWriter::start(&run, exp, &plan, &info, &mut hasher)?;
     hasher.save()?;
     let generation = runner::generate(&run, &plan, generator, interrupt, &mut prov, &options.run)?;
-    let (mut evaluators, missing) = eval::evaluators(&exp, &run)?;
+    let (mut evaluators, missing) = eval::evaluators(exp, &run)?;
     for m in &missing {
         prov.record.notes.push(format!(
             "metric `{m}` is not available in this build yet: not scored"
