@@ -141,6 +141,19 @@ fn run_with(
         eprintln!("scored {} image(s) ({} from cache)", e.scored, e.cached);
     }
     if let Some(r) = &out.report {
+        // the methods x metrics table on stdout, the rest in the report
+        if let Ok(md) = std::fs::read_to_string(r) {
+            let table: Vec<&str> = md
+                .lines()
+                .skip_while(|l| !l.starts_with("## Methods x metrics"))
+                .skip(1)
+                .take_while(|l| !l.starts_with("![") && !l.starts_with("## "))
+                .filter(|l| l.starts_with('|'))
+                .collect();
+            if !table.is_empty() {
+                println!("{}", table.join("\n"));
+            }
+        }
         eprintln!("report: {}", r.display());
     }
     eprintln!("provenance: {}", out.provenance.display());
