@@ -72,24 +72,36 @@ fn one_error(r: Result<config::Experiment, ConfigError>, parts: &[&str]) -> Stri
 
 #[test]
 fn smoke_config_loads() {
-    let e = config::load(&root().join("configs/smoke.toml")).unwrap();
+    let e = config::load(&root().join("configs/smoke.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(e.name, "smoke");
-    assert_eq!(e.seeds, vec![0, 1]);
-    assert_eq!(e.prompt_sets[0].prompts.len(), 2);
-    assert_eq!(e.methods[0].kind, MethodKind::Base);
-    assert_eq!(e.sampler.steps, 4);
-    assert!(e
-        .model
-        .path
-        .as_ref()
-        .unwrap()
-        .ends_with("tests/fixtures/sd/tiny-a"));
-    assert_eq!(e.metrics.scores, vec!["mean_luma", "rms_contrast"]);
+    assert_eq!(e.seeds, vec![0, 1, 2, 3]);
+    assert_eq!(e.prompt_sets[0].prompts.len(), 1);
+    let kinds: Vec<MethodKind> = e.methods.iter().map(|m| m.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            MethodKind::Base,
+            MethodKind::Merge,
+            MethodKind::Switch,
+            MethodKind::Composite,
+            MethodKind::Clora
+        ]
+    );
+    assert_eq!(e.sampler.steps, 20);
+    // the embedded toyworld model, its LoRAs and the oracle's metrics
+    assert!(e.model.path.is_none());
+    assert_eq!(e.loras.len(), 4);
+    assert!(e.loras.iter().all(|l| l.path.is_file()));
+    assert_eq!(e.metrics.scores[0], "toy_all_present");
 }
 
 #[test]
 fn draft_configs_are_valid_but_for_missing_weight_files() {
-    for name in ["ablation.toml", "paper-catdog.toml"] {
+    for name in [
+        "ablation.toml",
+        "toyworld-compare.toml",
+        "paper-catdog.toml",
+    ] {
         let path = root().join("configs").join(name);
         match config::load(&path) {
             Ok(_) => {}

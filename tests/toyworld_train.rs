@@ -4,10 +4,13 @@
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use clora_harness::backend::{Cpu, CpuAutodiff};
+use clora_harness::lora::file::LoraFile;
+use clora_harness::lora::resolve::Unmatched;
 use clora_harness::models::clip::tokenizer::ClipTokenizer;
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
 use clora_harness::pipeline::GenerateParams;
 use clora_harness::toyworld::arch::ToyArch;
+use clora_harness::toyworld::concept::Concept;
 use clora_harness::toyworld::latent_data::LatentSet;
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::text_unet::{TextUnet, TextUnetNames};
@@ -15,12 +18,9 @@ use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
     diffusion_batch, epsilon_loss, sd15_alphas_cumprod, BaseTrainConfig,
 };
-use clora_harness::toyworld::train_vae::{vae_model, VaeTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
+use clora_harness::toyworld::train_vae::{vae_model, VaeTrainConfig};
 use clora_harness::toyworld::trainable::trainable;
-use clora_harness::lora::file::LoraFile;
-use clora_harness::lora::resolve::Unmatched;
-use clora_harness::toyworld::concept::Concept;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -269,11 +269,9 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
         let file = LoraFile::open(&out).unwrap();
         assert_eq!(file.modules.len(), o.layers);
         assert!(file.modules.iter().all(|m| m.down.key.ends_with(marker)));
-        let mut with = StableDiffusion::<Cpu>::load(&plan.out, &LoadOptions::default(), &device)
-            .unwrap();
-        let load = with
-            .add_lora("dots", &file, 1.0, Unmatched::Error)
-            .unwrap();
+        let mut with =
+            StableDiffusion::<Cpu>::load(&plan.out, &LoadOptions::default(), &device).unwrap();
+        let load = with.add_lora("dots", &file, 1.0, Unmatched::Error).unwrap();
         assert_eq!(load.layers.iter().sum::<usize>(), o.layers);
         assert!(load.layers[0] > 0 && load.layers[1] > 0, "{load:?}");
         let params = GenerateParams {
@@ -289,7 +287,10 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
             .max()
             .into_scalar()
             .elem::<f32>();
-        assert!(diff > 1e-4, "{layout:?}: the LoRA left the latent unchanged ({diff})");
+        assert!(
+            diff > 1e-4,
+            "{layout:?}: the LoRA left the latent unchanged ({diff})"
+        );
     }
     std::fs::remove_dir_all(&root).ok();
 }

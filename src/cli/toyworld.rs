@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use clora_harness::backend::{Cpu, CpuAutodiff};
+use burn::backend::Autodiff;
+use clora_harness::backend::Cpu;
+
+use super::backend::Device;
+use clora_harness::lora::file::LoraFile;
+use clora_harness::lora::resolve::Unmatched;
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
 use clora_harness::pipeline::GenerateParams;
 use clora_harness::schedulers::SchedulerKind;
@@ -14,11 +19,9 @@ use clora_harness::toyworld::arch::ToyArch;
 use clora_harness::toyworld::caption::{caption, parse};
 use clora_harness::toyworld::concept::Concept;
 use clora_harness::toyworld::export::export_pipeline;
-use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::heldout::{heldout_scene, HELDOUT_SEED_BASE};
-use clora_harness::lora::file::LoraFile;
-use clora_harness::lora::resolve::Unmatched;
 use clora_harness::toyworld::oracle::{judge_prompt, read};
+use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::render::render;
 use clora_harness::toyworld::scene::{concept_scene, PlainWorld};
 use clora_harness::toyworld::tensors::tensor_to_images;
@@ -89,6 +92,9 @@ pub struct TrainLoraArgs {
     /// Retrain even when the output file exists.
     #[arg(long)]
     pub force: bool,
+    /// Where to train (cuda: build with `--features cuda`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +135,9 @@ pub struct TrainArgs {
     /// Write f32 weights instead of f16.
     #[arg(long)]
     pub f32: bool,
+    /// Where to train (cuda: build with `--features cuda`); f32 on every device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 #[derive(Debug, Args)]
@@ -245,10 +254,10 @@ fn train(a: TrainArgs) -> Result<()> {
         out: a.out,
         f16: !a.f32,
     };
-    let device = Default::default();
-    let report =
-        train_pipeline::<CpuAutodiff>(&plan, &device, &mut |line: &str| eprintln!("{line}"))
-            .context("toyworld training")?;
+    let report = crate::with_backend!(a.device, |B, device| {
+        train_pipeline::<Autodiff<B>>(&plan, &device, &mut |line: &str| eprintln!("{line}"))
+    })
+    .context("toyworld training")?;
     println!(
         "VAE: L1 {:.4}, scaling factor {:.4}, {:.0} s; base: loss {:.4}, {:.0} s; model: {}",
         report.vae.final_loss,
@@ -413,7 +422,6 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
         cfg.lr = v;
     }
     let layout_override = a.format.as_deref().map(LoraLayout::parse).transpose()?;
-    let device = Default::default();
     for c in concepts {
         let out = a.out.join(format!("{}.safetensors", c.name()));
         if out.is_file() && !a.force {
@@ -421,17 +429,19 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
             continue;
         }
         let layout = layout_override.unwrap_or(LoraLayout::shipped(c));
-        let o = train_lora::<CpuAutodiff>(
-            &ToyArch::default(),
-            &a.model,
-            c,
-            &cfg,
-            layout,
-            &out,
-            &a.work,
-            &device,
-            &mut |line: &str| eprintln!("{line}"),
-        )
+        let o = crate::with_backend!(a.device, |B, device| {
+            train_lora::<Autodiff<B>>(
+                &ToyArch::default(),
+                &a.model,
+                c,
+                &cfg,
+                layout,
+                &out,
+                &a.work,
+                &device,
+                &mut |line: &str| eprintln!("{line}"),
+            )
+        })
         .with_context(|| format!("training the LoRA of `{}`", c.name()))?;
         println!(
             "{}: {:?}, {} layers, {} parameters, loss {:.4}, {:.0} s",
@@ -455,7 +465,9 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
         .get("scaling_factor")
         .with_context(|| format!("{}: vae.state.json has no scaling_factor", a.work.display()))?;
     export_pipeline(&ToyArch::default(), &a.work, scaling, &a.out, !a.f32)?;
-    let step = PhaseState::load(&a.work, "base")?.map(|s| s.step).unwrap_or(0);
+    let step = PhaseState::load(&a.work, "base")?
+        .map(|s| s.step)
+        .unwrap_or(0);
     println!("wrote {} (base checkpoint at step {step})", a.out.display());
     Ok(())
 }

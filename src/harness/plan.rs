@@ -74,7 +74,7 @@ type Run = (
 pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> HarnessResult<Plan> {
     let model_sha = match &exp.model.path {
         Some(p) => hasher.hash(p)?,
-        None => "embedded-default-model".to_string(),
+        None => crate::models::embedded::sha256(),
     };
     let config_dir_sha = match &exp.model.config_dir {
         Some(p) => Some(hasher.hash(p)?),

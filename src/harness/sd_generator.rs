@@ -59,11 +59,11 @@ impl<B: AutodiffBackend> SdGenerator<B> {
             have.path == m.path && have.config_dir == m.config_dir && have.dtype == m.dtype
         });
         if !same {
-            let path: PathBuf = m.path.clone().ok_or_else(|| {
-                JobError::Fatal(
-                    "the config sets no `model.path` and this build has no embedded default model yet; set `model.path` to a diffusers folder or a .safetensors checkpoint".into(),
-                )
-            })?;
+            let path: PathBuf = match &m.path {
+                Some(p) => p.clone(),
+                None => crate::models::embedded::path()
+                    .map_err(|e| JobError::Fatal(format!("the embedded default model: {e}")))?,
+            };
             let t = Instant::now();
             let options = LoadOptions {
                 dtype: m.dtype.dtype(),

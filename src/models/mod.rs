@@ -3,6 +3,7 @@
 pub mod blocks;
 pub mod clip;
 pub mod config_json;
+pub mod embedded;
 pub mod nn;
 pub mod sd;
 pub mod single_file;

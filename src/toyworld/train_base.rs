@@ -226,7 +226,10 @@ pub fn train_base<B: AutodiffBackend>(
     }
     state.done = true;
     state.seconds = losses.seconds();
-    state.values.insert("final_loss".into(), last);
+    // JSON has no NaN: a phase of zero steps records no loss.
+    if last.is_finite() {
+        state.values.insert("final_loss".into(), last);
+    }
     state.save(work, PHASE)?;
     Ok(BaseOutcome {
         final_loss: last,

@@ -93,7 +93,7 @@ impl Default for LoraTrainConfig {
         Self {
             steps: 150,
             batch: 8,
-            lr: 5e-3,
+            lr: 1e-2,
             warmup: 10,
             rank: 4,
             alpha: 4.0,

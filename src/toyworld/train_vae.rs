@@ -219,7 +219,10 @@ pub fn train_vae<B: AutodiffBackend>(
     state.done = true;
     state.seconds = losses.seconds();
     state.values.insert("scaling_factor".into(), scaling_factor);
-    state.values.insert("final_loss".into(), last);
+    // JSON has no NaN: a phase of zero steps records no loss.
+    if last.is_finite() {
+        state.values.insert("final_loss".into(), last);
+    }
     state.save(work, PHASE)?;
     log(&format!(
         "vae: done, scaling factor {scaling_factor:.4}, {:.0} s",
