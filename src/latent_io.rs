@@ -49,11 +49,30 @@ pub fn write_latent<B: Backend>(path: &Path, latent: &Tensor<B, 4>) -> Result<()
         .convert::<f32>()
         .to_vec::<f32>()
         .map_err(|e| Error::invalid("latent", format!("{e:?}")))?;
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
-        .map_err(|e| Error::invalid("latent", e.to_string()))?;
-    let data = safetensors::serialize([("latent", view)], None)
-        .map_err(|e| Error::invalid("latent", e.to_string()))?;
+    write_f32_safetensors(path, &[("latent", shape, &values)], None)
+}
+
+/// Writes f32 tensors `(name, shape, values)` (and optional metadata) as a safetensors file, atomically.
+pub fn write_f32_safetensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                .map(|v| (*name, v))
+                .map_err(|e| Error::invalid(format!("tensor `{name}`"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let data = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
     write_atomic(path, &data)
 }
 
@@ -104,7 +123,11 @@ pub fn to_rgb8<B: Backend>(image: &Tensor<B, 4>) -> Result<image::RgbImage> {
 
 /// Saves an image `[1, 3, h, w]` in [0, 1] as PNG, atomically.
 pub fn save_png<B: Backend>(path: &Path, image: &Tensor<B, 4>) -> Result<()> {
-    let img = to_rgb8(image)?;
+    write_png(path, &to_rgb8(image)?)
+}
+
+/// Saves an 8-bit RGB image as PNG, atomically.
+pub fn write_png(path: &Path, img: &image::RgbImage) -> Result<()> {
     let mut buf = std::io::Cursor::new(Vec::new());
     img.write_to(&mut buf, image::ImageFormat::Png)
         .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;

@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use burn::tensor::DType;
 use clap::ValueEnum;
+use clora_harness::config::RunDtype;
 
 /// Where the models run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,6 +25,24 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The config's run dtype of this precision.
+    pub fn run_dtype(self) -> RunDtype {
+        match self {
+            Precision::F32 => RunDtype::F32,
+            Precision::F16 => RunDtype::F16,
+            Precision::Bf16 => RunDtype::Bf16,
+        }
+    }
+
+    /// The precision of a config's run dtype.
+    pub fn of(d: RunDtype) -> Self {
+        match d {
+            RunDtype::F32 => Precision::F32,
+            RunDtype::F16 => Precision::F16,
+            RunDtype::Bf16 => Precision::Bf16,
+        }
+    }
+
     pub fn dtype(self) -> DType {
         match self {
             Precision::F32 => DType::F32,

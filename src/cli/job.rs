@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use clora_harness::config::job_file::load_job_file;
-use clora_harness::config::RunDtype;
 use clora_harness::harness::filehash::FileHasher;
 use clora_harness::harness::generator::StepReporter;
 use clora_harness::harness::{self, Generator, Interrupt, JobContext, SdGenerator};
@@ -37,17 +36,9 @@ pub fn run(
 ) -> Result<()> {
     let mut jf = load_job_file(file)?;
     if let Some(p) = dtype {
-        jf.experiment.model.dtype = match p {
-            Precision::F32 => RunDtype::F32,
-            Precision::F16 => RunDtype::F16,
-            Precision::Bf16 => RunDtype::Bf16,
-        };
+        jf.experiment.model.dtype = p.run_dtype();
     }
-    let precision = match jf.experiment.model.dtype {
-        RunDtype::F32 => Precision::F32,
-        RunDtype::F16 => Precision::F16,
-        RunDtype::Bf16 => Precision::Bf16,
-    };
+    let precision = Precision::of(jf.experiment.model.dtype);
     check_precision(device, precision)?;
     let out: PathBuf = out.map(Path::to_path_buf).unwrap_or_else(|| jf.out.clone());
     crate::with_backend!(device, |B, dev| {
@@ -102,11 +93,7 @@ pub fn run(
         let made = g
             .generate_from(&job, init, &ctx)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let mut png = std::io::Cursor::new(Vec::new());
-        made.image
-            .write_to(&mut png, image::ImageFormat::Png)
-            .context("encoding the image")?;
-        latent_io::write_atomic(&out, png.get_ref())
+        latent_io::write_png(&out, &made.image)
             .with_context(|| format!("writing {}", out.display()))?;
         let record = serde_json::json!({
             "job_file": file.display().to_string(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use clora_harness::config::{self, RunDtype};
+use clora_harness::config;
 use clora_harness::harness::interrupt::ABANDON_EXIT_CODE;
 use clora_harness::harness::{self, Interrupt, RunOptions, SdGenerator, SessionOptions};
 
@@ -50,17 +50,9 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<()> {
     let mut exp = config::load(&args.config)?;
     if let Some(p) = args.dtype {
-        exp.model.dtype = match p {
-            Precision::F32 => RunDtype::F32,
-            Precision::F16 => RunDtype::F16,
-            Precision::Bf16 => RunDtype::Bf16,
-        };
+        exp.model.dtype = p.run_dtype();
     }
-    let precision = match exp.model.dtype {
-        RunDtype::F32 => Precision::F32,
-        RunDtype::F16 => Precision::F16,
-        RunDtype::Bf16 => Precision::Bf16,
-    };
+    let precision = Precision::of(exp.model.dtype);
     check_precision(args.device, precision)?;
     crate::with_backend!(args.device, |B, device| {
         let (backend, device_name) = names(args.device);

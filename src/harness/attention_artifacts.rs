@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::error::{HarnessError, HarnessResult};
-use crate::latent_io::write_atomic;
+use crate::latent_io::write_f32_safetensors;
 use crate::methods::clora::method::CloraStepRecord;
 use crate::report::font::FAMILY;
 use crate::report::plots::render_on;
@@ -28,13 +28,6 @@ pub struct AttentionRecord<'a> {
     pub map_hw: (usize, usize),
     /// Branch names, base first.
     pub branch_names: Vec<String>,
-}
-
-fn view(
-    shape: Vec<usize>,
-    b: &[u8],
-) -> Result<safetensors::tensor::TensorView<'_>, safetensors::SafeTensorError> {
-    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, b)
 }
 
 /// Step columns shown: evenly spaced, first and last included.
@@ -74,17 +67,16 @@ pub fn write(
         }
         ts.push(r.t as f32);
     }
-    let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    let (mb, kb, tb) = (bytes(&maps), bytes(&masks), bytes(&ts));
     let st = dir.join("attention.safetensors");
-    let err = |e: safetensors::SafeTensorError| HarnessError::draw(&st, e.to_string());
-    let views = vec![
-        ("maps", view(vec![s, n, q, tokens], &mb).map_err(err)?),
-        ("masks", view(vec![s, n, h, w], &kb).map_err(err)?),
-        ("timesteps", view(vec![s], &tb).map_err(err)?),
-    ];
-    let data = safetensors::serialize(views, None).map_err(err)?;
-    write_atomic(&st, &data)?;
+    write_f32_safetensors(
+        &st,
+        &[
+            ("maps", vec![s, n, q, tokens], &maps),
+            ("masks", vec![s, n, h, w], &masks),
+            ("timesteps", vec![s], &ts),
+        ],
+        None,
+    )?;
 
     let cols = columns(s);
     let cell = image.width().clamp(96, 192);

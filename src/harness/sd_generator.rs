@@ -165,11 +165,12 @@ impl<B: AutodiffBackend> SdGenerator<B> {
         timings.insert("decode".to_string(), decode_s);
         let mut details = serde_json::json!({ "width": width, "height": height });
         if let Some(m) = &clora {
-            details["clora"] = clora_details(m, job);
+            // the branches, base first
+            let mut names = vec!["base".to_string()];
+            names.extend(job.loras.iter().map(|l| l.name.clone()));
+            details["clora"] = clora_details(m, &names);
             if save_attention(job) {
                 let t_art = Instant::now();
-                let mut names = vec!["base".to_string()];
-                names.extend(job.loras.iter().map(|l| l.name.clone()));
                 let rec = AttentionRecord {
                     records: m.records(),
                     mask_tokens: m.mask_tokens(),
@@ -196,7 +197,7 @@ impl<B: AutodiffBackend> SdGenerator<B> {
 
 /// The sidecar record of a CLoRA image: losses per step, the number of latent updates, and each branch's
 /// final mask coverage (fraction of map cells in the mask).
-fn clora_details<B: AutodiffBackend>(m: &Clora<B>, job: &Job) -> serde_json::Value {
+fn clora_details<B: AutodiffBackend>(m: &Clora<B>, branches: &[String]) -> serde_json::Value {
     let records = m.records();
     let losses: Vec<Vec<f32>> = records.iter().map(|r| r.losses.clone()).collect();
     let updates: usize = losses.iter().map(Vec::len).sum();
@@ -209,8 +210,6 @@ fn clora_details<B: AutodiffBackend>(m: &Clora<B>, job: &Job) -> serde_json::Val
                 .collect()
         })
         .unwrap_or_default();
-    let mut branches = vec!["base".to_string()];
-    branches.extend(job.loras.iter().map(|l| l.name.clone()));
     serde_json::json!({
         "latent_updates": updates,
         "losses": losses,

@@ -12,15 +12,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 
 use super::image_io::hex;
 use super::model_folder::ModelFolder;
 use crate::error::{Error, Result};
+use crate::latent_io::{write_atomic, write_f32_safetensors};
 
 /// Where the embeddings came from, counted per lookup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -207,31 +207,8 @@ fn read_entry(path: &Path) -> Option<Vec<f32>> {
 }
 
 fn write_entry(path: &Path, model_id: &str, v: &[f32]) -> Result<()> {
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let view = TensorView::new(Dtype::F32, vec![v.len()], &bytes)
-        .map_err(|e| Error::bad_file(path, format!("cannot encode the embedding: {e}")))?;
     let metadata = HashMap::from([("model_id".to_string(), model_id.to_string())]);
-    let data = safetensors::serialize([("embedding", view)], Some(metadata))
-        .map_err(|e| Error::bad_file(path, format!("cannot encode the embedding: {e}")))?;
-    write_atomic(path, &data)
-}
-
-/// Writes `data` to a temporary file next to `path`, then renames it over `path`.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    // unique per process and per write, so concurrent writers of one entry never share a temporary file
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let tmp = parent.join(format!(
-        ".{}.{}.{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    write_f32_safetensors(path, &[("embedding", vec![v.len()], v)], Some(metadata))
 }
 
 #[cfg(test)]
