@@ -146,3 +146,46 @@ fn bad_job_files_name_the_field() {
     assert!(!o.status.success() && stderr(&o).contains("--job"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn init_latent_takes_the_models_latent_shape() {
+    // the embedded toyworld model: 64x64 pixels, VAE factor 4, latent [1, 4, 16, 16]; no width/height needed
+    let dir = tmp("init");
+    let noise = dir.join("noise.safetensors");
+    let values: Vec<f32> = clora_harness::noise::gaussian_values(3, 4 * 16 * 16);
+    clora_harness::latent_io::write_f32_safetensors(
+        &noise,
+        &[("latent", vec![1, 4, 16, 16], &values)],
+        None,
+    )
+    .unwrap();
+    let job = dir.join("init.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "init_latent = \"{}\"\nprompt = \"a red circle\"\n[method]\nmethod = \"base\"\n[sampler]\nsteps = 3\n",
+            noise.display()
+        ),
+    )
+    .unwrap();
+    let o = harness(&["generate", "--job"], &[&job]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(dir.join("init.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+    // a latent of another shape is refused, naming the file and both shapes
+    std::fs::write(
+        &job,
+        format!(
+            "init_latent = \"{}\"\nprompt = \"a red circle\"\n[method]\nmethod = \"base\"\n[sampler]\nsteps = 3\nwidth = 128\nheight = 128\n",
+            noise.display()
+        ),
+    )
+    .unwrap();
+    let o = harness(&["generate", "--job"], &[&job]);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("noise.safetensors") && e.contains("[1, 4, 32, 32]"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -121,8 +121,9 @@ params = { latent_update = true, max_iter_to_alter = 1, iterative_steps_steps = 
         interrupt: &Interrupt::new(),
         artifact_dir: dir.join("artifacts"),
     };
+    let noise = tensor(&st, "init_noise");
     let out = g
-        .generate_from(job, Some(tensor(&st, "init_noise")), &ctx)
+        .generate_from(job, Some(&|_| Ok(noise.clone())), &ctx)
         .unwrap();
     // the reference image: the official final latent through our VAE (itself checked against diffusers)
     let sd = StableDiffusion::<AD>::load(

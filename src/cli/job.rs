@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clora_harness::config::job_file::load_job_file;
 use clora_harness::harness::filehash::FileHasher;
 use clora_harness::harness::generator::StepReporter;
+use clora_harness::harness::sd_generator::InitNoise;
 use clora_harness::harness::{self, Generator, Interrupt, JobContext, SdGenerator};
 use clora_harness::latent_io;
 
@@ -64,22 +65,17 @@ pub fn run(
         // the noise of `harness generate --seed`, not the experiment's per-prompt seed
         let mut job = plan.jobs[0].clone();
         job.noise_seed = jf.seed;
-        let init = match &jf.init_latent {
-            Some(p) => {
-                let shape = match (job.sampler.width, job.sampler.height) {
-                    (Some(w), Some(h)) => [1, 4, h / 8, w / 8],
-                    _ => bail!(
-                        "{}: `init_latent` needs `sampler.width` and `sampler.height`",
-                        file.display()
-                    ),
-                };
-                Some(
-                    latent_io::read_latent::<A>(p, shape, &dev)
-                        .with_context(|| format!("reading init_latent {}", p.display()))?,
-                )
-            }
-            None => None,
+        // the initial noise from a file, in the latent shape of the model (known once it is loaded)
+        let read_init = |shape: [usize; 4]| {
+            let p = jf
+                .init_latent
+                .as_deref()
+                .expect("only called with init_latent");
+            latent_io::read_latent::<A>(p, shape, &dev).map_err(|e| {
+                harness::JobError::Failed(format!("reading init_latent {}: {e}", p.display()))
+            })
         };
+        let init: Option<&InitNoise<'_, A>> = jf.init_latent.as_ref().map(|_| &read_init as _);
         let stem = out
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

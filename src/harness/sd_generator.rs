@@ -23,6 +23,9 @@ use crate::methods::{self, compose_with_progress, MethodSpec};
 use crate::models::sd::{LoadOptions, StableDiffusion};
 use crate::noise;
 
+/// Gives the initial noise of an image for the model's latent shape.
+pub type InitNoise<'a, B> = dyn Fn([usize; 4]) -> Result<Tensor<B, 4>, JobError> + 'a;
+
 /// SD 1.x on backend `B` (autodiff: CLoRA differentiates through the UNet).
 pub struct SdGenerator<B: AutodiffBackend> {
     device: B::Device,
@@ -105,12 +108,13 @@ impl<B: AutodiffBackend> SdGenerator<B> {
         Ok(load.id)
     }
 
-    /// Makes the image of `job` from `init_noise` (`[1, 4, h/8, w/8]`, before the scheduler's
-    /// `init_noise_sigma`; `None`: drawn from `job.noise_seed`), reporting each step.
+    /// Makes the image of `job`, reporting each step. `init_noise(shape)` gives the initial noise for the model's
+    /// latent shape `[1, 4, h / f, w / f]` (`f` the VAE's factor), before the scheduler's `init_noise_sigma`;
+    /// `None`: drawn from `job.noise_seed`.
     pub fn generate_from(
         &mut self,
         job: &Job,
-        init_noise: Option<Tensor<B, 4>>,
+        init_noise: Option<&InitNoise<'_, B>>,
         ctx: &JobContext<'_>,
     ) -> Result<GeneratedImage, JobError> {
         let t0 = Instant::now();
@@ -134,7 +138,7 @@ impl<B: AutodiffBackend> SdGenerator<B> {
             .transpose()?;
         let cjob = composition_job(job, &ids, style, width, height)?;
         let noise = match init_noise {
-            Some(n) => n,
+            Some(f) => f(shape)?,
             None => noise::gaussian::<B>(job.noise_seed, shape, &self.device),
         };
         let (_, sd, _) = self.loaded.as_mut().expect("loaded above");
