@@ -100,6 +100,7 @@ fn draft_configs_are_valid_but_for_missing_weight_files() {
     for name in [
         "ablation.toml",
         "toyworld-compare.toml",
+        "toyworld-tune.toml",
         "paper-catdog.toml",
     ] {
         let path = root().join("configs").join(name);

@@ -304,6 +304,47 @@ fn the_runner_skips_done_images_and_reruns_only_affected_jobs() {
 }
 
 #[test]
+fn shards_split_the_images_without_overlap_and_a_plain_run_finishes_the_report() {
+    let dir = folder("shards");
+    let out = dir.join("results");
+    let model = dir.join("cat.safetensors");
+    let exp = experiment(&dir, &model, METHODS);
+    let mut seen: Vec<String> = Vec::new();
+    for index in 0..3 {
+        let options = SessionOptions {
+            run: harness::RunOptions {
+                shard: Some(format!("{index}/3").parse().unwrap()),
+                ..Default::default()
+            },
+            eval: false,
+            report: false,
+        };
+        let mut g = Recorder::default();
+        let o = harness::run_experiment(&exp, &out, &mut g, &Interrupt::new(), &options)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            (29..=30).contains(&g.calls.len()),
+            "shard {index}/3 made {}",
+            g.calls.len()
+        );
+        assert_eq!(o.generation.images, g.calls.len());
+        assert!(g.calls.iter().all(|h| !seen.contains(h)), "shards overlap");
+        seen.extend(g.calls);
+    }
+    assert_eq!(seen.len(), 88);
+    // every image exists: the plain run makes nothing and writes the report
+    let mut g = Recorder::default();
+    let o = session(&exp, &out, &mut g);
+    assert!(g.calls.is_empty());
+    assert_eq!(o.generation.skipped, 88);
+    assert!(o.report.is_some());
+    for bad in ["3/3", "1", "a/2", "0/0"] {
+        assert!(bad.parse::<harness::Shard>().is_err(), "{bad} accepted");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn failed_jobs_are_recorded_and_the_run_goes_on() {
     let dir = folder("failures");
     let exp = experiment(&dir, &dir.join("cat.safetensors"), METHODS);
@@ -450,6 +491,30 @@ fn report_tables_agree_with_the_scores() {
         "{md}"
     );
     assert!(md.contains("### clora: step_size"));
+    // per prompt set: the same mean over that set's rows only
+    let pairs = read_csv(&report.join("tables/methods_pairs.csv"));
+    let want: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.variant == "merge[scale=0.5]" && r.prompt_set == "pairs")
+        .map(|r| luma[&r.hash])
+        .collect();
+    assert_eq!(want.len(), 8);
+    let row = pairs
+        .iter()
+        .find(|r| r["variant"] == "merge[scale=0.5]" && r["metric"] == "mean_luma")
+        .expect("row of merge[scale=0.5] in the pairs table");
+    assert_eq!(row["n"], "8");
+    assert!((row["mean"].parse::<f64>().unwrap() - want.iter().sum::<f64>() / 8.0).abs() < 1e-12);
+    let singles = read_csv(&report.join("tables/methods_singles.csv"));
+    assert!(singles.iter().all(|r| !r["variant"].starts_with("clora")));
+    assert!(md.contains("### Prompt set `pairs`") && md.contains("### Prompt set `singles`"));
+    // seconds per image: one row per variant (the recorder reports 0 s)
+    let times = read_csv(&report.join("tables/times.csv"));
+    assert_eq!(times.len(), 1 + 2 + 2 + 4);
+    assert!(times
+        .iter()
+        .all(|r| r["metric"] == "seconds_per_image" && r["mean"].parse::<f64>().unwrap() == 0.0));
+    assert!(md.contains("## Time per image"));
     // the report is a pure function of the run folder
     let first = std::fs::read(report.join("tables/methods.csv")).unwrap();
     clora_harness::report::write(run).unwrap();

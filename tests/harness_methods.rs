@@ -195,6 +195,7 @@ params = { max_iter_to_alter = 2, iterative_steps = [0], iterative_steps_steps =
         run: harness::RunOptions {
             progress: false,
             max_images: None,
+            shard: None,
         },
         eval: true,
         report: true,

@@ -157,6 +157,42 @@ mod judge_cases {
             vec![(Concept::Dots, true), (Concept::Stripes, false)]
         );
         assert!(!v.mixing() && !v.exact);
+        assert_eq!(
+            v.concept_colours,
+            vec![(Concept::Dots, true), (Concept::Stripes, false)]
+        );
+    }
+
+    #[test]
+    fn a_concept_colour_without_its_pattern_is_partial_presence() {
+        // an orange circle without dots and a purple triangle: neither concept, both concept colours
+        let s = scene(vec![
+            obj(
+                ShapeKind::Circle,
+                Colour::Orange,
+                Pattern::Plain,
+                17.0,
+                20.0,
+            ),
+            obj(
+                ShapeKind::Triangle,
+                Colour::Purple,
+                Pattern::Plain,
+                46.0,
+                44.0,
+            ),
+        ]);
+        let v = judge(
+            &parse("a dtz circle and a stz square").unwrap(),
+            &read(&render(&s)),
+        );
+        assert_eq!(
+            v.concepts,
+            vec![(Concept::Dots, false), (Concept::Stripes, false)]
+        );
+        assert!(v.all_concept_colours());
+        let v = judge(&parse("a red circle").unwrap(), &read(&render(&s)));
+        assert!(v.concept_colours.is_empty() && v.all_concept_colours());
     }
 
     #[test]

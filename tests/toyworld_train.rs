@@ -16,7 +16,7 @@ use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::text_unet::{TextUnet, TextUnetNames};
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
-    diffusion_batch, epsilon_loss, sd15_alphas_cumprod, BaseTrainConfig,
+    alphas_cumprod, diffusion_batch, epsilon_loss, BaseTrainConfig,
 };
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
 use clora_harness::toyworld::train_vae::{vae_model, VaeTrainConfig};
@@ -57,7 +57,7 @@ fn epsilon_loss_decreases_on_a_fixed_batch() {
     let arch = tiny_arch();
     let device = Default::default();
     let data = fake_latents(&arch, 8);
-    let alphas = sd15_alphas_cumprod().unwrap();
+    let alphas = alphas_cumprod(&ToyArch::scheduler_config().unwrap()).unwrap();
     let empty = ClipTokenizer::embedded().unwrap().encode("");
     let ls = arch.latent_size();
     let batch = || {

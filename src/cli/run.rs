@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// Stop after making this many images (the rest stays pending for the next run).
     #[arg(long)]
     pub max_images: Option<usize>,
+
+    /// Make only shard K of N of the images (`--shard 0/2` and `--shard 1/2` in two processes or on two
+    /// machines sharing the run folder); generation only: run again without --shard to score and report
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<harness::Shard>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -106,9 +111,10 @@ fn run_with(
         run: RunOptions {
             progress: !args.quiet && std::io::stderr().is_terminal(),
             max_images: args.max_images,
+            shard: args.shard,
         },
-        eval: !args.no_eval,
-        report: !args.no_report,
+        eval: !args.no_eval && args.shard.is_none(),
+        report: !args.no_report && args.shard.is_none(),
     };
     let out = harness::run_experiment(exp, &args.out, generator, &interrupt, &options)
         .with_context(|| format!("running {}", args.config.display()))?;
@@ -140,7 +146,7 @@ fn run_with(
                 .skip_while(|l| !l.starts_with("## Methods x metrics"))
                 .skip(1)
                 .take_while(|l| !l.starts_with("![") && !l.starts_with("## "))
-                .filter(|l| l.starts_with('|'))
+                .filter(|l| l.starts_with('|') || l.starts_with("### "))
                 .collect();
             if !table.is_empty() {
                 println!("{}", table.join("\n"));
@@ -149,6 +155,12 @@ fn run_with(
         eprintln!("report: {}", r.display());
     }
     eprintln!("provenance: {}", out.provenance.display());
+    if let Some(sh) = args.shard {
+        eprintln!(
+            "shard {}/{} done: when every shard has finished, run the same command without --shard to score and report",
+            sh.index, sh.count
+        );
+    }
     if g.interrupted && args.max_images.is_none() {
         eprintln!("interrupted: run the same command again to continue");
         std::process::exit(ABANDON_EXIT_CODE);

@@ -53,6 +53,32 @@ pub enum ToyworldWhat {
     Export(ExportArgs),
     /// Train the personal concepts' LoRAs (rank 4, UNet + text encoder) on a trained model.
     TrainLora(TrainLoraArgs),
+    /// Train the tiny metric encoders (CLIP, DINO-style ViT) on scenes and write them as model folders.
+    TrainEncoders(TrainEncodersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainEncodersArgs {
+    /// Output folder (`clip/` and `dino/` model folders).
+    #[arg(long, default_value = "assets/toyworld/encoders")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub clip_steps: Option<usize>,
+    #[arg(long)]
+    pub dino_steps: Option<usize>,
+    /// Batch size of both phases (DINO: scenes, two views each).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep the existing CLIP / DINO folder instead of training it.
+    #[arg(long)]
+    pub skip_clip: bool,
+    #[arg(long)]
+    pub skip_dino: bool,
+    /// Held-out scenes of the CLIP evaluation (0: no evaluation).
+    #[arg(long, default_value_t = 200)]
+    pub eval_scenes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +239,7 @@ pub fn run(args: ToyworldArgs) -> Result<()> {
         ToyworldWhat::Judge(a) => judge_cmd(a),
         ToyworldWhat::TrainLora(a) => train_lora_cmd(a),
         ToyworldWhat::Export(a) => export_cmd(a),
+        ToyworldWhat::TrainEncoders(a) => train_encoders_cmd(a),
     }
 }
 
@@ -353,7 +380,8 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out)?;
     }
-    let (mut exact, mut concepts, mut mixed, mut total) = (0usize, 0usize, 0usize, 0usize);
+    let (mut exact, mut concepts, mut colours, mut mixed, mut total) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
     for (p, prompt) in prompts.iter().enumerate() {
         parse(prompt)?;
         let mut row = String::new();
@@ -374,6 +402,7 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
             total += 1;
             exact += verdict.exact as usize;
             concepts += verdict.all_concepts_present() as usize;
+            colours += verdict.all_concept_colours() as usize;
             mixed += verdict.mixing() as usize;
             row.push(if verdict.exact {
                 '+'
@@ -390,9 +419,10 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
     }
     let pct = |k: usize| 100.0 * k as f64 / total.max(1) as f64;
     println!(
-        "caption match: {exact}/{total} ({:.1}%); all named concepts present: {concepts}/{total} ({:.1}%); attribute mixing: {mixed}/{total} ({:.1}%)",
+        "caption match: {exact}/{total} ({:.1}%); all named concepts present: {concepts}/{total} ({:.1}%); all concept colours present: {colours}/{total} ({:.1}%); attribute mixing: {mixed}/{total} ({:.1}%)",
         pct(exact),
         pct(concepts),
+        pct(colours),
         pct(mixed)
     );
     Ok(())
@@ -469,5 +499,21 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
         .map(|s| s.step)
         .unwrap_or(0);
     println!("wrote {} (base checkpoint at step {step})", a.out.display());
+    Ok(())
+}
+
+fn train_encoders_cmd(a: TrainEncodersArgs) -> Result<()> {
+    use clora_harness::toyworld::encoders::{evaluate, train_encoders, EncoderTrainConfig};
+    let mut cfg = EncoderTrainConfig::default();
+    cfg.clip.steps = a.clip_steps.unwrap_or(cfg.clip.steps);
+    cfg.dino.steps = a.dino_steps.unwrap_or(cfg.dino.steps);
+    cfg.clip.batch = a.batch.unwrap_or(cfg.clip.batch);
+    cfg.dino.batch = a.batch.unwrap_or(cfg.dino.batch);
+    (cfg.clip.seed, cfg.dino.seed) = (a.seed, a.seed);
+    let mut log = |s: &str| println!("{s}");
+    train_encoders(&cfg, &a.out, a.skip_clip, a.skip_dino, &mut log)?;
+    if a.eval_scenes > 0 {
+        evaluate(&a.out, &cfg.dino.shape, a.eval_scenes, &mut log)?;
+    }
     Ok(())
 }

@@ -181,6 +181,8 @@ pub const KNOWN_METRICS: &[(&str, Option<&str>)] = &[
     ("toy_all_present", None),
     ("toy_mixing", None),
     ("toy_exact", None),
+    ("toy_colour", None),
+    ("toy_all_colours", None),
 ];
 
 impl Experiment {

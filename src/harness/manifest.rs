@@ -13,7 +13,9 @@ use super::error::{HarnessError, HarnessResult};
 use super::layout::RunDir;
 use super::plan::Plan;
 use super::sidecar::{JobFailure, Sidecar};
-use super::table::{col_str, col_u64, read_parquet, write_parquet, ColumnData, TableBuilder};
+use super::table::{
+    col_f64, col_str, col_u64, read_parquet, write_parquet, ColumnData, TableBuilder,
+};
 use crate::config::ParamValue;
 
 /// Status of a job in the manifest.
@@ -234,6 +236,8 @@ pub struct ManifestRow {
     pub sample: u64,
     /// Relative to the run folder; `None` unless done.
     pub image: Option<String>,
+    /// Wall-clock seconds the image took (`None` unless done).
+    pub seconds: Option<f64>,
 }
 
 /// Reads `manifest.parquet`.
@@ -268,6 +272,7 @@ pub fn read(run: &RunDir) -> HarnessResult<Vec<ManifestRow>> {
     let seed = col_u64(&df, "seed", &path)?;
     let sample = col_u64(&df, "sample", &path)?;
     let image = col_str(&df, "image", &path)?;
+    let seconds = col_f64(&df, "seconds", &path)?;
     let mut rows = Vec::with_capacity(hash.len());
     for i in 0..hash.len() {
         let bad =
@@ -288,6 +293,7 @@ pub fn read(run: &RunDir) -> HarnessResult<Vec<ManifestRow>> {
             seed: seed[i].ok_or_else(|| bad("seed", "null".into()))?,
             sample: sample[i].ok_or_else(|| bad("sample", "null".into()))?,
             image: image[i].clone(),
+            seconds: seconds[i],
         });
     }
     Ok(rows)

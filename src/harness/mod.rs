@@ -35,6 +35,6 @@ pub use interrupt::Interrupt;
 pub use job::Job;
 pub use layout::RunDir;
 pub use plan::{plan, Plan, Target};
-pub use runner::{GenerationSummary, RunOptions};
+pub use runner::{GenerationSummary, RunOptions, Shard};
 pub use sd_generator::SdGenerator;
 pub use session::{run_experiment, SessionOptions, SessionOutcome};

@@ -25,6 +25,41 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after making this many images (the rest stays pending; for quick looks and tests).
     pub max_images: Option<usize>,
+    /// Make only this shard's share of the images (several processes or machines on one run folder).
+    pub shard: Option<Shard>,
+}
+
+/// One of `count` disjoint shares of a plan's distinct images: those at positions `index`, `index + count`,
+/// ... in plan order. Every image belongs to exactly one shard; images are written atomically and named by
+/// their content hash, so the shards of one run folder never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `K/N` with `0 <= K < N`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("`{s}`: expected K/N with 0 <= K < N (e.g. 0/2 and 1/2 for two processes)");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: usize = k.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl Shard {
+    /// Whether the image at `position` in plan order is this shard's.
+    pub fn owns(&self, position: usize) -> bool {
+        position % self.count == self.index
+    }
 }
 
 /// What a generation pass did.
@@ -61,7 +96,13 @@ pub fn generate(
     options: &RunOptions,
 ) -> HarnessResult<GenerationSummary> {
     run.create()?;
-    let unique = plan.unique();
+    let unique: Vec<_> = plan
+        .unique()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| options.shard.is_none_or(|sh| sh.owns(*i)))
+        .map(|(_, j)| j)
+        .collect();
     let mut s = GenerationSummary {
         jobs: plan.jobs.len(),
         images: unique.len(),

@@ -2,8 +2,9 @@
 //! its prompt with *every* concept's trigger words (so `base` and `single` images are held to the same prompt as
 //! the composition methods): per concept whether it is present (`toy_present`, concept rows; the whole-image row
 //! is the fraction present), whether all are (`toy_all_present`), whether an attribute landed on the wrong object
-//! (`toy_mixing`), and whether the image is exactly the prompt (`toy_exact`). Values are 0 or 1 per image, so
-//! their means are rates.
+//! (`toy_mixing`), and whether the image is exactly the prompt (`toy_exact`); and a partial presence: whether
+//! each subject concept's own colour is on some object (`toy_colour`, concept rows and the fraction;
+//! `toy_all_colours`). Values are 0 or 1 per image, so their means are rates.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,14 @@ use crate::config::{ConceptNames, LoraSpec, Template};
 use crate::toyworld::oracle::judge_prompt;
 
 /// The metric names this evaluator computes.
-pub const METRICS: &[&str] = &["toy_present", "toy_all_present", "toy_mixing", "toy_exact"];
+pub const METRICS: &[&str] = &[
+    "toy_present",
+    "toy_all_present",
+    "toy_mixing",
+    "toy_exact",
+    "toy_colour",
+    "toy_all_colours",
+];
 
 /// Model id recorded with the scores (the oracle is procedural: its version).
 const ORACLE: &str = "toyworld-oracle-v1";
@@ -91,6 +99,21 @@ impl Evaluator for ToyOracleEvaluator {
             }
             if self.wants("toy_exact") {
                 s.push(score("toy_exact", None, v.exact));
+            }
+            if self.wants("toy_colour") {
+                for (c, present) in &v.concept_colours {
+                    s.push(score("toy_colour", Some(c.name().to_string()), *present));
+                }
+                let n = v.concept_colours.len().max(1) as f64;
+                s.push(Score {
+                    metric: "toy_colour".into(),
+                    concept: None,
+                    value: v.concept_colours.iter().filter(|(_, p)| *p).count() as f64 / n,
+                    model: ORACLE.to_string(),
+                });
+            }
+            if self.wants("toy_all_colours") {
+                s.push(score("toy_all_colours", None, v.all_concept_colours()));
             }
             out.push(s);
         }

@@ -117,6 +117,17 @@ impl ReportData {
             .collect()
     }
 
+    /// The prompt sets of the rows, in plan order.
+    pub fn prompt_sets(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.rows {
+            if !out.contains(&r.prompt_set) {
+                out.push(r.prompt_set.clone());
+            }
+        }
+        out
+    }
+
     /// The swept axes of each method entry, in order: (method, axis names).
     pub fn axes(&self) -> Vec<(String, Vec<String>)> {
         self.methods

@@ -67,8 +67,31 @@ pub fn write(run: &RunDir) -> HarnessResult<PathBuf> {
         md.push_str(&format!(
             "Mean ± half-width of the {pct:.0}% confidence interval (Student t) over the n images of each method variant (prompts x seeds x samples). CSV: `tables/methods.csv`.\n\n"
         ));
-        md.push_str(&tables::write_method_table(&data, conf, &tables_dir)?);
+        md.push_str(&tables::write_method_table(
+            &data,
+            conf,
+            &tables_dir,
+            "methods",
+            &|_| true,
+        )?);
         md.push('\n');
+        let sets = data.prompt_sets();
+        if sets.len() > 1 {
+            for set in &sets {
+                md.push_str(&format!(
+                    "### Prompt set `{set}`\n\nCSV: `tables/methods_{}.csv`.\n\n",
+                    tables::file_safe(set)
+                ));
+                md.push_str(&tables::write_method_table(
+                    &data,
+                    conf,
+                    &tables_dir,
+                    &format!("methods_{}", tables::file_safe(set)),
+                    &|r| &r.prompt_set == set,
+                )?);
+                md.push('\n');
+            }
+        }
         for m in &data.metrics {
             if let Some(f) = plots::bar_plot(&data, m, conf, &plots_dir)? {
                 md.push_str(&format!("![{m} by method](plots/{f})\n\n"));
@@ -115,6 +138,13 @@ pub fn write(run: &RunDir) -> HarnessResult<PathBuf> {
     }
 
     md.push_str(&attention::section(run, &data, seed));
+
+    let times = tables::write_time_table(&data, conf, &tables_dir)?;
+    if !times.is_empty() {
+        md.push_str(&format!(
+            "## Time per image\n\nWall-clock seconds to make each image (its sidecar's `total`: denoising, decoding, and loading where the image needed another model or LoRA); processes running side by side (`--shard`) share the machine. {pct:.0}% CI. CSV: `tables/times.csv`.\n\n{times}\n"
+        ));
+    }
 
     md.push_str("## Status\n\n");
     md.push_str(&tables::write_status_table(&data, &tables_dir)?);

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::data::ReportData;
 use super::stats::{summarize, Summary};
 use crate::config::ParamValue;
-use crate::harness::manifest::{DONE, FAILED, PENDING};
+use crate::harness::manifest::{ManifestRow, DONE, FAILED, PENDING};
 use crate::harness::table::{write_csv, TableBuilder};
 use crate::harness::HarnessResult;
 
@@ -76,12 +76,16 @@ pub fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Per variant and metric summaries, in variant order.
-pub fn method_summaries(data: &ReportData, confidence: f64) -> Vec<SummaryRow> {
+/// Per variant and metric summaries over the rows `keep` selects, in variant order.
+pub fn method_summaries(
+    data: &ReportData,
+    confidence: f64,
+    keep: &dyn Fn(&ManifestRow) -> bool,
+) -> Vec<SummaryRow> {
     let mut out = Vec::new();
     for v in &data.variants {
         for m in &data.metrics {
-            let vals = data.values(m, |r| r.variant == v.label);
+            let vals = data.values(m, |r| r.variant == v.label && keep(r));
             if let Some(s) = summarize(&vals, confidence) {
                 out.push(SummaryRow {
                     group: v.label.clone(),
@@ -139,9 +143,16 @@ fn long_csv(path: &Path, key: &str, rows: &[LongRow]) -> HarnessResult<()> {
     write_csv(&mut df, path)
 }
 
-/// Writes `methods.csv` and returns the Markdown method x metric table.
-pub fn write_method_table(data: &ReportData, confidence: f64, dir: &Path) -> HarnessResult<String> {
-    let rows = method_summaries(data, confidence);
+/// Writes `<stem>.csv` and `<stem>.md` and returns the Markdown method x metric table over the rows `keep`
+/// selects (all rows: `methods`; one prompt set: `methods_<set>`).
+pub fn write_method_table(
+    data: &ReportData,
+    confidence: f64,
+    dir: &Path,
+    stem: &str,
+    keep: &dyn Fn(&ManifestRow) -> bool,
+) -> HarnessResult<String> {
+    let rows = method_summaries(data, confidence, keep);
     let long: Vec<LongRow> = rows
         .iter()
         .map(|r| {
@@ -161,7 +172,7 @@ pub fn write_method_table(data: &ReportData, confidence: f64, dir: &Path) -> Har
             )
         })
         .collect();
-    long_csv(&dir.join("methods.csv"), "variant", &long)?;
+    long_csv(&dir.join(format!("{stem}.csv")), "variant", &long)?;
     let mut header = vec!["method".to_string(), "n".to_string()];
     header.extend(data.metrics.iter().cloned());
     let md_rows: Vec<Vec<String>> = data
@@ -171,7 +182,7 @@ pub fn write_method_table(data: &ReportData, confidence: f64, dir: &Path) -> Har
             let n = data
                 .rows
                 .iter()
-                .filter(|r| r.variant == v.label && r.status == DONE)
+                .filter(|r| r.variant == v.label && r.status == DONE && keep(r))
                 .count();
             let mut row = vec![v.label.clone(), n.to_string()];
             for m in &data.metrics {
@@ -185,8 +196,54 @@ pub fn write_method_table(data: &ReportData, confidence: f64, dir: &Path) -> Har
         })
         .collect();
     let md = markdown(&header, &md_rows);
-    crate::latent_io::write_atomic(&dir.join("methods.md"), md.as_bytes())?;
+    crate::latent_io::write_atomic(&dir.join(format!("{stem}.md")), md.as_bytes())?;
     Ok(md)
+}
+
+/// Writes `times.csv` and returns the Markdown table of wall-clock seconds per image of each variant (mean
+/// with its confidence interval, min, max) over the done jobs that recorded a time.
+pub fn write_time_table(data: &ReportData, confidence: f64, dir: &Path) -> HarnessResult<String> {
+    let mut long: Vec<LongRow> = Vec::new();
+    let mut md_rows = Vec::new();
+    for v in &data.variants {
+        let secs: Vec<f64> = data
+            .rows
+            .iter()
+            .filter(|r| r.variant == v.label && r.status == DONE)
+            .filter_map(|r| r.seconds)
+            .collect();
+        let Some(s) = summarize(&secs, confidence) else {
+            continue;
+        };
+        let (lo, hi) = secs
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        long.push((
+            vec![
+                ("variant".to_string(), v.label.clone()),
+                ("method".to_string(), v.method.clone()),
+            ],
+            "seconds_per_image".to_string(),
+            s,
+        ));
+        md_rows.push(vec![
+            v.label.clone(),
+            s.n.to_string(),
+            cell(Some(&s)),
+            fmt(lo),
+            fmt(hi),
+        ]);
+    }
+    if long.is_empty() {
+        return Ok(String::new());
+    }
+    long_csv(&dir.join("times.csv"), "variant", &long)?;
+    let header: Vec<String> = ["method", "n", "seconds per image", "min", "max"]
+        .map(String::from)
+        .to_vec();
+    Ok(markdown(&header, &md_rows))
 }
 
 /// Writes one ablation table per swept axis (`ablation_<method>_<axis>.csv|md`); returns (title, Markdown).

@@ -9,6 +9,7 @@ use crate::models::clip::text_encoder::ClipTextConfig;
 use crate::models::config_json::JsonConfig;
 use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
+use crate::schedulers::SchedulerConfig;
 
 use super::error::ToyResult;
 
@@ -168,15 +169,19 @@ impl ToyArch {
         })
     }
 
-    /// Stable Diffusion 1.5's `scheduler/scheduler_config.json`, unchanged (the toy model is trained on its
-    /// noise schedule).
+    /// The toyworld's `scheduler/scheduler_config.json`: SD 1.5's file with DDPM's linear betas
+    /// (0.0001..0.02 over 1000 steps) in place of SD's scaled-linear 0.00085..0.012. SD's schedule ends at
+    /// `sqrt(alphas_cumprod[999])` = 0.068: on a 16x16 latent whose objects cover a few cells, that much of the
+    /// image survives in the noise at the first sampling step, and a model trained on it takes each object's
+    /// colour and place from the seed's low frequencies instead of from the prompt (the committed model of the
+    /// first training did exactly that). DDPM's schedule, made for 32-64 px images, ends at 0.0064.
     pub fn scheduler_json() -> Value {
         json!({
             "_class_name": "PNDMScheduler",
             "_diffusers_version": "0.6.0",
-            "beta_end": 0.012,
-            "beta_schedule": "scaled_linear",
-            "beta_start": 0.00085,
+            "beta_end": 0.02,
+            "beta_schedule": "linear",
+            "beta_start": 0.0001,
             "num_train_timesteps": 1000,
             "set_alpha_to_one": false,
             "skip_prk_steps": true,
@@ -184,6 +189,14 @@ impl ToyArch {
             "trained_betas": null,
             "clip_sample": false
         })
+    }
+
+    /// The typed scheduler config of [`scheduler_json`](Self::scheduler_json).
+    pub fn scheduler_config() -> ToyResult<SchedulerConfig> {
+        Ok(SchedulerConfig::from_json_str(
+            &Self::scheduler_json().to_string(),
+            &Path::new("<toyworld>").join("scheduler/scheduler_config.json"),
+        )?)
     }
 
     /// diffusers `model_index.json` of a `StableDiffusionPipeline`.

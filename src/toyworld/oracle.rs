@@ -464,6 +464,10 @@ pub struct Verdict {
     pub extra_objects: usize,
     /// Every prompt object found, nothing else, the right style and background.
     pub exact: bool,
+    /// Per subject concept the prompt names: whether some object has the concept's own colour (whatever its
+    /// shape and pattern): a partial presence, for models that get a concept's colour before its shape and
+    /// pattern.
+    pub concept_colours: Vec<(Concept, bool)>,
 }
 
 impl Verdict {
@@ -474,6 +478,11 @@ impl Verdict {
 
     pub fn mixing(&self) -> bool {
         self.mixed_objects > 0
+    }
+
+    /// Whether every subject concept's colour is on some object.
+    pub fn all_concept_colours(&self) -> bool {
+        self.concept_colours.iter().all(|(_, p)| *p)
     }
 }
 
@@ -550,12 +559,20 @@ pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
         && unmatched.is_empty()
         && reading.background == spec.background
         && reading.style() == spec.style;
+    let concept_colours = spec
+        .objects
+        .iter()
+        .filter_map(|o| o.concept)
+        .filter_map(|c| c.look().map(|look| (c, look.colour)))
+        .map(|(c, colour)| (c, reading.objects.iter().any(|d| d.colour == Some(colour))))
+        .collect();
     Verdict {
         objects_found,
         concepts,
         mixed_objects,
         extra_objects: unmatched.len(),
         exact,
+        concept_colours,
     }
 }
 

@@ -1,5 +1,5 @@
-//! Training the base model: DDPM epsilon prediction on SD 1.5's noise schedule (scaled-linear betas
-//! 0.00085..0.012 over 1000 steps), text encoder and UNet trained together from scratch on the cached latents
+//! Training the base model: DDPM epsilon prediction on the toyworld's noise schedule (DDPM's linear betas
+//! 0.0001..0.02 over 1000 steps, see [`ToyArch::scheduler_json`]), text encoder and UNet trained together from scratch on the cached latents
 //! of plain scenes, with the caption dropped one time in ten (classifier-free guidance needs the unconditional
 //! branch). Resumable from the last checkpoint (the Adam moments restart, with a short warm-up).
 
@@ -54,10 +54,9 @@ impl Default for BaseTrainConfig {
     }
 }
 
-/// `alphas_cumprod` of SD 1.5's training schedule.
-pub fn sd15_alphas_cumprod() -> ToyResult<Vec<f32>> {
-    let cfg = SchedulerConfig::sd15_default();
-    Ok(numerics::alphas_cumprod(&numerics::betas(&cfg)?))
+/// `alphas_cumprod` of a training schedule.
+pub fn alphas_cumprod(cfg: &SchedulerConfig) -> ToyResult<Vec<f32>> {
+    Ok(numerics::alphas_cumprod(&numerics::betas(cfg)?))
 }
 
 /// One batch of the epsilon objective.
@@ -171,7 +170,7 @@ pub fn train_base<B: AutodiffBackend>(
     } else {
         TextUnet::random(arch, cfg.seed, device)?
     };
-    let alphas = sd15_alphas_cumprod()?;
+    let alphas = alphas_cumprod(&ToyArch::scheduler_config()?)?;
     let empty = tokenizer.encode("");
     let ls = arch.latent_size();
     let latent_shape = [arch.latent_channels, ls, ls];

@@ -26,7 +26,7 @@ use super::progress::{check_finite, learning_rate, LossLog};
 use super::render::render;
 use super::scene::{concept_scene, PlainWorld};
 use super::text_unet::TextUnet;
-use super::train_base::{diffusion_batch, epsilon_loss, sd15_alphas_cumprod};
+use super::train_base::{alphas_cumprod, diffusion_batch, epsilon_loss};
 use super::train_vae::vae_model;
 use crate::lora::key::Component;
 use crate::lora::linear::LinearAdapter;
@@ -34,6 +34,7 @@ use crate::lora::metadata::LORA_ADAPTER_METADATA_KEY;
 use crate::lora::rows::RowMultipliers;
 use crate::lora::targets::{LoraTargets, Target};
 use crate::models::clip::tokenizer::ClipTokenizer;
+use crate::schedulers::SchedulerConfig;
 
 /// Seeds of a concept's training scenes: `CONCEPT_SEED_BASE + i` (apart from plain and held-out seeds).
 pub const CONCEPT_SEED_BASE: u64 = 3 << 32;
@@ -325,7 +326,10 @@ pub fn train_lora<B: AutodiffBackend>(
         data.len(),
         prior.len()
     ));
-    let alphas = sd15_alphas_cumprod()?;
+    // The schedule the base model was trained on.
+    let alphas = alphas_cumprod(&SchedulerConfig::from_file(
+        &model_dir.join("scheduler").join("scheduler_config.json"),
+    )?)?;
     let empty = tokenizer.encode("");
     let ls = arch.latent_size();
     let latent_shape = [arch.latent_channels, ls, ls];
