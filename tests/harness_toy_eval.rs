@@ -86,7 +86,7 @@ method = "merge"
 [sampler]
 steps = 1
 [metrics]
-scores = ["toy_present", "toy_all_present", "toy_mixing", "toy_exact"]
+scores = ["toy_present", "toy_all_present", "toy_mixing", "toy_exact", "toy_colour", "toy_all_colours"]
 [report]
 trade_off = ["toy_all_present", "toy_mixing"]
 "#,
@@ -134,6 +134,11 @@ trade_off = ["toy_all_present", "toy_mixing"]
     assert_eq!(mean("base", "toy_present", None), 0.5);
     assert_eq!(mean("base", "toy_present", Some("dots")), 1.0);
     assert_eq!(mean("base", "toy_present", Some("stripes")), 0.0);
+    // partial presence: a rendered concept has its colour
+    assert_eq!(mean("merge", "toy_all_colours", None), 1.0);
+    assert_eq!(mean("base", "toy_colour", None), 0.5);
+    assert_eq!(mean("base", "toy_colour", Some("dots")), 1.0);
+    assert_eq!(mean("base", "toy_colour", Some("stripes")), 0.0);
     // the report tabulates the rates
     let report = std::fs::read_to_string(o.report.unwrap()).unwrap();
     assert!(report.contains("toy_all_present"));

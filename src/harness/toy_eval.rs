@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::error::{HarnessError, HarnessResult};
 use super::eval::{EvalItem, Evaluator, Score};
 use crate::config::{ConceptNames, LoraSpec, Template};
+use crate::toyworld::concept::Concept;
 use crate::toyworld::oracle::judge_prompt;
 
 /// The metric names this evaluator computes.
@@ -80,16 +81,7 @@ impl Evaluator for ToyOracleEvaluator {
             };
             let mut s = Vec::new();
             if self.wants("toy_present") {
-                for (c, present) in &v.concepts {
-                    s.push(score("toy_present", Some(c.name().to_string()), *present));
-                }
-                let n = v.concepts.len().max(1) as f64;
-                s.push(Score {
-                    metric: "toy_present".into(),
-                    concept: None,
-                    value: v.concepts.iter().filter(|(_, p)| *p).count() as f64 / n,
-                    model: ORACLE.to_string(),
-                });
+                s.extend(per_concept("toy_present", &v.concepts));
             }
             if self.wants("toy_all_present") {
                 s.push(score("toy_all_present", None, v.all_concepts_present()));
@@ -101,16 +93,7 @@ impl Evaluator for ToyOracleEvaluator {
                 s.push(score("toy_exact", None, v.exact));
             }
             if self.wants("toy_colour") {
-                for (c, present) in &v.concept_colours {
-                    s.push(score("toy_colour", Some(c.name().to_string()), *present));
-                }
-                let n = v.concept_colours.len().max(1) as f64;
-                s.push(Score {
-                    metric: "toy_colour".into(),
-                    concept: None,
-                    value: v.concept_colours.iter().filter(|(_, p)| *p).count() as f64 / n,
-                    model: ORACLE.to_string(),
-                });
+                s.extend(per_concept("toy_colour", &v.concept_colours));
             }
             if self.wants("toy_all_colours") {
                 s.push(score("toy_all_colours", None, v.all_concept_colours()));
@@ -119,4 +102,24 @@ impl Evaluator for ToyOracleEvaluator {
         }
         Ok(out)
     }
+}
+
+/// A 0/1 score per concept, and the whole-image row: the fraction of the concepts that hold.
+fn per_concept(metric: &str, flags: &[(Concept, bool)]) -> Vec<Score> {
+    let row = |concept: Option<String>, value: f64| Score {
+        metric: metric.to_string(),
+        concept,
+        value,
+        model: ORACLE.to_string(),
+    };
+    let mut out: Vec<Score> = flags
+        .iter()
+        .map(|(c, p)| row(Some(c.name().to_string()), if *p { 1.0 } else { 0.0 }))
+        .collect();
+    let n = flags.len().max(1) as f64;
+    out.push(row(
+        None,
+        flags.iter().filter(|(_, p)| *p).count() as f64 / n,
+    ));
+    out
 }
