@@ -14,7 +14,6 @@ use burn::tensor::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::tensor::{Dtype as StDtype, TensorView};
 use serde_json::json;
 
 use super::arch::ToyArch;
@@ -510,32 +509,13 @@ pub fn save_lora<B: Backend>(
         });
         meta.insert(LORA_ADAPTER_METADATA_KEY.to_string(), config.to_string());
     }
-    write_f32_safetensors(out, &tensors, meta)
-}
-
-fn write_f32_safetensors(
-    path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
-    meta: std::collections::HashMap<String, String>,
-) -> ToyResult<()> {
-    let bytes: Vec<Vec<u8>> = tensors
+    let views: Vec<(&str, Vec<usize>, &[f32])> = tensors
         .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .map(|(k, shape, v)| (k.as_str(), shape.clone(), v.as_slice()))
         .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((k, shape, _), b)| {
-            TensorView::new(StDtype::F32, shape.clone(), b)
-                .map(|view| (k.clone(), view))
-                .map_err(|e| ToyError::bad_file(path, format!("tensor `{k}`: {e}")))
-        })
-        .collect::<ToyResult<Vec<_>>>()?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ToyError::io(parent, e))?;
-    }
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(meta), &tmp)
-        .map_err(|e| ToyError::bad_file(&tmp, e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| ToyError::io(path, e))
+    Ok(crate::latent_io::write_f32_safetensors(
+        out,
+        &views,
+        Some(meta),
+    )?)
 }
