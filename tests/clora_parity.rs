@@ -198,10 +198,10 @@ fn iterative_updates_match_the_official_pipeline_step_by_step() {
     let (f_in, s_in, out) = (r.f32("forward_in"), r.f32("sched_in"), r.f32("latents_out"));
     let (maps_ref, masks_ref, eps_ref) = (r.f32("maps"), r.f32("masks"), r.f32("eps_branches"));
     let mut worst_step = 0f32;
-    for i in 0..job.steps {
+    for (i, &t) in ts.iter().enumerate().take(job.steps) {
         let z: Tensor<AD, 4> = item_tensor(&f_in, i);
         let dims = z.dims();
-        let fwd = forward_all(&mut sd, &br, &p, scheduler.as_ref(), i, ts[i], z).unwrap();
+        let fwd = forward_all(&mut sd, &br, &p, scheduler.as_ref(), i, t, z).unwrap();
         let e_eps = max_diff(&to_vec(&fwd.eps), &item(&eps_ref, i).0);
         let e_maps = max_diff(&to_vec(&fwd.maps), &item(&maps_ref, i).0);
         let (masks, small) = masks_for(&fwd.maps, &br, &p, i, dims).unwrap();
@@ -222,7 +222,7 @@ fn iterative_updates_match_the_official_pipeline_step_by_step() {
                 &p,
                 scheduler.as_ref(),
                 i,
-                ts[i],
+                t,
                 item_tensor(&s_in, i),
             )
             .unwrap();
@@ -242,7 +242,7 @@ fn iterative_updates_match_the_official_pipeline_step_by_step() {
             let z: Tensor<AD, 4> = item_tensor(&f_in, i);
             let e_cond = max_diff(
                 &to_vec(
-                    &forward_all(&mut sd, &br, &cond, scheduler.as_ref(), i, ts[i], z)
+                    &forward_all(&mut sd, &br, &cond, scheduler.as_ref(), i, t, z)
                         .unwrap()
                         .maps,
                 ),

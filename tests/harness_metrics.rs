@@ -174,8 +174,7 @@ fn a_bad_metric_model_folder_is_named() {
         &Interrupt::new(),
         &SessionOptions::default(),
     )
-    .err()
-    .expect("a ViT folder is no CLIP model")
+    .expect_err("a ViT folder is no CLIP model")
     .to_string();
     assert!(e.contains("vit-a"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -119,3 +119,48 @@ fn dino_separates_concepts() {
         "same-concept cosine {same} is not well above cross-concept {cross}"
     );
 }
+
+/// Both training loops run end to end on a few scenes, log every period with finite means, and refuse a batch
+/// a contrastive loss cannot use.
+#[test]
+fn encoder_training_loops_run_and_log() {
+    use clora_harness::toyworld::encoders::clip_train::{train_clip, ClipTrainConfig};
+    use clora_harness::toyworld::encoders::dino_train::{train_dino, DinoTrainConfig};
+
+    let clip = ClipTrainConfig {
+        steps: 3,
+        batch: 4,
+        dataset: 12,
+        warmup: 1,
+        ..ClipTrainConfig::default()
+    };
+    let mut lines = Vec::new();
+    train_clip(&clip, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    let last = lines.last().unwrap();
+    assert!(last.starts_with("clip step     3/3: loss "), "{lines:?}");
+    assert!(!last.contains("NaN") && !last.contains("inf"), "{last}");
+
+    let dino = DinoTrainConfig {
+        steps: 2,
+        batch: 3,
+        dataset: 6,
+        warmup: 1,
+        ..DinoTrainConfig::default()
+    };
+    let mut lines = Vec::new();
+    train_dino(&dino, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("dino step     2/2: loss "),
+        "{lines:?}"
+    );
+
+    let bad = ClipTrainConfig { batch: 1, ..clip };
+    let e = train_clip(&bad, &mut |_: &str| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("CLIP needs batch >= 2"), "{e}");
+}

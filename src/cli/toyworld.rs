@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use burn::backend::Autodiff;
-use clora_harness::backend::Cpu;
+use burn::tensor::backend::Backend;
 
 use super::backend::Device;
 use clora_harness::lora::file::LoraFile;
@@ -228,6 +228,9 @@ pub struct JudgeArgs {
     /// First seed.
     #[arg(long, default_value_t = 0)]
     pub first_seed: u64,
+    /// Where to generate (tch: build with `--features tch`, cuda: `--features cuda`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 pub fn run(args: ToyworldArgs) -> Result<()> {
@@ -354,8 +357,11 @@ fn oracle_check(a: OracleCheckArgs) -> Result<()> {
 }
 
 fn judge_cmd(a: JudgeArgs) -> Result<()> {
-    let device = Default::default();
-    let mut sd = StableDiffusion::<Cpu>::load(&a.model, &LoadOptions::default(), &device)
+    crate::with_backend!(a.device, |B, device| { judge_on::<B>(&a, &device) })
+}
+
+fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
+    let mut sd = StableDiffusion::<B>::load(&a.model, &LoadOptions::default(), device)
         .with_context(|| format!("loading {}", a.model.display()))?;
     for path in &a.lora {
         let file = LoraFile::open(path)?;
@@ -382,6 +388,8 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
     }
     let (mut exact, mut concepts, mut colours, mut mixed, mut total) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
+    // Prompt objects drawn right (shape, colour, pattern), of all the prompt objects: a graded view of progress.
+    let (mut objects_found, mut objects_named) = (0usize, 0usize);
     for (p, prompt) in prompts.iter().enumerate() {
         parse(prompt)?;
         let mut row = String::new();
@@ -404,6 +412,8 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
             concepts += verdict.all_concepts_present() as usize;
             colours += verdict.all_concept_colours() as usize;
             mixed += verdict.mixing() as usize;
+            objects_found += verdict.objects_found.iter().filter(|f| **f).count();
+            objects_named += verdict.objects_found.len();
             row.push(if verdict.exact {
                 '+'
             } else if verdict.all_concepts_present() {
@@ -424,6 +434,10 @@ fn judge_cmd(a: JudgeArgs) -> Result<()> {
         pct(concepts),
         pct(colours),
         pct(mixed)
+    );
+    println!(
+        "prompt objects drawn (shape, colour, pattern): {objects_found}/{objects_named} ({:.1}%)",
+        100.0 * objects_found as f64 / objects_named.max(1) as f64
     );
     Ok(())
 }

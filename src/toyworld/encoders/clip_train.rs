@@ -13,6 +13,7 @@ use super::data::{candle_err, examples, flip, pixel_batch, Example};
 use super::eval::{one_attribute_variants, Change};
 use super::nn::{causal_mask, l2_normalize, linear, randn, Naming, Norm, Stack, StackShape};
 use super::save::reinit;
+use super::train_loop::{adamw, check_batch, StepStats};
 use crate::metrics::activation::Activation;
 use crate::metrics::preprocess::{ImageProcessorConfig, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
 use crate::models::clip::tokenizer::ClipTokenizer;
@@ -382,12 +383,7 @@ pub fn train_clip(
     cfg: &ClipTrainConfig,
     log: &mut dyn FnMut(&str),
 ) -> ToyResult<(VarMap, ClipTrain)> {
-    if cfg.batch < 2 || cfg.dataset < cfg.batch {
-        return Err(ToyError::Training(format!(
-            "CLIP needs batch >= 2 and dataset >= batch (batch {}, dataset {})",
-            cfg.batch, cfg.dataset
-        )));
-    }
+    check_batch("CLIP", cfg.batch, cfg.dataset)?;
     let device = Device::Cpu;
     let tok = ClipTokenizer::embedded()?;
     let processor = cfg.shape.processor()?;
@@ -436,15 +432,7 @@ pub fn train_clip(
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let model = ClipTrain::new(vb, &cfg.shape).map_err(candle_err)?;
     reinit(&varmap, cfg.seed ^ 0xc119).map_err(candle_err)?;
-    let mut opt = candle_nn::AdamW::new(
-        varmap.all_vars(),
-        candle_nn::ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )
-    .map_err(candle_err)?;
+    let mut opt = adamw(&varmap, cfg.lr, cfg.weight_decay)?;
     let scale_var: Option<Var> = varmap
         .data()
         .lock()
@@ -453,7 +441,7 @@ pub fn train_clip(
         .cloned();
     let max_scale = 100f32.ln();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xc11b_da7a);
-    let (mut run_loss, mut run_acc, mut n) = (0.0, 0.0, 0usize);
+    let mut stats = StepStats::default();
     for step in 0..cfg.steps {
         opt.set_learning_rate(learning_rate(step, cfg.steps, cfg.lr, cfg.warmup, 0.05));
         let mut idx = distinct_batch(&data, cfg.batch, &mut rng);
@@ -490,13 +478,7 @@ pub fn train_clip(
             clip_loss(&img, &txt, neg.as_ref(), &model.logit_scale)
         })()
         .map_err(candle_err)?;
-        let lv = loss.to_scalar::<f32>().map_err(candle_err)?;
-        if !lv.is_finite() {
-            return Err(ToyError::Training(format!(
-                "CLIP loss is {lv} at step {step}"
-            )));
-        }
-        opt.backward_step(&loss).map_err(candle_err)?;
+        stats.step(&mut opt, &loss, acc, "CLIP", step)?;
         if let Some(v) = &scale_var {
             let s = v.to_scalar::<f32>().map_err(candle_err)?;
             if s > max_scale {
@@ -504,25 +486,19 @@ pub fn train_clip(
                     .map_err(candle_err)?;
             }
         }
-        run_loss += lv as f64;
-        run_acc += acc;
-        n += 1;
-        if (step + 1) % 25 == 0 || step + 1 == cfg.steps {
+        if StepStats::due(step, cfg.steps) {
             let scale = model
                 .logit_scale
                 .exp()
                 .and_then(|t| t.to_scalar::<f32>())
                 .map_err(candle_err)?;
+            let (mean_loss, mean_acc) = stats.take();
             log(&format!(
-                "clip step {:>5}/{}: loss {:.4}  in-batch acc {:.3}  scale {:.1}  {:.0}s",
+                "clip step {:>5}/{}: loss {mean_loss:.4}  in-batch acc {mean_acc:.3}  scale {scale:.1}  {:.0}s",
                 step + 1,
                 cfg.steps,
-                run_loss / n as f64,
-                run_acc / n as f64,
-                scale,
                 t0.elapsed().as_secs_f64()
             ));
-            (run_loss, run_acc, n) = (0.0, 0.0, 0);
         }
     }
     Ok((varmap, model))

@@ -14,11 +14,12 @@ use super::clip_train::processor_from_json;
 use super::data::{augment, candle_err, examples, pixel_batch};
 use super::nn::{l2_normalize, linear, patchify, randn, Naming, Norm, Stack, StackShape};
 use super::save::reinit;
+use super::train_loop::{adamw, check_batch, StepStats};
 use crate::metrics::activation::Activation;
 use crate::metrics::preprocess::{
     ImageProcessorConfig, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
 };
-use crate::toyworld::error::{ToyError, ToyResult};
+use crate::toyworld::error::ToyResult;
 use crate::toyworld::progress::learning_rate;
 
 /// Prefix of the projection head's parameters (trained, not saved).
@@ -234,12 +235,7 @@ pub fn train_dino(
     cfg: &DinoTrainConfig,
     log: &mut dyn FnMut(&str),
 ) -> ToyResult<(VarMap, DinoTrain)> {
-    if cfg.batch < 2 || cfg.dataset < cfg.batch {
-        return Err(ToyError::Training(format!(
-            "DINO needs batch >= 2 and dataset >= batch (batch {}, dataset {})",
-            cfg.batch, cfg.dataset
-        )));
-    }
+    check_batch("DINO", cfg.batch, cfg.dataset)?;
     let device = Device::Cpu;
     let processor = cfg.shape.processor()?;
     let t0 = std::time::Instant::now();
@@ -251,17 +247,9 @@ pub fn train_dino(
         t0.elapsed().as_secs_f64()
     ));
     let (varmap, model) = init_dino(&cfg.shape, cfg.seed ^ 0xd1_0000)?;
-    let mut opt = candle_nn::AdamW::new(
-        varmap.all_vars(),
-        candle_nn::ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )
-    .map_err(candle_err)?;
+    let mut opt = adamw(&varmap, cfg.lr, cfg.weight_decay)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd1_da7a);
-    let (mut run_loss, mut run_acc, mut n) = (0.0, 0.0, 0usize);
+    let mut stats = StepStats::default();
     for step in 0..cfg.steps {
         opt.set_learning_rate(learning_rate(step, cfg.steps, cfg.lr, cfg.warmup, 0.05));
         let idx: Vec<usize> = (0..cfg.batch)
@@ -284,26 +272,15 @@ pub fn train_dino(
             nt_xent(&z1, &z2, cfg.temperature)
         })()
         .map_err(candle_err)?;
-        let lv = loss.to_scalar::<f32>().map_err(candle_err)?;
-        if !lv.is_finite() {
-            return Err(ToyError::Training(format!(
-                "DINO loss is {lv} at step {step}"
-            )));
-        }
-        opt.backward_step(&loss).map_err(candle_err)?;
-        run_loss += lv as f64;
-        run_acc += acc;
-        n += 1;
-        if (step + 1) % 25 == 0 || step + 1 == cfg.steps {
+        stats.step(&mut opt, &loss, acc, "DINO", step)?;
+        if StepStats::due(step, cfg.steps) {
+            let (mean_loss, mean_acc) = stats.take();
             log(&format!(
-                "dino step {:>5}/{}: loss {:.4}  view acc {:.3}  {:.0}s",
+                "dino step {:>5}/{}: loss {mean_loss:.4}  view acc {mean_acc:.3}  {:.0}s",
                 step + 1,
                 cfg.steps,
-                run_loss / n as f64,
-                run_acc / n as f64,
                 t0.elapsed().as_secs_f64()
             ));
-            (run_loss, run_acc, n) = (0.0, 0.0, 0);
         }
     }
     Ok((varmap, model))

@@ -9,6 +9,7 @@
 //! - [`data`]: training scenes, augmentations, preprocessing;
 //! - [`clip_train`], [`dino_train`]: the models and their training loops;
 //! - [`save`]: seeded init and the folder writer;
+//! - [`train_loop`]: the optimiser, step and logging both loops share;
 //! - [`eval`]: validation through the metrics' loaders.
 
 pub mod clip_train;
@@ -17,6 +18,7 @@ pub mod dino_train;
 pub mod eval;
 pub mod nn;
 pub mod save;
+pub mod train_loop;
 
 use std::path::{Path, PathBuf};
 
