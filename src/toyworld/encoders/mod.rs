@@ -22,7 +22,8 @@ pub mod train_loop;
 
 use std::path::{Path, PathBuf};
 
-use candle::Device;
+use crate::metrics::image_io::RgbImage;
+use candle::{Device, Tensor};
 
 use clip_train::{train_clip, ClipTrainConfig};
 use data::{candle_err, pixel_batch};
@@ -30,6 +31,7 @@ use dino_train::{train_dino, DinoTrainConfig, HEAD_PREFIX};
 use save::write_folder;
 
 use crate::metrics::encoder::ImageEncoder;
+use crate::metrics::preprocess::ImageProcessorConfig;
 use crate::toyworld::error::ToyResult;
 
 /// Both phases.
@@ -67,6 +69,23 @@ fn min_cos(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
         .fold(1.0, f64::min)
 }
 
+/// Lowest cosine between the trained model's embeddings of `images` (`ours`, on pixels made with the saved
+/// folder's preprocessing) and the metrics' embeddings of them through the encoder loaded from that folder.
+fn saved_parity(
+    images: &[RgbImage],
+    processor: &ImageProcessorConfig,
+    ours: impl FnOnce(&Tensor) -> candle::Result<Tensor>,
+    saved: &dyn ImageEncoder,
+) -> ToyResult<f64> {
+    let refs: Vec<_> = images.iter().collect();
+    let px = pixel_batch(&refs, processor, &Device::Cpu)?;
+    let ours = ours(&px)
+        .and_then(|t| t.to_vec2::<f32>())
+        .map_err(candle_err)?;
+    let theirs = saved.embed_images(images, 8)?;
+    Ok(min_cos(&ours, &theirs))
+}
+
 /// Trains CLIP then DINO and writes `out/clip` and `out/dino`. `skip_clip` / `skip_dino` leave an existing
 /// folder as it is.
 pub fn train_encoders(
@@ -100,15 +119,12 @@ pub fn train_encoders(
             &varmap,
             &[],
         )?;
-        let processor = cfg.clip.shape.processor()?;
-        let refs: Vec<_> = probe.single.iter().collect();
-        let px = pixel_batch(&refs, &processor, &Device::Cpu)?;
-        let ours = model
-            .image_features(&px)
-            .and_then(|t| t.to_vec2::<f32>())
-            .map_err(candle_err)?;
-        let theirs = eval::load_clip(&clip_dir)?.embed_images(&probe.single, 8)?;
-        rep.clip_parity = min_cos(&ours, &theirs);
+        rep.clip_parity = saved_parity(
+            &probe.single,
+            &cfg.clip.shape.processor()?,
+            |px| model.image_features(px),
+            &eval::load_clip(&clip_dir)?,
+        )?;
         log(&format!(
             "clip: wrote {} ({} bytes), {:.0}s, parity cos >= {:.5}",
             clip_dir.display(),
@@ -128,15 +144,12 @@ pub fn train_encoders(
             &varmap,
             &[HEAD_PREFIX],
         )?;
-        let processor = cfg.dino.shape.processor()?;
-        let refs: Vec<_> = probe.single.iter().collect();
-        let px = pixel_batch(&refs, &processor, &Device::Cpu)?;
-        let ours = model
-            .embed(&px)
-            .and_then(|t| t.to_vec2::<f32>())
-            .map_err(candle_err)?;
-        let theirs = eval::load_dino(&dino_dir)?.embed_images(&probe.single, 8)?;
-        rep.dino_parity = min_cos(&ours, &theirs);
+        rep.dino_parity = saved_parity(
+            &probe.single,
+            &cfg.dino.shape.processor()?,
+            |px| model.embed(px),
+            &eval::load_dino(&dino_dir)?,
+        )?;
         log(&format!(
             "dino: wrote {} ({} bytes), {:.0}s, parity cos >= {:.5}",
             dino_dir.display(),
