@@ -8,6 +8,7 @@ use clora_harness::lora::file::LoraFile;
 use clora_harness::lora::resolve::Unmatched;
 use clora_harness::models::clip::tokenizer::ClipTokenizer;
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
+use clora_harness::models::weights::WeightStore;
 use clora_harness::pipeline::GenerateParams;
 use clora_harness::toyworld::arch::ToyArch;
 use clora_harness::toyworld::concept::Concept;
@@ -18,6 +19,7 @@ use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
     alphas_cumprod, diffusion_batch, epsilon_loss, BaseTrainConfig,
 };
+use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
 use clora_harness::toyworld::train_vae::{vae_model, VaeTrainConfig};
 use clora_harness::toyworld::trainable::trainable;
@@ -292,5 +294,54 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
             "{layout:?}: the LoRA left the latent unchanged ({diff})"
         );
     }
+
+    // Decoder fine-tuning: the encoder (and so the latents the base model and LoRAs know) stays bit for bit,
+    // the decoder changes, every other file is copied, and the folder loads.
+    let tuned = root.join("model-decoder");
+    let dcfg = DecoderTrainConfig {
+        steps: 2,
+        batch: 1,
+        lr: 1e-2,
+        checkpoint_every: 1,
+        ..DecoderTrainConfig::default()
+    };
+    let o = train_decoder::<A>(
+        &arch,
+        &plan.out,
+        &tuned,
+        &dcfg,
+        &plan.work,
+        false,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(o.final_loss.is_finite(), "{o:?}");
+    let vae_of = |m: &std::path::Path| {
+        WeightStore::open(&[m.join("vae/diffusion_pytorch_model.safetensors")]).unwrap()
+    };
+    let (before, after) = (vae_of(&plan.out), vae_of(&tuned));
+    let mut changed = 0;
+    for key in before.keys() {
+        let same = before.read_f32(key).unwrap() == after.read_f32(key).unwrap();
+        if key.starts_with("encoder.") || key.starts_with("quant_conv.") {
+            assert!(same, "{key} changed");
+        } else if !same {
+            changed += 1;
+        }
+    }
+    assert!(changed > 0, "no decoder weight changed");
+    for file in [
+        "model_index.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+    ] {
+        assert_eq!(
+            std::fs::read(plan.out.join(file)).unwrap(),
+            std::fs::read(tuned.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    StableDiffusion::<Cpu>::load(&tuned, &LoadOptions::default(), &device).unwrap();
     std::fs::remove_dir_all(&root).ok();
 }

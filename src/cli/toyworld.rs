@@ -24,11 +24,12 @@ use clora_harness::toyworld::oracle::{judge_prompt, read};
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::render::render;
 use clora_harness::toyworld::scene::{concept_scene, PlainWorld};
-use clora_harness::toyworld::tensors::tensor_to_images;
+use clora_harness::toyworld::tensors::{images_to_tensor, tensor_to_images};
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::BaseTrainConfig;
+use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
-use clora_harness::toyworld::train_vae::VaeTrainConfig;
+use clora_harness::toyworld::train_vae::{vae_model, VaeTrainConfig};
 
 #[derive(Debug, Args)]
 pub struct ToyworldArgs {
@@ -55,6 +56,56 @@ pub enum ToyworldWhat {
     TrainLora(TrainLoraArgs),
     /// Train the tiny metric encoders (CLIP, DINO-style ViT) on scenes and write them as model folders.
     TrainEncoders(TrainEncodersArgs),
+    /// Fine-tune a trained model's VAE decoder on its frozen encoder (sharper patterns; the latents, and so
+    /// the base model and its LoRAs, stay valid) and write the model with the new VAE.
+    TuneDecoder(TuneDecoderArgs),
+}
+
+/// Steps, batch size and peak learning rate of a training phase; each left out keeps the phase's default.
+#[derive(Debug, Args)]
+pub struct PhaseArgs {
+    /// Optimizer steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Examples per step (decoder: whole images; LoRA: concept + prior rows).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+}
+
+impl PhaseArgs {
+    /// Overrides `steps`, `batch`, `lr` with the values given.
+    fn apply(&self, steps: &mut usize, batch: &mut usize, lr: &mut f64) {
+        *steps = self.steps.unwrap_or(*steps);
+        *batch = self.batch.unwrap_or(*batch);
+        *lr = self.lr.unwrap_or(*lr);
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TuneDecoderArgs {
+    /// The trained model (diffusers folder).
+    #[arg(long, default_value = "assets/toyworld/model")]
+    pub model: PathBuf,
+    /// The model folder to write (a copy of `--model` with the new VAE weights).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Checkpoints and the loss log (`decoder.loss.csv`).
+    #[arg(long, default_value = "target/toyworld/work-decoder")]
+    pub work: PathBuf,
+    #[command(flatten)]
+    pub phase: PhaseArgs,
+    /// Extra L1 weight on pattern-accent pixels.
+    #[arg(long)]
+    pub accent_weight: Option<f64>,
+    /// Write f32 weights instead of f16.
+    #[arg(long)]
+    pub f32: bool,
+    /// Where to train (tch: build with `--features tch`, cuda: `--features cuda`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 #[derive(Debug, Args)]
@@ -109,12 +160,8 @@ pub struct TrainLoraArgs {
     /// File layout (peft or kohya); default: the shipped one (dots, rings: peft; stripes, outline: kohya).
     #[arg(long)]
     pub format: Option<String>,
-    #[arg(long)]
-    pub steps: Option<usize>,
-    #[arg(long)]
-    pub batch: Option<usize>,
-    #[arg(long)]
-    pub lr: Option<f64>,
+    #[command(flatten)]
+    pub phase: PhaseArgs,
     /// Retrain even when the output file exists.
     #[arg(long)]
     pub force: bool,
@@ -197,6 +244,17 @@ pub struct OracleCheckArgs {
     /// Number of held-out scenes.
     #[arg(long, default_value_t = 1000)]
     pub count: u64,
+    /// Read each scene after a round trip through this model's VAE (`<model>/vae`: encode, posterior mean,
+    /// decode), the sharpest image a model with this VAE can draw: what the oracle can still read bounds what
+    /// any generation from that model can score.
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
+    /// Where to run the VAE (with `--vae`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
+    /// Write the images read (after the round trip, with `--vae`) here, with `readings.tsv`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +301,7 @@ pub fn run(args: ToyworldArgs) -> Result<()> {
         ToyworldWhat::TrainLora(a) => train_lora_cmd(a),
         ToyworldWhat::Export(a) => export_cmd(a),
         ToyworldWhat::TrainEncoders(a) => train_encoders_cmd(a),
+        ToyworldWhat::TuneDecoder(a) => tune_decoder_cmd(a),
     }
 }
 
@@ -341,19 +400,82 @@ fn references(a: ReferencesArgs) -> Result<()> {
 }
 
 fn oracle_check(a: OracleCheckArgs) -> Result<()> {
-    let mut correct = 0u64;
-    for i in 0..a.count {
-        let scene = heldout_scene(i)?;
-        if read(&render(&scene)).matches_scene(&scene) {
-            correct += 1;
+    let scenes: Vec<_> = (0..a.count).map(heldout_scene).collect::<Result<_, _>>()?;
+    let images = match &a.vae {
+        None => scenes.iter().map(render).collect(),
+        Some(model) => crate::with_backend!(a.device, |B, device| {
+            vae_round_trip::<B>(model, &scenes, &device)
+        })?,
+    };
+    // Per held-out kind (they rotate with the index, see `heldout_scene`).
+    const KINDS: [&str; 5] = [
+        "plain",
+        "patterned",
+        "one concept",
+        "concepts together",
+        "outline",
+    ];
+    let mut right = [0u64; 5];
+    let mut total = [0u64; 5];
+    let mut tsv = String::from("file\tkind\tcaption\tread exactly\n");
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
+    for (i, (scene, img)) in scenes.iter().zip(&images).enumerate() {
+        total[i % 5] += 1;
+        let ok = read(img).matches_scene(scene);
+        if ok {
+            right[i % 5] += 1;
+        }
+        if let Some(out) = &a.out {
+            let name = format!("{i:06}.png");
+            img.save(out.join(&name))
+                .with_context(|| format!("writing {}", out.join(&name).display()))?;
+            tsv.push_str(&format!(
+                "{name}\t{}\t{}\t{ok}\n",
+                KINDS[i % 5],
+                caption(scene, HELDOUT_SEED_BASE + i as u64)
+            ));
         }
     }
+    if let Some(out) = &a.out {
+        std::fs::write(out.join("readings.tsv"), tsv)
+            .with_context(|| format!("writing {}/readings.tsv", out.display()))?;
+    }
+    let correct: u64 = right.iter().sum();
+    let through = match &a.vae {
+        Some(m) => format!(" after a round trip through {}/vae", m.display()),
+        None => String::new(),
+    };
     println!(
-        "oracle: {correct}/{} held-out scenes read exactly ({:.2}%)",
+        "oracle: {correct}/{} held-out scenes read exactly{through} ({:.2}%)",
         a.count,
-        100.0 * correct as f64 / a.count as f64
+        100.0 * correct as f64 / a.count.max(1) as f64
     );
+    for k in 0..5 {
+        println!("  {:<18} {}/{}", KINDS[k], right[k], total[k]);
+    }
     Ok(())
+}
+
+/// `scenes` rendered, encoded by `model`'s VAE (posterior mean) and decoded again.
+fn vae_round_trip<B: Backend>(
+    model: &std::path::Path,
+    scenes: &[clora_harness::toyworld::scene::Scene],
+    device: &B::Device,
+) -> Result<Vec<image::RgbImage>> {
+    let dir = model.join("vae");
+    let vae = vae_model::<B>(&ToyArch::default(), Some(&dir), 0, device)
+        .with_context(|| format!("loading the VAE of {}", dir.display()))?;
+    let mut out = Vec::with_capacity(scenes.len());
+    for chunk in scenes.chunks(32) {
+        let images: Vec<_> = chunk.iter().map(render).collect();
+        let post = vae.encode(images_to_tensor::<B>(&images, device))?;
+        // decode: [b, 3, H, W] in about [-1, 1] -> [0, 1]
+        let decoded = vae.decode(post.mean)?;
+        out.extend(tensor_to_images(((decoded + 1.0) / 2.0).clamp(0.0, 1.0)));
+    }
+    Ok(out)
 }
 
 fn judge_cmd(a: JudgeArgs) -> Result<()> {
@@ -442,6 +564,34 @@ fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
     Ok(())
 }
 
+fn tune_decoder_cmd(a: TuneDecoderArgs) -> Result<()> {
+    let mut cfg = DecoderTrainConfig::default();
+    a.phase.apply(&mut cfg.steps, &mut cfg.batch, &mut cfg.lr);
+    if let Some(v) = a.accent_weight {
+        cfg.accent_weight = v;
+    }
+    let o = crate::with_backend!(a.device, |B, device| {
+        train_decoder::<Autodiff<B>>(
+            &ToyArch::default(),
+            &a.model,
+            &a.out,
+            &cfg,
+            &a.work,
+            a.f32,
+            &device,
+            &mut |line: &str| eprintln!("{line}"),
+        )
+    })
+    .with_context(|| format!("fine-tuning the decoder of {}", a.model.display()))?;
+    println!(
+        "decoder: weighted L1 {:.4}, {:.0} s; model: {}",
+        o.final_loss,
+        o.seconds,
+        o.out.display()
+    );
+    Ok(())
+}
+
 fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
     let concepts: Vec<Concept> = if a.concept.is_empty() {
         Concept::ALL.to_vec()
@@ -456,15 +606,7 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
             .collect::<Result<_>>()?
     };
     let mut cfg = LoraTrainConfig::default();
-    if let Some(v) = a.steps {
-        cfg.steps = v;
-    }
-    if let Some(v) = a.batch {
-        cfg.batch = v;
-    }
-    if let Some(v) = a.lr {
-        cfg.lr = v;
-    }
+    a.phase.apply(&mut cfg.steps, &mut cfg.batch, &mut cfg.lr);
     let layout_override = a.format.as_deref().map(LoraLayout::parse).transpose()?;
     for c in concepts {
         let out = a.out.join(format!("{}.safetensors", c.name()));

@@ -31,6 +31,7 @@ pub mod tensors;
 pub mod text_unet;
 pub mod train;
 pub mod train_base;
+pub mod train_decoder;
 pub mod train_lora;
 pub mod train_vae;
 pub mod trainable;
