@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod harness;
 pub mod latent_io;
 pub mod lora;

@@ -164,7 +164,6 @@ impl<B: Backend> StableDiffusion<B> {
 
     /// Decodes a diffusion latent to an image `[1, 3, H, W]` in [0, 1].
     pub fn decode_latent(&self, latent: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
-        let x = self.vae.decode(latent / self.vae.scaling_factor)?;
-        Ok((x / 2.0 + 0.5).clamp(0.0, 1.0))
+        self.vae.decode_to_unit(latent / self.vae.scaling_factor)
     }
 }

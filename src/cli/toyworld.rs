@@ -471,9 +471,8 @@ fn vae_round_trip<B: Backend>(
     for chunk in scenes.chunks(32) {
         let images: Vec<_> = chunk.iter().map(render).collect();
         let post = vae.encode(images_to_tensor::<B>(&images, device))?;
-        // decode: [b, 3, H, W] in about [-1, 1] -> [0, 1]
-        let decoded = vae.decode(post.mean)?;
-        out.extend(tensor_to_images(((decoded + 1.0) / 2.0).clamp(0.0, 1.0)));
+        // [b, 3, H, W] in [0, 1]
+        out.extend(tensor_to_images(vae.decode_to_unit(post.mean)?));
     }
     Ok(out)
 }

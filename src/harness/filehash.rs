@@ -55,9 +55,7 @@ impl FileHasher {
     /// file below it (hidden files skipped).
     pub fn hash(&mut self, path: &Path) -> HarnessResult<String> {
         if path.is_dir() {
-            let mut files = Vec::new();
-            walk(path, path, &mut files)?;
-            files.sort();
+            let files = crate::files::files_below(path)?;
             let mut list = Vec::new();
             for rel in files {
                 let h = self.hash_file(&path.join(&rel))?;
@@ -118,23 +116,6 @@ impl FileHasher {
         }
         Ok(())
     }
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> HarnessResult<()> {
-    let rd = std::fs::read_dir(dir).map_err(|e| HarnessError::io(dir, e))?;
-    for e in rd {
-        let e = e.map_err(|e| HarnessError::io(dir, e))?;
-        let p = e.path();
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if p.is_dir() {
-            walk(root, &p, out)?;
-        } else if p.is_file() {
-            out.push(p.strip_prefix(root).unwrap_or(&p).to_path_buf());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

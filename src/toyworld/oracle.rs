@@ -17,7 +17,7 @@ use image::RgbImage;
 
 use super::caption::PromptSpec;
 use super::concept::Concept;
-use super::palette::{Background, Colour, DARK_MAX_CHANNEL};
+use super::palette::{is_dark, Background, Colour};
 use super::pattern::Pattern;
 use super::scene::{Scene, Style};
 use super::shape::ShapeKind;
@@ -298,10 +298,6 @@ fn median(mut v: Vec<u8>) -> f32 {
     }
     v.sort_unstable();
     v[v.len() / 2] as f32
-}
-
-fn is_dark(p: [u8; 3]) -> bool {
-    p[0].max(p[1]).max(p[2]) < DARK_MAX_CHANNEL
 }
 
 /// The pattern of the dark pixels `dark` inside an object's interior `interior` (crop of `w x h`).

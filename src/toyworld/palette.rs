@@ -91,3 +91,8 @@ pub const ACCENT: [u8; 3] = [28, 28, 32];
 
 /// A pixel is "dark" (an accent, not an object colour) when its brightest channel is below this.
 pub const DARK_MAX_CHANNEL: u8 = 95;
+
+/// Whether the pixel `p` is dark (see [`DARK_MAX_CHANNEL`]).
+pub fn is_dark(p: [u8; 3]) -> bool {
+    p[0].max(p[1]).max(p[2]) < DARK_MAX_CHANNEL
+}

@@ -14,7 +14,8 @@ use image::RgbImage;
 use super::arch::ToyArch;
 use super::concept::Concept;
 use super::error::{ToyError, ToyResult};
-use super::palette::DARK_MAX_CHANNEL;
+use super::export::convert_weights;
+use super::palette::is_dark;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::render::render;
 use super::scene::{concept_scene, PlainWorld};
@@ -22,6 +23,8 @@ use super::tensors::images_to_tensor;
 use super::text_unet::UNET_FILE;
 use super::train_vae::{vae_model, vae_names};
 use super::trainable::trainable;
+use crate::files::files_below;
+use crate::latent_io::write_atomic;
 use crate::models::vae::AutoencoderKL;
 
 pub const PHASE: &str = "decoder";
@@ -86,7 +89,7 @@ fn accent_weights<B: burn::tensor::backend::Backend>(
         .iter()
         .flat_map(|img| img.pixels())
         .map(|p| {
-            if p.0.iter().all(|&c| c < DARK_MAX_CHANNEL) {
+            if is_dark(p.0) {
                 1.0 + accent_weight as f32
             } else {
                 1.0
@@ -213,43 +216,20 @@ pub fn train_decoder<B: AutodiffBackend>(
 }
 
 /// Writes `out` as a copy of the model folder `model` with `vae_weights` as its VAE (converted to f16 when
-/// `f16`). Each file goes to a temporary name first, then is renamed.
+/// `f16`). Every file is written atomically (a temporary file, then a rename).
 fn write_model(model: &Path, vae_weights: &Path, out: &Path, f16: bool) -> ToyResult<()> {
     let vae_file = Path::new("vae").join(UNET_FILE);
-    for rel in files_under(model, Path::new(""))? {
+    for rel in files_below(model)? {
         let to = out.join(&rel);
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| ToyError::io(parent, e))?;
-        }
-        let tmp = to.with_extension("part");
         if rel == vae_file {
-            super::export::convert_weights(vae_weights, &tmp, f16)?;
+            convert_weights(vae_weights, &to, f16)?;
         } else {
-            std::fs::copy(model.join(&rel), &tmp).map_err(|e| ToyError::io(&tmp, e))?;
+            let from = model.join(&rel);
+            let bytes = std::fs::read(&from).map_err(|e| ToyError::io(&from, e))?;
+            write_atomic(&to, &bytes)?;
         }
-        std::fs::rename(&tmp, &to).map_err(|e| ToyError::io(&to, e))?;
     }
     Ok(())
-}
-
-/// The files under `root/rel`, as paths relative to `root`, sorted.
-fn files_under(root: &Path, rel: &Path) -> ToyResult<Vec<PathBuf>> {
-    let dir = root.join(rel);
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| ToyError::io(&dir, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| ToyError::io(&dir, e))?;
-    entries.sort_by_key(|e| e.file_name());
-    let mut files = Vec::new();
-    for e in entries {
-        let r = rel.join(e.file_name());
-        if e.path().is_dir() {
-            files.extend(files_under(root, &r)?);
-        } else {
-            files.push(r);
-        }
-    }
-    Ok(files)
 }
 
 #[cfg(test)]

@@ -307,4 +307,10 @@ impl<B: Backend> AutoencoderKL<B> {
         };
         Ok(self.decoder.forward(z))
     }
+
+    /// Unscaled latent `[b, latent, h, w]` to an image `[b, 3, 8h, 8w]` in [0, 1]: [`decode`](Self::decode),
+    /// then `x / 2 + 0.5`, clamped, as diffusers' image processor does.
+    pub fn decode_to_unit(&self, z: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
+        Ok((self.decode(z)? / 2.0 + 0.5).clamp(0.0, 1.0))
+    }
 }
