@@ -101,6 +101,25 @@ fn captions_parse_back_to_their_scenes() {
 }
 
 #[test]
+fn captions_name_objects_from_left_to_right() {
+    let mut several = 0;
+    for i in 0..200 {
+        let scene = heldout_scene(i).unwrap();
+        if scene.objects.len() < 2 {
+            continue;
+        }
+        several += 1;
+        let spec = parse(&caption(&scene, i)).unwrap();
+        let mut by_x: Vec<_> = scene.objects.clone();
+        by_x.sort_by(|a, b| a.cx.total_cmp(&b.cx));
+        let named: Vec<_> = spec.objects.iter().map(|o| o.shape).collect();
+        let placed: Vec<_> = by_x.iter().map(|o| o.shape).collect();
+        assert_eq!(named, placed, "{}", caption(&scene, i));
+    }
+    assert!(several > 50, "{several} scenes with several objects");
+}
+
+#[test]
 fn training_captions_sometimes_name_the_class_noun_alone() {
     let world = PlainWorld::default();
     let captions: Vec<String> = (0..200)

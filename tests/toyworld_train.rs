@@ -17,7 +17,7 @@ use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::text_unet::{TextUnet, TextUnetNames};
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
-    alphas_cumprod, diffusion_batch, epsilon_loss, BaseTrainConfig,
+    alphas_cumprod, diffusion_batch, epsilon_loss, weighted_epsilon_loss, BaseTrainConfig,
 };
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
@@ -91,6 +91,47 @@ fn epsilon_loss_decreases_on_a_fixed_batch() {
         losses[11] < 0.8 * losses[0],
         "loss did not decrease: {losses:?}"
     );
+}
+
+#[test]
+fn min_snr_weighting_turns_down_the_clean_timesteps_only() {
+    let arch = tiny_arch();
+    let device = Default::default();
+    let data = fake_latents(&arch, 8);
+    let alphas = alphas_cumprod(&ToyArch::scheduler_config().unwrap()).unwrap();
+    let empty = ClipTokenizer::embedded().unwrap().encode("");
+    let ls = arch.latent_size();
+    let batch = || {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        diffusion_batch::<A>(
+            &data,
+            [4, ls, ls],
+            8,
+            1.0,
+            &alphas,
+            &empty,
+            0.0,
+            &mut rng,
+            &device,
+        )
+    };
+    let model = TextUnet::<A>::random(&arch, 7, &device).unwrap();
+    let scalar = |t: burn::tensor::Tensor<A, 1>| t.into_scalar().elem::<f64>();
+    let plain = scalar(epsilon_loss(&model, batch()).unwrap());
+    let b = batch();
+    // SNR falls from ~1e4 (t = 0) to ~4e-5 (t = 999) on the linear schedule.
+    assert!(
+        b.snr.iter().any(|&s| s > 5.0) && b.snr.iter().any(|&s| s < 5.0),
+        "{:?}",
+        b.snr
+    );
+    // A gamma above every SNR weighs every row 1: the plain loss.
+    let loose = scalar(weighted_epsilon_loss(&model, batch(), Some(1e9)).unwrap());
+    assert!((loose - plain).abs() < 1e-6 * plain, "{loose} vs {plain}");
+    // gamma = 5 turns down the rows with SNR above 5 and only those.
+    let weighted = scalar(weighted_epsilon_loss(&model, b, Some(5.0)).unwrap());
+    assert!(weighted < plain, "{weighted} vs {plain}");
+    assert!(weighted > 0.0);
 }
 
 #[test]
@@ -227,6 +268,42 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
     );
     let state = PhaseState::load(&plan.work, "base").unwrap().unwrap();
     assert_eq!((state.step, state.done), (5, true));
+    // The work folder records the architecture, the model folder describes it, and the weight average is
+    // what was exported.
+    assert_eq!(
+        ToyArch::of_work_folder(&plan.work).unwrap(),
+        Some(arch.clone())
+    );
+    assert_eq!(ToyArch::from_model_dir(&plan.out).unwrap(), arch);
+    let exported = WeightStore::open_component(
+        &plan.out.join("unet"),
+        &["diffusion_pytorch_model.safetensors"],
+    )
+    .unwrap();
+    let averaged = WeightStore::open_component(
+        &plan.work.join("base_ema").join("unet"),
+        &["diffusion_pytorch_model.safetensors"],
+    )
+    .unwrap();
+    let last = WeightStore::open_component(
+        &plan.work.join("base").join("unet"),
+        &["diffusion_pytorch_model.safetensors"],
+    )
+    .unwrap();
+    let key = "conv_in.weight";
+    let value = |s: &WeightStore| s.read_f32(key).unwrap().0;
+    let f16 = |v: Vec<f32>| -> Vec<f32> {
+        v.into_iter()
+            .map(|x| half::f16::from_f32(x).to_f32())
+            .collect()
+    };
+    assert_eq!(value(&exported), f16(value(&averaged)));
+    assert_ne!(value(&averaged), value(&last));
+    // A work folder refuses to resume with another architecture.
+    let mut other = plan.clone();
+    other.arch.unet_cross_attention = vec![true, true, false];
+    let err = train_pipeline::<A>(&other, &device, &mut |_: &str| {}).unwrap_err();
+    assert!(err.to_string().contains("another architecture"), "{err}");
 
     // LoRAs on that model, in both layouts: they load with every key matched and change the output.
     let cfg = LoraTrainConfig {

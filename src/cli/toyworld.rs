@@ -7,12 +7,14 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
+use burn::tensor::{backend::Backend, DType};
 
 use super::backend::Device;
 use clora_harness::lora::file::LoraFile;
 use clora_harness::lora::resolve::Unmatched;
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
+use clora_harness::models::vae::{AutoencoderKL, VaeConfig};
+use clora_harness::models::weights::{VarBuilder, WeightStore};
 use clora_harness::pipeline::GenerateParams;
 use clora_harness::schedulers::SchedulerKind;
 use clora_harness::toyworld::arch::ToyArch;
@@ -29,7 +31,7 @@ use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::BaseTrainConfig;
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
-use clora_harness::toyworld::train_vae::{vae_model, VaeTrainConfig};
+use clora_harness::toyworld::train_vae::VaeTrainConfig;
 
 #[derive(Debug, Args)]
 pub struct ToyworldArgs {
@@ -48,6 +50,9 @@ pub enum ToyworldWhat {
     References(ReferencesArgs),
     /// Measure the oracle's accuracy on held-out rendered scenes.
     OracleCheck(OracleCheckArgs),
+    /// Print what the oracle reads in images (objects with shape, colour, pattern; background), and with
+    /// `--prompt` its verdict.
+    Read(ReadArgs),
     /// Generate images of a model for prompts and judge them with the oracle.
     Judge(JudgeArgs),
     /// Export the current checkpoints of a work folder (VAE + latest base checkpoint) as a diffusers folder.
@@ -205,6 +210,26 @@ pub struct TrainArgs {
     /// Peak learning rate of the text encoder + UNet.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Decay of the text encoder + UNet weight average that the model is exported from (0: export the last
+    /// step's weights).
+    #[arg(long)]
+    pub ema_decay: Option<f64>,
+    /// Min-SNR-gamma loss weighting of the text encoder + UNet (0: plain MSE).
+    #[arg(long)]
+    pub min_snr_gamma: Option<f64>,
+    /// Latent channels of the VAE (and the UNet's input and output).
+    #[arg(long)]
+    pub latent_channels: Option<usize>,
+    /// After the base model, train the four concepts' LoRAs on it into this folder (`<concept>.safetensors`).
+    #[arg(long)]
+    pub loras: Option<PathBuf>,
+    /// Steps of each LoRA (with `--loras`).
+    #[arg(long)]
+    pub lora_steps: Option<usize>,
+    /// Which UNet levels have cross-attention, highest resolution first, as 0/1 digits (`110`: SD 1.x's
+    /// pattern, attention at the 16x16 and 8x8 latent levels, none at the lowest).
+    #[arg(long)]
+    pub unet_attention: Option<String>,
     /// Write f32 weights instead of f16.
     #[arg(long)]
     pub f32: bool,
@@ -258,6 +283,16 @@ pub struct OracleCheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// Image files (64x64, or square images of another size, resized as the judge does).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Judge each image against this prompt too.
+    #[arg(long)]
+    pub prompt: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct JudgeArgs {
     /// A diffusers folder (e.g. the trained `assets/toyworld/model`).
     #[arg(long, default_value = "assets/toyworld/model")]
@@ -298,6 +333,7 @@ pub fn run(args: ToyworldArgs) -> Result<()> {
         ToyworldWhat::References(a) => references(a),
         ToyworldWhat::OracleCheck(a) => oracle_check(a),
         ToyworldWhat::Judge(a) => judge_cmd(a),
+        ToyworldWhat::Read(a) => read_cmd(a),
         ToyworldWhat::TrainLora(a) => train_lora_cmd(a),
         ToyworldWhat::Export(a) => export_cmd(a),
         ToyworldWhat::TrainEncoders(a) => train_encoders_cmd(a),
@@ -335,18 +371,63 @@ fn train(a: TrainArgs) -> Result<()> {
     if let Some(v) = a.lr {
         base.lr = v;
     }
+    if let Some(v) = a.ema_decay {
+        base.ema_decay = v;
+    }
+    if let Some(v) = a.min_snr_gamma {
+        base.min_snr_gamma = (v > 0.0).then_some(v);
+    }
+    let mut arch = ToyArch::default();
+    if let Some(v) = a.latent_channels {
+        arch.latent_channels = v;
+    }
+    if let Some(v) = &a.unet_attention {
+        let levels: Vec<bool> = v
+            .chars()
+            .map(|c| match c {
+                '0' => Ok(false),
+                '1' => Ok(true),
+                _ => Err(anyhow::anyhow!(
+                    "--unet-attention `{v}`: expected one 0/1 digit per UNet level"
+                )),
+            })
+            .collect::<Result<_>>()?;
+        if levels.len() != arch.unet_channels.len() {
+            anyhow::bail!(
+                "--unet-attention `{v}`: expected {} digits, one per UNet level",
+                arch.unet_channels.len()
+            );
+        }
+        arch.unet_cross_attention = levels;
+    }
     let plan = TrainPlan {
-        arch: ToyArch::default(),
+        arch,
         vae,
         base,
         work: a.work,
         out: a.out,
         f16: !a.f32,
     };
+    let started = std::time::Instant::now();
     let report = crate::with_backend!(a.device, |B, device| {
         train_pipeline::<Autodiff<B>>(&plan, &device, &mut |line: &str| eprintln!("{line}"))
     })
     .context("toyworld training")?;
+    if let Some(dir) = &a.loras {
+        let mut cfg = LoraTrainConfig::default();
+        cfg.steps = a.lora_steps.unwrap_or(cfg.steps);
+        let jobs = LoraJobs {
+            model: &plan.out,
+            out: dir,
+            work: &plan.work,
+            cfg: &cfg,
+            layout: None,
+            force: false,
+        };
+        crate::with_backend!(a.device, |B, device| {
+            train_loras::<Autodiff<B>>(&jobs, &Concept::ALL, &device)
+        })?;
+    }
     println!(
         "VAE: L1 {:.4}, scaling factor {:.4}, {:.0} s; base: loss {:.4}, {:.0} s; model: {}",
         report.vae.final_loss,
@@ -355,6 +436,10 @@ fn train(a: TrainArgs) -> Result<()> {
         report.base.final_loss,
         report.base.seconds,
         report.out.display()
+    );
+    println!(
+        "wall time of this command: {:.0} s",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
@@ -465,7 +550,10 @@ fn vae_round_trip<B: Backend>(
     device: &B::Device,
 ) -> Result<Vec<image::RgbImage>> {
     let dir = model.join("vae");
-    let vae = vae_model::<B>(&ToyArch::default(), Some(&dir), 0, device)
+    // The folder's own config (any latent width), the same loader as every SD VAE.
+    let cfg = VaeConfig::from_file(&dir.join("config.json"))?;
+    let store = WeightStore::open_component(&dir, &["diffusion_pytorch_model.safetensors"])?;
+    let vae = AutoencoderKL::<B>::load(&VarBuilder::new(store, device, DType::F32), &cfg)
         .with_context(|| format!("loading the VAE of {}", dir.display()))?;
     let mut out = Vec::with_capacity(scenes.len());
     for chunk in scenes.chunks(32) {
@@ -475,6 +563,55 @@ fn vae_round_trip<B: Backend>(
         out.extend(tensor_to_images(vae.decode_to_unit(post.mean)?));
     }
     Ok(out)
+}
+
+fn read_cmd(a: ReadArgs) -> Result<()> {
+    for path in &a.images {
+        let image = image::open(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .to_rgb8();
+        let image = if image.dimensions() == (64, 64) {
+            image
+        } else {
+            image::imageops::resize(&image, 64, 64, image::imageops::FilterType::Triangle)
+        };
+        let reading = read(&image);
+        let objects: Vec<String> = reading
+            .objects
+            .iter()
+            .map(|d| {
+                let name = |o: Option<&str>| o.unwrap_or("?").to_string();
+                format!(
+                    "{} {} {}{} at {:?} ({} px)",
+                    name(d.colour.map(|c| c.name())),
+                    name(d.pattern.map(|p| p.name())),
+                    name(d.shape.map(|s| s.name())),
+                    if d.outline { " outline" } else { "" },
+                    d.bbox,
+                    d.area
+                )
+            })
+            .collect();
+        let mut line = format!(
+            "{}: {} background; {}",
+            path.display(),
+            reading.background.name(),
+            if objects.is_empty() {
+                "no objects".to_string()
+            } else {
+                objects.join("; ")
+            }
+        );
+        if let Some(prompt) = &a.prompt {
+            let v = judge_prompt(&image, prompt)?;
+            line.push_str(&format!(
+                " | exact {}, concepts {:?}, mixed {}",
+                v.exact, v.concepts, v.mixed_objects
+            ));
+        }
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn judge_cmd(a: JudgeArgs) -> Result<()> {
@@ -569,9 +706,11 @@ fn tune_decoder_cmd(a: TuneDecoderArgs) -> Result<()> {
     if let Some(v) = a.accent_weight {
         cfg.accent_weight = v;
     }
+    let arch = ToyArch::from_model_dir(&a.model)
+        .with_context(|| format!("reading the architecture of {}", a.model.display()))?;
     let o = crate::with_backend!(a.device, |B, device| {
         train_decoder::<Autodiff<B>>(
-            &ToyArch::default(),
+            &arch,
             &a.model,
             &a.out,
             &cfg,
@@ -606,27 +745,57 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
     };
     let mut cfg = LoraTrainConfig::default();
     a.phase.apply(&mut cfg.steps, &mut cfg.batch, &mut cfg.lr);
-    let layout_override = a.format.as_deref().map(LoraLayout::parse).transpose()?;
-    for c in concepts {
-        let out = a.out.join(format!("{}.safetensors", c.name()));
-        if out.is_file() && !a.force {
+    let layout = a.format.as_deref().map(LoraLayout::parse).transpose()?;
+    let jobs = LoraJobs {
+        model: &a.model,
+        out: &a.out,
+        work: &a.work,
+        cfg: &cfg,
+        layout,
+        force: a.force,
+    };
+    crate::with_backend!(a.device, |B, device| {
+        train_loras::<Autodiff<B>>(&jobs, &concepts, &device)
+    })
+}
+
+/// LoRA trainings on one model: `<out>/<concept>.safetensors` each.
+struct LoraJobs<'a> {
+    model: &'a std::path::Path,
+    out: &'a std::path::Path,
+    work: &'a std::path::Path,
+    cfg: &'a LoraTrainConfig,
+    /// `None`: each concept's shipped layout.
+    layout: Option<LoraLayout>,
+    /// Retrain when the file exists.
+    force: bool,
+}
+
+fn train_loras<B: burn::tensor::backend::AutodiffBackend>(
+    jobs: &LoraJobs,
+    concepts: &[Concept],
+    device: &B::Device,
+) -> Result<()> {
+    let arch = ToyArch::from_model_dir(jobs.model)
+        .with_context(|| format!("reading the architecture of {}", jobs.model.display()))?;
+    for &c in concepts {
+        let out = jobs.out.join(format!("{}.safetensors", c.name()));
+        if out.is_file() && !jobs.force {
             println!("{}: exists, skipped (--force retrains)", out.display());
             continue;
         }
-        let layout = layout_override.unwrap_or(LoraLayout::shipped(c));
-        let o = crate::with_backend!(a.device, |B, device| {
-            train_lora::<Autodiff<B>>(
-                &ToyArch::default(),
-                &a.model,
-                c,
-                &cfg,
-                layout,
-                &out,
-                &a.work,
-                &device,
-                &mut |line: &str| eprintln!("{line}"),
-            )
-        })
+        let layout = jobs.layout.unwrap_or(LoraLayout::shipped(c));
+        let o = train_lora::<B>(
+            &arch,
+            jobs.model,
+            c,
+            jobs.cfg,
+            layout,
+            &out,
+            jobs.work,
+            device,
+            &mut |line: &str| eprintln!("{line}"),
+        )
         .with_context(|| format!("training the LoRA of `{}`", c.name()))?;
         println!(
             "{}: {:?}, {} layers, {} parameters, loss {:.4}, {:.0} s",
@@ -649,7 +818,8 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
         .values
         .get("scaling_factor")
         .with_context(|| format!("{}: vae.state.json has no scaling_factor", a.work.display()))?;
-    export_pipeline(&ToyArch::default(), &a.work, scaling, &a.out, !a.f32)?;
+    let arch = ToyArch::of_work_folder(&a.work)?.unwrap_or_default();
+    export_pipeline(&arch, &a.work, scaling, &a.out, !a.f32)?;
     let step = PhaseState::load(&a.work, "base")?
         .map(|s| s.step)
         .unwrap_or(0);

@@ -214,13 +214,49 @@ fn clora_details<B: AutodiffBackend>(m: &Clora<B>, branches: &[String]) -> serde
                 .collect()
         })
         .unwrap_or_default();
+    // How much the LoRA branches' masks (all but the base branch) overlap: the mean over their pairs of the
+    // intersection over union, per step. Masks that cover the same cells fuse the LoRAs' predictions there by
+    // averaging, which is what composite does everywhere.
+    let overlap: Vec<f32> = records
+        .iter()
+        .map(|r| mean_pairwise_iou(r.masks.get(1..).unwrap_or(&[])))
+        .collect();
     serde_json::json!({
         "latent_updates": updates,
         "losses": losses,
         "branches": branches,
         "final_mask_coverage": coverage,
+        "mask_overlap": overlap,
         "mask_tokens": m.mask_tokens(),
     })
+}
+
+/// Mean intersection over union of every pair of masks (values > 0.5 count as in the mask); 0 with fewer than
+/// two masks, and a pair of empty masks counts 0.
+fn mean_pairwise_iou(masks: &[Vec<f32>]) -> f32 {
+    let mut sum = 0.0;
+    let mut pairs = 0;
+    for i in 0..masks.len() {
+        for j in i + 1..masks.len() {
+            let (mut inter, mut union) = (0usize, 0usize);
+            for (a, b) in masks[i].iter().zip(&masks[j]) {
+                let (a, b) = (*a > 0.5, *b > 0.5);
+                inter += (a && b) as usize;
+                union += (a || b) as usize;
+            }
+            sum += if union == 0 {
+                0.0
+            } else {
+                inter as f32 / union as f32
+            };
+            pairs += 1;
+        }
+    }
+    if pairs == 0 {
+        0.0
+    } else {
+        sum / pairs as f32
+    }
 }
 
 impl<B: AutodiffBackend> Generator for SdGenerator<B> {
@@ -233,5 +269,22 @@ impl<B: AutodiffBackend> Generator for SdGenerator<B> {
 
     fn generate(&mut self, job: &Job, ctx: &JobContext<'_>) -> Result<GeneratedImage, JobError> {
         self.generate_from(job, None, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mean_pairwise_iou;
+
+    #[test]
+    fn pairwise_iou_of_masks() {
+        let a = vec![1.0, 1.0, 0.0, 0.0];
+        let b = vec![0.0, 1.0, 1.0, 0.0];
+        let c = vec![0.0, 0.0, 0.0, 0.0];
+        assert_eq!(mean_pairwise_iou(&[a.clone(), a.clone()]), 1.0);
+        assert!((mean_pairwise_iou(&[a.clone(), b.clone()]) - 1.0 / 3.0).abs() < 1e-6);
+        // pairs (a,b) 1/3, (a,c) 0, (b,c) 0
+        assert!((mean_pairwise_iou(&[a, b, c]) - 1.0 / 9.0).abs() < 1e-6);
+        assert_eq!(mean_pairwise_iou(&[vec![1.0]]), 0.0);
     }
 }

@@ -241,6 +241,72 @@ impl ToyArch {
     }
 }
 
+impl ToyArch {
+    /// The sizes of a model folder written by [`export_pipeline`](super::export::export_pipeline) (or any
+    /// diffusers folder of this shape), read from its `unet/`, `vae/` and `text_encoder/` configs, so that
+    /// LoRA and decoder training build exactly the model they load.
+    pub fn from_model_dir(dir: &Path) -> ToyResult<Self> {
+        use crate::models::unet::config::DownBlockType;
+        let unet = UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
+        let vae = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
+        let text = ClipTextConfig::from_file(&dir.join("text_encoder").join("config.json"))?;
+        let layers = unet.layers_per_block.first().copied().unwrap_or(1);
+        if unet.layers_per_block.iter().any(|&l| l != layers) || vae.layers_per_block != 1 {
+            return Err(super::error::ToyError::bad_file(
+                dir,
+                "the toyworld's trainers build one layer count for every UNet level and one VAE resnet per level",
+            ));
+        }
+        Ok(Self {
+            image_size: unet.sample_size * vae.scale_factor(),
+            vae_channels: vae.block_out_channels.clone(),
+            vae_groups: vae.norm_num_groups,
+            latent_channels: vae.latent_channels,
+            unet_channels: unet.block_out_channels.clone(),
+            unet_cross_attention: unet
+                .down_block_types
+                .iter()
+                .map(|t| *t == DownBlockType::CrossAttnDownBlock2D)
+                .collect(),
+            unet_heads: unet.num_heads.clone(),
+            unet_layers_per_block: layers,
+            unet_groups: unet.norm_num_groups,
+            text_hidden: text.hidden_size,
+            text_layers: text.num_hidden_layers,
+            text_heads: text.num_attention_heads,
+            text_intermediate: text.intermediate_size,
+        })
+    }
+}
+
+impl ToyArch {
+    /// Writes the architecture's configs under `dir` (`unet/`, `vae/`, `text_encoder/` `config.json`, the VAE's
+    /// scaling factor left at 1), the form [`from_model_dir`](Self::from_model_dir) reads back. A training
+    /// work folder keeps them in `arch/`, so that resuming and exporting build the model that was trained.
+    pub fn write_configs(&self, dir: &Path) -> ToyResult<()> {
+        for (part, value) in [
+            ("unet", self.unet_json()),
+            ("vae", self.vae_json(1.0)),
+            ("text_encoder", self.text_json()),
+        ] {
+            let path = dir.join(part).join("config.json");
+            let text = serde_json::to_string_pretty(&value).expect("JSON serializes") + "\n";
+            crate::latent_io::write_atomic(&path, text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The architecture a training work folder was started with (`work/arch/`), if it records one.
+    pub fn of_work_folder(work: &Path) -> ToyResult<Option<Self>> {
+        let dir = work.join("arch");
+        if dir.join("unet").join("config.json").is_file() {
+            Self::from_model_dir(&dir).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 fn json_config(value: Value, name: &str) -> JsonConfig {
     let map = match value {
         Value::Object(m) => m,

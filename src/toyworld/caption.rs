@@ -5,7 +5,6 @@
 //! `OBJECT = a COLOUR [PATTERN] SHAPE` (pattern: dotted, striped, ringed), `a SHAPE` (any colour) or `a TRIGGER CLASS` for a subject
 //! concept ("a dtz circle").
 
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -36,18 +35,21 @@ pub fn join_phrases(parts: &[String]) -> String {
     }
 }
 
-/// The caption of a scene. Objects are named in an order shuffled by `order_seed` (captions carry no layout).
-pub fn caption(scene: &Scene, order_seed: u64) -> String {
-    training_caption(scene, order_seed, 0.0)
+/// The caption of a scene. Objects are named from left to right (by the x of their centres), the order a
+/// reader scans a picture in: the only layout a caption carries. (`seed` only matters to
+/// [`training_caption`]'s choice of bare nouns.)
+pub fn caption(scene: &Scene, seed: u64) -> String {
+    training_caption(scene, seed, 0.0)
 }
 
 /// A training caption: as [`caption`], but each plain-scene object is named by its class noun alone ("a
 /// circle") with probability `bare_rate`, so the model also knows the nouns without their adjectives.
 pub fn training_caption(scene: &Scene, seed: u64, bare_rate: f64) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut objects: Vec<ObjectRequest> = scene
-        .objects
-        .iter()
+    let mut placed: Vec<&super::scene::Object> = scene.objects.iter().collect();
+    placed.sort_by(|a, b| a.cx.total_cmp(&b.cx).then(a.cy.total_cmp(&b.cy)));
+    let objects: Vec<ObjectRequest> = placed
+        .into_iter()
         .map(|o| ObjectRequest {
             shape: o.shape,
             colour: o.colour,
@@ -55,7 +57,6 @@ pub fn training_caption(scene: &Scene, seed: u64, bare_rate: f64) -> String {
             concept: o.concept,
         })
         .collect();
-    objects.shuffle(&mut rng);
     let phrases: Vec<String> = objects
         .iter()
         .map(|o| {

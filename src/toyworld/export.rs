@@ -11,6 +11,7 @@ use super::arch::ToyArch;
 use super::error::{ToyError, ToyResult};
 use super::param_names::write_safetensors;
 use super::text_unet::{TEXT_FILE, UNET_FILE};
+use super::train_base::{checkpoint_dir, ema_dir};
 use crate::models::weights::WeightStore;
 
 fn write_json(path: &Path, value: &Value) -> ToyResult<()> {
@@ -35,7 +36,8 @@ pub fn convert_weights(from: &Path, to: &Path, f16: bool) -> ToyResult<()> {
     write_safetensors(to, &tensors, f16)
 }
 
-/// Writes the diffusers folder `out` from the trained weights in `work` (`vae/`, `base/`).
+/// Writes the diffusers folder `out` from the trained weights in `work` (`vae/`, and the weight average
+/// `base_ema/` when the training kept one, else the last checkpoint `base/`).
 pub fn export_pipeline(
     arch: &ToyArch,
     work: &Path,
@@ -56,13 +58,18 @@ pub fn export_pipeline(
         &out.join("vae").join(UNET_FILE),
         f16,
     )?;
+    let base = if ema_dir(work).join("unet").join(UNET_FILE).is_file() {
+        ema_dir(work)
+    } else {
+        checkpoint_dir(work)
+    };
     convert_weights(
-        &work.join("base/unet").join(UNET_FILE),
+        &base.join("unet").join(UNET_FILE),
         &out.join("unet").join(UNET_FILE),
         f16,
     )?;
     convert_weights(
-        &work.join("base/text_encoder").join(TEXT_FILE),
+        &base.join("text_encoder").join(TEXT_FILE),
         &out.join("text_encoder").join(TEXT_FILE),
         f16,
     )?;

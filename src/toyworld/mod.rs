@@ -14,6 +14,7 @@
 pub mod arch;
 pub mod caption;
 pub mod concept;
+pub mod ema;
 pub mod encoders;
 pub mod error;
 pub mod export;

@@ -17,7 +17,7 @@ use image::RgbImage;
 
 use super::caption::PromptSpec;
 use super::concept::Concept;
-use super::palette::{is_dark, Background, Colour};
+use super::palette::{is_dark, Background, Colour, ACCENT, DARK_MAX_CHANNEL};
 use super::pattern::Pattern;
 use super::scene::{Scene, Style};
 use super::shape::ShapeKind;
@@ -335,6 +335,17 @@ fn classify_pattern(dark: &[bool], interior_count: usize, w: usize, h: usize) ->
     }
 }
 
+/// The brightness (brightest channel) below which a pixel inside an object of colour `rgb` (the median of its
+/// non-dark pixels) counts as a pattern mark: halfway between the accent's brightness and the object's, so a
+/// pixel is a mark when it is more accent than colour, and never below the absolute [`DARK_MAX_CHANNEL`].
+/// Generated images draw marks softer than the renderer (a ring's stroke at 100 over a body at 190); a fixed
+/// cut at 95 broke those strokes into pieces.
+fn accent_threshold(rgb: [f32; 3]) -> f32 {
+    let body = rgb[0].max(rgb[1]).max(rgb[2]);
+    let accent = ACCENT[0].max(ACCENT[1]).max(ACCENT[2]) as f32;
+    (0.5 * (body + accent)).max(DARK_MAX_CHANNEL as f32)
+}
+
 /// Reads an image of this world.
 pub fn read(img: &RgbImage) -> Reading {
     let (w, h) = (img.width() as usize, img.height() as usize);
@@ -411,20 +422,25 @@ pub fn read(img: &RgbImage) -> Reading {
         if samples[0].len() < 5 {
             samples = pick(&crop.mask);
         }
+        let median_rgb = [
+            median(samples[0].clone()),
+            median(samples[1].clone()),
+            median(samples[2].clone()),
+        ];
         let colour = if samples[0].is_empty() {
             None
         } else {
-            nearest_colour([
-                median(samples[0].clone()),
-                median(samples[1].clone()),
-                median(samples[2].clone()),
-            ])
+            nearest_colour(median_rgb)
         };
         let pattern = if outline {
             Some(Pattern::Plain)
         } else {
+            let threshold = accent_threshold(median_rgb);
             let dark: Vec<bool> = (0..cw * ch)
-                .map(|i| inner[i] && is_dark(px(global(i % cw, i / cw))))
+                .map(|i| {
+                    let p = px(global(i % cw, i / cw));
+                    inner[i] && (p[0].max(p[1]).max(p[2]) as f32) < threshold
+                })
                 .collect();
             let interior_count = inner.iter().filter(|&&m| m).count();
             classify_pattern(&dark, interior_count, cw, ch)

@@ -3,6 +3,8 @@
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use image::RgbImage;
 
+use super::palette::is_dark;
+
 /// Images (all the same size) to a `[b, 3, H, W]` tensor in [-1, 1].
 pub fn images_to_tensor<B: Backend>(images: &[RgbImage], device: &B::Device) -> Tensor<B, 4> {
     let (w, h) = images
@@ -43,4 +45,40 @@ pub fn tensor_to_images<B: Backend>(t: Tensor<B, 4>) -> Vec<RgbImage> {
 /// The `size x size` crop of `img` at `(x, y)`.
 pub fn crop(img: &RgbImage, x: u32, y: u32, size: u32) -> RgbImage {
     image::imageops::crop_imm(img, x, y, size, size).to_image()
+}
+
+/// Per-pixel loss weights `[b, 1, H, W]`: `1 + accent_weight` where the target pixel is a dark accent.
+pub fn accent_weights<B: Backend>(
+    images: &[RgbImage],
+    accent_weight: f64,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let (w, h) = (images[0].width() as usize, images[0].height() as usize);
+    let v: Vec<f32> = images
+        .iter()
+        .flat_map(|img| img.pixels())
+        .map(|p| {
+            if is_dark(p.0) {
+                1.0 + accent_weight as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(v, [images.len(), 1, h, w]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accent_pixels_weigh_more() {
+        type B = burn::backend::Flex;
+        let mut img = RgbImage::from_pixel(2, 1, image::Rgb([240, 240, 240]));
+        img.put_pixel(1, 0, image::Rgb([20, 20, 20]));
+        let w = accent_weights::<B>(&[img], 4.0, &Default::default());
+        let v = w.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        assert_eq!(v, vec![1.0, 5.0]);
+    }
 }

@@ -43,6 +43,17 @@ pub fn train_pipeline<B: AutodiffBackend>(
     log: &mut dyn FnMut(&str),
 ) -> ToyResult<TrainReport> {
     std::fs::create_dir_all(&plan.work).map_err(|e| ToyError::io(&plan.work, e))?;
+    match ToyArch::of_work_folder(&plan.work)? {
+        Some(recorded) if recorded != plan.arch => {
+            return Err(ToyError::Training(format!(
+                "{} was started with another architecture ({recorded:?}); use a new work folder for {:?}",
+                plan.work.display(),
+                plan.arch
+            )))
+        }
+        Some(_) => {}
+        None => plan.arch.write_configs(&plan.work.join("arch"))?,
+    }
     let vae = train_vae::<B>(&plan.arch, &plan.vae, &plan.work, device, log)?;
     let tokenizer = ClipTokenizer::embedded()?;
     let data = {

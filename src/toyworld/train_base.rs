@@ -3,15 +3,17 @@
 //! of plain scenes, with the caption dropped one time in ten (classifier-free guidance needs the unconditional
 //! branch). Resumable from the last checkpoint (the Adam moments restart, with a short warm-up).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::arch::ToyArch;
+use super::ema::Ema;
 use super::error::ToyResult;
 use super::latent_data::LatentSet;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
@@ -36,6 +38,11 @@ pub struct BaseTrainConfig {
     pub seed: u64,
     pub checkpoint_every: usize,
     pub log_every: usize,
+    /// Decay of the weights' exponential moving average, which the export writes (0: no average; the export
+    /// then writes the last step's weights).
+    pub ema_decay: f64,
+    /// Min-SNR-gamma loss weighting (see [`weighted_epsilon_loss`]); `None`: plain MSE.
+    pub min_snr_gamma: Option<f64>,
 }
 
 impl Default for BaseTrainConfig {
@@ -50,8 +57,20 @@ impl Default for BaseTrainConfig {
             seed: 2,
             checkpoint_every: 100,
             log_every: 25,
+            ema_decay: 0.999,
+            min_snr_gamma: Some(5.0),
         }
     }
+}
+
+/// The folder of the base phase's checkpoint (`text_encoder/`, `unet/`).
+pub fn checkpoint_dir(work: &Path) -> PathBuf {
+    work.join("base")
+}
+
+/// The folder of the base phase's weight average, when the training keeps one.
+pub fn ema_dir(work: &Path) -> PathBuf {
+    work.join("base_ema")
 }
 
 /// `alphas_cumprod` of a training schedule.
@@ -64,6 +83,8 @@ pub struct DiffusionBatch<B: AutodiffBackend> {
     pub noisy: Tensor<B, 4>,
     pub noise: Tensor<B, 4>,
     pub timesteps: Vec<f32>,
+    /// Signal-to-noise ratio `alphas_cumprod[t] / (1 - alphas_cumprod[t])` of each row's timestep.
+    pub snr: Vec<f32>,
     pub ids: Tensor<B, 2, Int>,
 }
 
@@ -87,6 +108,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
     let mut noisy = Vec::with_capacity(batch * l);
     let mut noise = Vec::with_capacity(batch * l);
     let mut timesteps = Vec::with_capacity(batch);
+    let mut snr = Vec::with_capacity(batch);
     let mut ids: Vec<i64> = Vec::with_capacity(batch * 77);
     for _ in 0..batch {
         let i = rng.random_range(0..data.len());
@@ -101,6 +123,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
             noise.push(e);
         }
         timesteps.push(t as f32);
+        snr.push(a / (1.0 - a));
         let row: &[u32] = if rng.random_bool(caption_dropout) {
             empty_ids
         } else {
@@ -113,18 +136,45 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         noisy: Tensor::from_data(TensorData::new(noisy, shape), device),
         noise: Tensor::from_data(TensorData::new(noise, shape), device),
         timesteps,
+        snr,
         ids: Tensor::from_data(TensorData::new(ids, [batch, 77]), device),
     }
 }
 
-/// The epsilon-prediction loss of `model` on a batch.
+/// The epsilon-prediction loss of `model` on a batch (plain mean squared error).
 pub fn epsilon_loss<B: AutodiffBackend>(
     model: &TextUnet<B>,
     b: DiffusionBatch<B>,
 ) -> ToyResult<Tensor<B, 1>> {
+    weighted_epsilon_loss(model, b, None)
+}
+
+/// The epsilon-prediction loss with Min-SNR-gamma weighting (Hang et al. 2023, "Efficient Diffusion Training via
+/// Min-SNR Weighting Strategy"): each row's squared error is weighted by `min(SNR_t, gamma) / SNR_t`, which
+/// for epsilon prediction leaves the noisy timesteps (where layout and binding are decided) at weight 1 and
+/// turns down the nearly clean ones, whose easy, conflicting gradients slow training. `None`: plain MSE.
+pub fn weighted_epsilon_loss<B: AutodiffBackend>(
+    model: &TextUnet<B>,
+    b: DiffusionBatch<B>,
+    min_snr_gamma: Option<f64>,
+) -> ToyResult<Tensor<B, 1>> {
     let context = model.text_encoder.forward(b.ids, None)?;
+    let device = b.noisy.device();
     let pred = model.unet.forward(b.noisy, &b.timesteps, context)?;
-    Ok((pred - b.noise).powf_scalar(2.0).mean())
+    let sq = (pred - b.noise).powf_scalar(2.0);
+    let Some(gamma) = min_snr_gamma else {
+        return Ok(sq.mean());
+    };
+    let n = b.snr.len();
+    // Per-row mean of [n, c, h, w] -> [n].
+    let per_row = sq.reshape([n as i32, -1]).mean_dim(1).reshape([n]);
+    let weights: Vec<f32> = b
+        .snr
+        .iter()
+        .map(|&s| s.min(gamma as f32) / s.max(1e-12))
+        .collect();
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), &device);
+    Ok((per_row * weights).mean())
 }
 
 /// What the base training produced.
@@ -146,7 +196,7 @@ pub fn train_base<B: AutodiffBackend>(
     device: &B::Device,
     log: &mut dyn FnMut(&str),
 ) -> ToyResult<BaseOutcome> {
-    let dir = work.join("base");
+    let dir = checkpoint_dir(work);
     let mut state = PhaseState::load(work, PHASE)?.unwrap_or(PhaseState {
         total: cfg.steps,
         ..PhaseState::default()
@@ -169,6 +219,16 @@ pub fn train_base<B: AutodiffBackend>(
         trainable(TextUnet::load(arch, &dir, device)?)
     } else {
         TextUnet::random(arch, cfg.seed, device)?
+    };
+    let mut ema = if cfg.ema_decay > 0.0 {
+        let avg = if resumed && ema_dir(work).is_dir() {
+            TextUnet::<B::InnerBackend>::load(arch, &ema_dir(work), device)?
+        } else {
+            model.valid()
+        };
+        Some(Ema::new(avg, cfg.ema_decay, state.step as u64))
+    } else {
+        None
     };
     let alphas = alphas_cumprod(&ToyArch::scheduler_config()?)?;
     let empty = tokenizer.encode("");
@@ -193,7 +253,7 @@ pub fn train_base<B: AutodiffBackend>(
             &mut rng,
             device,
         );
-        let loss = epsilon_loss(&model, batch)?;
+        let loss = weighted_epsilon_loss(&model, batch, cfg.min_snr_gamma)?;
         let value = loss.clone().into_scalar().elem::<f64>();
         check_finite(PHASE, step, value)?;
         // After a resume, warm up again: the Adam moments start from zero.
@@ -205,6 +265,9 @@ pub fn train_base<B: AutodiffBackend>(
         let lr = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup, 0.05) * rewarm;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);
+        if let Some(ema) = ema.as_mut() {
+            ema.update(&model);
+        }
         last = losses.record(step, value, lr)?;
         let done = step + 1;
         if done % cfg.log_every == 0 || done == cfg.steps {
@@ -218,6 +281,9 @@ pub fn train_base<B: AutodiffBackend>(
         }
         if done % cfg.checkpoint_every == 0 || done == cfg.steps {
             names.save(&model, &dir, false)?;
+            if let Some(ema) = &ema {
+                names.save(&ema.model, &ema_dir(work), false)?;
+            }
             state.step = done;
             state.seconds = losses.seconds();
             state.save(work, PHASE)?;

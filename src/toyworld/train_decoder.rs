@@ -8,20 +8,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::{backend::AutodiffBackend, Distribution, ElementConversion, Tensor, TensorData};
+use burn::tensor::{backend::AutodiffBackend, Distribution, ElementConversion, Tensor};
 use image::RgbImage;
 
 use super::arch::ToyArch;
-use super::concept::Concept;
 use super::error::{ToyError, ToyResult};
 use super::export::convert_weights;
-use super::palette::is_dark;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
-use super::render::render;
-use super::scene::{concept_scene, PlainWorld};
-use super::tensors::images_to_tensor;
+use super::tensors::{accent_weights, images_to_tensor};
 use super::text_unet::UNET_FILE;
-use super::train_vae::{vae_model, vae_names};
+use super::train_vae::{autoencoder_image, vae_model, vae_names};
 use super::trainable::trainable;
 use crate::files::files_below;
 use crate::latent_io::write_atomic;
@@ -62,41 +58,9 @@ impl Default for DecoderTrainConfig {
     }
 }
 
-/// The `i`-th training image: a plain scene, a scene whose objects all carry patterns, or a concept scene
-/// (the four concepts in turn), a third each.
+/// The `i`-th training image (see [`autoencoder_image`]).
 pub fn decoder_image(i: u64) -> ToyResult<RgbImage> {
-    let seed = DECODER_SEED_BASE + i;
-    let scene = match i % 3 {
-        0 => PlainWorld::default().sample(seed)?,
-        1 => PlainWorld {
-            pattern_rate: 1.0,
-            ..PlainWorld::default()
-        }
-        .sample(seed)?,
-        _ => concept_scene(Concept::ALL[(i / 3 % 4) as usize], seed)?,
-    };
-    Ok(render(&scene))
-}
-
-/// Per-pixel loss weights `[b, 1, H, W]`: `1 + accent_weight` where the target pixel is a dark accent.
-fn accent_weights<B: burn::tensor::backend::Backend>(
-    images: &[RgbImage],
-    accent_weight: f64,
-    device: &B::Device,
-) -> Tensor<B, 4> {
-    let (w, h) = (images[0].width() as usize, images[0].height() as usize);
-    let v: Vec<f32> = images
-        .iter()
-        .flat_map(|img| img.pixels())
-        .map(|p| {
-            if is_dark(p.0) {
-                1.0 + accent_weight as f32
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(v, [images.len(), 1, h, w]), device)
+    autoencoder_image(DECODER_SEED_BASE + i, i)
 }
 
 /// What the fine-tuning produced.
@@ -235,16 +199,6 @@ fn write_model(model: &Path, vae_weights: &Path, out: &Path, f16: bool) -> ToyRe
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accent_pixels_weigh_more() {
-        type B = burn::backend::Flex;
-        let mut img = RgbImage::from_pixel(2, 1, image::Rgb([240, 240, 240]));
-        img.put_pixel(1, 0, image::Rgb([20, 20, 20]));
-        let w = accent_weights::<B>(&[img], 4.0, &Default::default());
-        let v = w.into_data().convert::<f32>().into_vec::<f32>().unwrap();
-        assert_eq!(v, vec![1.0, 5.0]);
-    }
 
     #[test]
     fn training_images_mix_patterns_and_concepts() {

@@ -431,12 +431,15 @@ fn lora_loss<B: AutodiffBackend>(
     );
     let mut timesteps = own.timesteps;
     timesteps.extend(p.timesteps);
+    let mut snr = own.snr;
+    snr.extend(p.snr);
     epsilon_loss(
         model,
         super::train_base::DiffusionBatch {
             noisy: Tensor::cat(vec![own.noisy, p.noisy], 0),
             noise: Tensor::cat(vec![own.noise, p.noise], 0),
             timesteps,
+            snr,
             ids: Tensor::cat(vec![own.ids, p.ids], 0),
         },
     )

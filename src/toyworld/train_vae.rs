@@ -22,7 +22,7 @@ use super::param_names::ParamNames;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::render::render;
 use super::scene::{concept_scene, PlainWorld, CANVAS};
-use super::tensors::{crop, images_to_tensor};
+use super::tensors::{accent_weights, crop, images_to_tensor};
 use super::trainable::trainable;
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::models::weights::{VarBuilder, WeightStore};
@@ -41,6 +41,8 @@ pub struct VaeTrainConfig {
     pub crop: usize,
     pub lr: f64,
     pub kl_weight: f64,
+    /// Extra L1 weight on accent pixels (dark pattern marks): a pixel's weight is `1 + accent_weight`.
+    pub accent_weight: f64,
     pub seed: u64,
     pub checkpoint_every: usize,
     pub log_every: usize,
@@ -56,6 +58,7 @@ impl Default for VaeTrainConfig {
             crop: 32,
             lr: 2e-3,
             kl_weight: 1e-4,
+            accent_weight: 4.0,
             seed: 1,
             checkpoint_every: 100,
             log_every: 25,
@@ -63,13 +66,23 @@ impl Default for VaeTrainConfig {
     }
 }
 
-/// The `i`-th training image of the VAE: a plain scene, or a concept scene one time in three.
+/// The `i`-th training image of the VAE (see [`autoencoder_image`]).
 pub fn vae_image(seed: u64, i: u64) -> ToyResult<RgbImage> {
-    let s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i;
-    let scene = if i % 3 == 2 {
-        concept_scene(Concept::ALL[(i / 3 % 4) as usize], s)?
-    } else {
-        PlainWorld::default().sample(s)?
+    autoencoder_image(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i, i)
+}
+
+/// An autoencoder training image drawn from scene seed `seed`, of kind `i % 3`: a plain scene, a scene whose
+/// objects all carry patterns, or a concept scene (the four concepts in turn, by `i / 3`). Patterns are the
+/// finest detail of the world (2-4 px marks, under one latent cell), so two thirds of the images carry them.
+pub fn autoencoder_image(seed: u64, i: u64) -> ToyResult<RgbImage> {
+    let scene = match i % 3 {
+        0 => PlainWorld::default().sample(seed)?,
+        1 => PlainWorld {
+            pattern_rate: 1.0,
+            ..PlainWorld::default()
+        }
+        .sample(seed)?,
+        _ => concept_scene(Concept::ALL[(i / 3 % 4) as usize], seed)?,
     };
     Ok(render(&scene))
 }
@@ -165,12 +178,15 @@ pub fn train_vae<B: AutodiffBackend>(
                 images.push(img);
             }
         }
+        // x: [b, 3, side, side] in [-1, 1]; weights: [b, 1, side, side]
         let x = images_to_tensor::<B>(&images, device);
+        let weights = accent_weights::<B>(&images, cfg.accent_weight, device);
         let post = model.encode(x.clone())?;
         let eps = Tensor::<B, 4>::random(post.mean.dims(), Distribution::Normal(0.0, 1.0), device);
         let z = post.mean.clone() + post.std() * eps;
         let y = model.decode(z)?;
-        let rec = (y - x).abs().mean();
+        // L1 weighted up on accent pixels, normalised by the mean weight.
+        let rec = ((y - x).abs() * weights.clone()).mean() / weights.mean();
         let kl =
             (post.mean.clone().powf_scalar(2.0) + post.logvar.clone().exp() - post.logvar - 1.0)
                 .mean()
@@ -224,6 +240,10 @@ pub fn train_vae<B: AutodiffBackend>(
         state.values.insert("final_loss".into(), last);
     }
     state.save(work, PHASE)?;
+    // A config beside the weights makes `work/vae` a VAE folder the SD loader reads (`oracle-check --vae WORK`).
+    let config = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&arch.vae_json(scaling_factor)).expect("JSON") + "\n";
+    std::fs::write(&config, text).map_err(|e| super::error::ToyError::io(&config, e))?;
     log(&format!(
         "vae: done, scaling factor {scaling_factor:.4}, {:.0} s",
         state.seconds
