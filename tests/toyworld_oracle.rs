@@ -241,4 +241,57 @@ mod judge_cases {
         let v = judge(&parse("a green triangle").unwrap(), &read(&img));
         assert!(!v.exact, "an outline is not a filled triangle");
     }
+
+    /// A ring whose stroke fades for a few pixels (as generations draw it) is still a ring; the same ring
+    /// with a real gap is not, and faded dots do not become a ring.
+    #[test]
+    fn a_faint_ring_stroke_is_a_ring_a_broken_one_is_not() {
+        let read_pattern = |pattern: Pattern, fade: &dyn Fn(u32, u32) -> Option<f32>| {
+            let mut img = render(&scene(vec![obj(
+                ShapeKind::Triangle,
+                Colour::Teal,
+                pattern,
+                32.0,
+                34.0,
+            )]));
+            let body = Colour::Teal.rgb();
+            for (x, y, p) in img.enumerate_pixels_mut() {
+                let dark = p.0.iter().all(|&c| c < 60);
+                if let (true, Some(t)) = (dark, fade(x, y)) {
+                    // t = 0: the accent as drawn, t = 1: the object's own colour.
+                    for (c, b) in p.0.iter_mut().zip(body) {
+                        *c = (*c as f32 * (1.0 - t) + b as f32 * t).round() as u8;
+                    }
+                }
+            }
+            read(&img).objects.first().and_then(|o| o.pattern)
+        };
+        // The right third of the stroke at 60% body colour: above the mark threshold, still darker than
+        // the body.
+        let right_third = |t: f32| move |x: u32, _y: u32| (x >= 36).then_some(t);
+        assert_eq!(
+            read_pattern(Pattern::Rings, &|_, _| None),
+            Some(Pattern::Rings)
+        );
+        assert_eq!(
+            read_pattern(Pattern::Rings, &right_third(0.6)),
+            Some(Pattern::Rings)
+        );
+        assert_ne!(
+            read_pattern(Pattern::Rings, &right_third(1.0)),
+            Some(Pattern::Rings),
+            "a ring with a gap"
+        );
+        assert_eq!(
+            read_pattern(Pattern::Dots, &|_, _| None),
+            Some(Pattern::Dots)
+        );
+        for t in [0.3, 0.6] {
+            assert_ne!(
+                read_pattern(Pattern::Dots, &|_, _| Some(t)),
+                Some(Pattern::Rings),
+                "dots at fade {t}"
+            );
+        }
+    }
 }

@@ -347,6 +347,20 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
         assert!(o.final_loss.is_finite() && o.layers > 0, "{o:?}");
         let file = LoraFile::open(&out).unwrap();
         assert_eq!(file.modules.len(), o.layers);
+        // The resnets' 3x3 convolutions are adapted too (LoCon), with 4-d factors.
+        let convs: Vec<_> = file
+            .modules
+            .iter()
+            .filter(|m| m.down.key.contains("resnets"))
+            .collect();
+        assert!(!convs.is_empty(), "{layout:?}: no resnet conv adapters");
+        assert!(
+            convs
+                .iter()
+                .all(|m| m.down.shape.len() == 4 && m.down.shape[2] == 3),
+            "{layout:?}: {:?}",
+            convs.iter().map(|m| &m.down.shape).collect::<Vec<_>>()
+        );
         assert!(file.modules.iter().all(|m| m.down.key.ends_with(marker)));
         let mut with =
             StableDiffusion::<Cpu>::load(&plan.out, &LoadOptions::default(), &device).unwrap();

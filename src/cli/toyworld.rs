@@ -170,6 +170,9 @@ pub struct TrainLoraArgs {
     /// Retrain even when the output file exists.
     #[arg(long)]
     pub force: bool,
+    /// Adapt only the transformer blocks' linears in the UNet (default: also its resnets' conv1/conv2).
+    #[arg(long)]
+    pub no_resnet_convs: bool,
     /// Where to train (cuda: build with `--features cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
@@ -743,7 +746,10 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
-    let mut cfg = LoraTrainConfig::default();
+    let mut cfg = LoraTrainConfig {
+        resnet_convs: !a.no_resnet_convs,
+        ..LoraTrainConfig::default()
+    };
     a.phase.apply(&mut cfg.steps, &mut cfg.batch, &mut cfg.lr);
     let layout = a.format.as_deref().map(LoraLayout::parse).transpose()?;
     let jobs = LoraJobs {

@@ -300,6 +300,35 @@ fn median(mut v: Vec<u8>) -> f32 {
     v[v.len() / 2] as f32
 }
 
+/// Whether one component of the mark mask `marks` (crop of `w x h`), at least 30% of the crop wide and high,
+/// encloses the interior's centre (the mean position of `inner`) without covering it: a ring drawn around the
+/// object's centre, as the renderer draws it (dots put a dot on the centre, stripes run through it).
+fn ring_around_centre(marks: &[bool], inner: &[bool], w: usize, h: usize) -> bool {
+    let n = inner.iter().filter(|&&m| m).count();
+    if n == 0 {
+        return false;
+    }
+    let (sx, sy) = (0..w * h)
+        .filter(|&i| inner[i])
+        .fold((0usize, 0usize), |(sx, sy), i| (sx + i % w, sy + i / w));
+    let (cx, cy) = (
+        (sx as f32 / n as f32).round() as usize,
+        (sy as f32 / n as f32).round() as usize,
+    );
+    if marks[cy * w + cx] {
+        return false;
+    }
+    components(marks, &Grid { w, h }).iter().any(|comp| {
+        let crop = Crop::from_pixels(comp, w);
+        if (crop.w as f32) < 0.3 * w as f32 || (crop.h as f32) < 0.3 * h as f32 {
+            return false;
+        }
+        let inside_x = cx >= crop.x0 && cx < crop.x0 + crop.w;
+        let inside_y = cy >= crop.y0 && cy < crop.y0 + crop.h;
+        inside_x && inside_y && crop.filled()[(cy - crop.y0) * crop.w + (cx - crop.x0)]
+    })
+}
+
 /// The pattern of the dark pixels `dark` inside an object's interior `interior` (crop of `w x h`).
 fn classify_pattern(dark: &[bool], interior_count: usize, w: usize, h: usize) -> Option<Pattern> {
     let n_dark = dark.iter().filter(|&&d| d).count();
@@ -344,6 +373,13 @@ fn accent_threshold(rgb: [f32; 3]) -> f32 {
     let body = rgb[0].max(rgb[1]).max(rgb[2]);
     let accent = ACCENT[0].max(ACCENT[1]).max(ACCENT[2]) as f32;
     (0.5 * (body + accent)).max(DARK_MAX_CHANNEL as f32)
+}
+
+/// A softer cut, a quarter of the way from the object's brightness to the accent's: a generated ring's stroke
+/// often fades above [`accent_threshold`] for a pixel or two, which leaves the loop open.
+fn faint_mark_threshold(rgb: [f32; 3]) -> f32 {
+    let body = rgb[0].max(rgb[1]).max(rgb[2]);
+    0.5 * (body + accent_threshold(rgb))
 }
 
 /// Reads an image of this world.
@@ -435,15 +471,29 @@ pub fn read(img: &RgbImage) -> Reading {
         let pattern = if outline {
             Some(Pattern::Plain)
         } else {
-            let threshold = accent_threshold(median_rgb);
-            let dark: Vec<bool> = (0..cw * ch)
-                .map(|i| {
-                    let p = px(global(i % cw, i / cw));
-                    inner[i] && (p[0].max(p[1]).max(p[2]) as f32) < threshold
-                })
-                .collect();
+            let marks_below = |threshold: f32| -> Vec<bool> {
+                (0..cw * ch)
+                    .map(|i| {
+                        let p = px(global(i % cw, i / cw));
+                        inner[i] && (p[0].max(p[1]).max(p[2]) as f32) < threshold
+                    })
+                    .collect()
+            };
+            let dark = marks_below(accent_threshold(median_rgb));
             let interior_count = inner.iter().filter(|&&m| m).count();
-            classify_pattern(&dark, interior_count, cw, ch)
+            match classify_pattern(&dark, interior_count, cw, ch) {
+                Some(Pattern::Rings) => Some(Pattern::Rings),
+                _ if ring_around_centre(
+                    &marks_below(faint_mark_threshold(median_rgb)),
+                    &inner,
+                    cw,
+                    ch,
+                ) =>
+                {
+                    Some(Pattern::Rings)
+                }
+                other => other,
+            }
         };
         objects.push(Detection {
             shape,

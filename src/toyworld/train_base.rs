@@ -48,11 +48,11 @@ pub struct BaseTrainConfig {
 impl Default for BaseTrainConfig {
     fn default() -> Self {
         Self {
-            steps: 1500,
-            batch: 32,
-            lr: 1e-3,
+            steps: 9000,
+            batch: 64,
+            lr: 2e-3,
             warmup: 100,
-            dataset: 12_000,
+            dataset: 8000,
             caption_dropout: 0.1,
             seed: 2,
             checkpoint_every: 100,

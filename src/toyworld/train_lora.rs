@@ -1,9 +1,11 @@
 //! Training a personal concept's LoRA (DreamBooth-style): rank-`r` adapters on the UNet's transformer-block
-//! linears (`attn1`, `attn2`, `ff`) and on every text-encoder linear, trained with burn autodiff on the epsilon
-//! objective over the concept's scenes ("a dtz circle", "an olz drawing of ..."), mixed with plain scenes of
-//! the base distribution (prior preservation), the base weights frozen. The adapters are attached through the
-//! same `Linear::attach_lora` path that loading a LoRA file uses, so what is trained is what is loaded; the
-//! result is saved in the PEFT/diffusers layout (`save_lora_weights`) or in kohya's (`lora_unet_*`).
+//! linears (`attn1`, `attn2`, `ff`), by default on its resnets' `conv1`/`conv2` (LoCon, as kohya's `conv_dim`
+//! LoRAs), and on every text-encoder linear, trained with burn autodiff on the epsilon objective over the
+//! concept's scenes ("a dtz circle", "an olz drawing of ..."), mixed with plain scenes of the base distribution
+//! (prior preservation), the base weights frozen. The adapters are attached through the same
+//! `Linear::attach_lora` / `Conv2d::attach_lora` paths that loading a LoRA file uses, so what is trained is
+//! what is loaded; the result is saved in the PEFT/diffusers layout (`save_lora_weights`) or in kohya's
+//! (`lora_unet_*`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +29,7 @@ use super::scene::{concept_scene, PlainWorld};
 use super::text_unet::TextUnet;
 use super::train_base::{alphas_cumprod, diffusion_batch, epsilon_loss};
 use super::train_vae::vae_model;
+use crate::lora::conv::ConvAdapter;
 use crate::lora::key::Component;
 use crate::lora::linear::LinearAdapter;
 use crate::lora::metadata::LORA_ADAPTER_METADATA_KEY;
@@ -86,6 +89,9 @@ pub struct LoraTrainConfig {
     pub prior_rows: usize,
     pub seed: u64,
     pub log_every: usize,
+    /// Also adapt the UNet resnets' 3x3 `conv1`/`conv2` (the only layers at the full latent resolution in the
+    /// toy UNet, where a pattern or a line style is drawn).
+    pub resnet_convs: bool,
 }
 
 impl Default for LoraTrainConfig {
@@ -102,24 +108,66 @@ impl Default for LoraTrainConfig {
             prior_rows: 2,
             seed: 5,
             log_every: 10,
+            resnet_convs: true,
         }
     }
 }
 
-/// Whether a layer of `component` at `path` gets an adapter: the UNet's transformer-block linears and every
-/// text-encoder linear.
-pub fn is_lora_target(component: Component, path: &str) -> bool {
-    match component {
-        Component::Unet => path.contains(".transformer_blocks."),
-        Component::TextEncoder => true,
+/// Whether a layer of `component` at `path` gets an adapter: the UNet's transformer-block linears, with
+/// `resnet_convs` its resnets' `conv1`/`conv2`, and every text-encoder linear.
+pub fn is_lora_target<B: Backend>(
+    component: Component,
+    path: &str,
+    layer: &Target<'_, B>,
+    resnet_convs: bool,
+) -> bool {
+    match (component, layer) {
+        (Component::Unet, Target::Linear(_)) => path.contains(".transformer_blocks."),
+        (Component::Unet, Target::Conv2d(_)) => {
+            resnet_convs
+                && path.contains(".resnets.")
+                && (path.ends_with(".conv1") || path.ends_with(".conv2"))
+        }
+        (Component::TextEncoder, Target::Linear(_)) => true,
+        (Component::TextEncoder, Target::Conv2d(_)) => false,
     }
 }
 
-/// The trainable factors of one layer, in burn's layout (`down` `[d_in, r]`, `up` `[r, d_out]`), with Adam moments.
+/// The kernel of an adapted convolution: `c_in` input channels, `k` x `k`.
+#[derive(Debug, Clone, Copy)]
+struct ConvKernel {
+    c_in: usize,
+    k: usize,
+}
+
+/// The trainable factors of one layer, in burn's linear layout (`down` `[d_in, r]`, `up` `[r, d_out]`; for a
+/// convolution `d_in = c_in k k`, `d_out = c_out`), with Adam moments.
 struct Factors<B: Backend> {
     down: Tensor<B, 2>,
     up: Tensor<B, 2>,
     moments: [(Tensor<B, 2>, Tensor<B, 2>); 2],
+    /// `Some` for a convolution.
+    conv: Option<ConvKernel>,
+}
+
+impl<B: Backend> Factors<B> {
+    /// `down` in PyTorch's layout: `[r, d_in]`, or `[r, c_in, k, k]` for a convolution.
+    fn torch_down_shape(&self) -> Vec<usize> {
+        let [d_in, r] = self.down.dims();
+        match self.conv {
+            Some(ConvKernel { c_in, k }) => vec![r, c_in, k, k],
+            None => vec![r, d_in],
+        }
+    }
+
+    /// `up` in PyTorch's layout: `[d_out, r]`, or `[c_out, r, 1, 1]` for a convolution.
+    fn torch_up_shape(&self) -> Vec<usize> {
+        let [r, d_out] = self.up.dims();
+        match self.conv {
+            Some(_) => vec![d_out, r, 1, 1],
+            None => vec![d_out, r],
+        }
+    }
 }
 
 /// The adapters being trained, by (component, layer path).
@@ -142,15 +190,29 @@ fn components<B: Backend>(
 impl<B: Backend> LoraSet<B> {
     /// Fresh adapters for every target layer of `model`: `down` Kaiming-uniform-like, `up` zero (PEFT's
     /// initialization: the model starts as the base model).
-    pub fn init(model: &mut TextUnet<B>, rank: usize, seed: u64, device: &B::Device) -> Self {
+    pub fn init(
+        model: &mut TextUnet<B>,
+        rank: usize,
+        resnet_convs: bool,
+        seed: u64,
+        device: &B::Device,
+    ) -> Self {
         let mut layers = BTreeMap::new();
         let mut k = 0u64;
         components(model, &mut |c, path, t| {
-            let Target::Linear(lin) = t else { return };
-            if !is_lora_target(c, path) {
+            if !is_lora_target(c, path, &t, resnet_convs) {
                 return;
             }
-            let [d_in, d_out] = lin.weight.val().dims();
+            let (d_in, d_out, conv) = match t {
+                Target::Linear(lin) => {
+                    let [d_in, d_out] = lin.weight.val().dims();
+                    (d_in, d_out, None)
+                }
+                Target::Conv2d(conv) => {
+                    let (c_in, k) = (conv.c_in(), conv.kernel());
+                    (c_in * k * k, conv.c_out(), Some(ConvKernel { c_in, k }))
+                }
+            };
             let bound = 1.0 / (d_in as f32).sqrt();
             let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(k));
             k += 1;
@@ -163,7 +225,15 @@ impl<B: Backend> LoraSet<B> {
                 (down.zeros_like(), down.zeros_like()),
                 (up.zeros_like(), up.zeros_like()),
             ];
-            layers.insert((c, path.to_string()), Factors { down, up, moments });
+            layers.insert(
+                (c, path.to_string()),
+                Factors {
+                    down,
+                    up,
+                    moments,
+                    conv,
+                },
+            );
         });
         Self { layers }
     }
@@ -186,13 +256,9 @@ impl<B: Backend> LoraSet<B> {
             .sum()
     }
 
-    /// The factors as f32 `(component, path, down [d_in, r], up [r, d_out])`.
-    pub fn factors(&self) -> ToyResult<Vec<(Component, String, Tensor<B, 2>, Tensor<B, 2>)>> {
-        Ok(self
-            .layers
-            .iter()
-            .map(|((c, p), f)| (*c, p.clone(), f.down.clone(), f.up.clone()))
-            .collect())
+    /// Number of adapted convolutions.
+    pub fn convolutions(&self) -> usize {
+        self.layers.values().filter(|f| f.conv.is_some()).count()
     }
 }
 
@@ -204,24 +270,48 @@ fn attach<B: AutodiffBackend>(
     let mut leaves = BTreeMap::new();
     let mult = RowMultipliers::AllRows(vec![(0, 1.0)]);
     components(model, &mut |c, path, t| {
-        let Target::Linear(lin) = t else { return };
         let key = (c, path.to_string());
         let Some(f) = set.layers.get(&key) else {
             return;
         };
         let down = Tensor::<B, 2>::from_inner(f.down.clone()).require_grad();
         let up = Tensor::<B, 2>::from_inner(f.up.clone()).require_grad();
-        lin.remove_loras();
-        lin.attach_lora(LinearAdapter {
-            id: 0,
-            down: down.clone(),
-            up: up.clone(),
-            alpha_scale: 1.0,
-        });
-        lin.refresh_lora(&mult);
+        match t {
+            Target::Linear(lin) => {
+                lin.remove_loras();
+                lin.attach_lora(LinearAdapter {
+                    id: 0,
+                    down: down.clone(),
+                    up: up.clone(),
+                    alpha_scale: 1.0,
+                });
+                lin.refresh_lora(&mult);
+            }
+            Target::Conv2d(conv) => {
+                // [d_in, r] -> [r, c_in, k, k]; [r, c_out] -> [c_out, r, 1, 1]
+                let down4: Tensor<B, 4> = down
+                    .clone()
+                    .transpose()
+                    .reshape(dims4(&f.torch_down_shape()));
+                let up4: Tensor<B, 4> = up.clone().transpose().reshape(dims4(&f.torch_up_shape()));
+                conv.remove_loras();
+                conv.attach_lora(ConvAdapter {
+                    id: 0,
+                    down: down4,
+                    up: up4,
+                    alpha_scale: 1.0,
+                });
+                conv.refresh_lora(&mult);
+            }
+        }
         leaves.insert(key, (down, up));
     });
     leaves
+}
+
+/// A 4-d shape from a convolution factor's `Vec` shape.
+fn dims4(shape: &[usize]) -> [usize; 4] {
+    [shape[0], shape[1], shape[2], shape[3]]
 }
 
 fn adam<B: Backend>(
@@ -314,13 +404,15 @@ pub fn train_lora<B: AutodiffBackend>(
     let mut set = LoraSet::<B::InnerBackend>::init(
         &mut TextUnet::<B::InnerBackend>::load(arch, model_dir, device)?,
         cfg.rank,
+        cfg.resnet_convs,
         cfg.seed,
         device,
     );
     log(&format!(
-        "lora {}: {} layers, {} parameters, {} concept + {} prior scenes",
+        "lora {}: {} layers ({} convolutions), {} parameters, {} concept + {} prior scenes",
         concept.name(),
         set.len(),
+        set.convolutions(),
         set.parameters(),
         data.len(),
         prior.len()
@@ -474,11 +566,10 @@ pub fn save_lora<B: Backend>(
 ) -> ToyResult<()> {
     let rescale = (rank as f64 / alpha) as f32;
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for (c, path, down, up) in set.factors()? {
-        let [d_in, r] = down.dims();
-        let [_, d_out] = up.dims();
-        let a = to_vec(down.transpose())?;
-        let b: Vec<f32> = to_vec(up.transpose())?
+    for ((c, path), f) in &set.layers {
+        let (c, down_shape, up_shape) = (*c, f.torch_down_shape(), f.torch_up_shape());
+        let a = to_vec(f.down.clone().transpose())?;
+        let b: Vec<f32> = to_vec(f.up.clone().transpose())?
             .into_iter()
             .map(|x| x * rescale)
             .collect();
@@ -488,8 +579,8 @@ pub fn save_lora<B: Backend>(
                     Component::Unet => "unet",
                     Component::TextEncoder => "text_encoder",
                 };
-                tensors.push((format!("{prefix}.{path}.lora_A.weight"), vec![r, d_in], a));
-                tensors.push((format!("{prefix}.{path}.lora_B.weight"), vec![d_out, r], b));
+                tensors.push((format!("{prefix}.{path}.lora_A.weight"), down_shape, a));
+                tensors.push((format!("{prefix}.{path}.lora_B.weight"), up_shape, b));
             }
             LoraLayout::Kohya => {
                 let prefix = match c {
@@ -497,8 +588,8 @@ pub fn save_lora<B: Backend>(
                     Component::TextEncoder => "lora_te",
                 };
                 let name = format!("{prefix}_{}", path.replace('.', "_"));
-                tensors.push((format!("{name}.lora_down.weight"), vec![r, d_in], a));
-                tensors.push((format!("{name}.lora_up.weight"), vec![d_out, r], b));
+                tensors.push((format!("{name}.lora_down.weight"), down_shape, a));
+                tensors.push((format!("{name}.lora_up.weight"), up_shape, b));
                 tensors.push((format!("{name}.alpha"), vec![], vec![alpha as f32]));
             }
         }

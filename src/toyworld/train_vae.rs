@@ -51,8 +51,8 @@ pub struct VaeTrainConfig {
 impl Default for VaeTrainConfig {
     fn default() -> Self {
         Self {
-            crop_steps: 900,
-            full_steps: 150,
+            crop_steps: 1000,
+            full_steps: 200,
             crop_batch: 16,
             full_batch: 8,
             crop: 32,
