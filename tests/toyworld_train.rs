@@ -18,6 +18,7 @@ use clora_harness::toyworld::text_unet::{TextUnet, TextUnetNames};
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
     alphas_cumprod, diffusion_batch, epsilon_loss, weighted_epsilon_loss, BaseTrainConfig,
+    DiffusionBatch,
 };
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
@@ -54,18 +55,20 @@ fn fake_latents(arch: &ToyArch, n: usize) -> LatentSet {
     }
 }
 
-#[test]
-fn epsilon_loss_decreases_on_a_fixed_batch() {
-    let arch = tiny_arch();
-    let device = Default::default();
-    let data = fake_latents(&arch, 8);
+/// The same diffusion batch of 8 rows of `data` on every call (rng seeded with `seed`).
+fn fixed_batch<'a>(
+    arch: &ToyArch,
+    data: &'a LatentSet,
+    seed: u64,
+    device: &'a burn::tensor::Device<A>,
+) -> impl Fn() -> DiffusionBatch<A> + 'a {
     let alphas = alphas_cumprod(&ToyArch::scheduler_config().unwrap()).unwrap();
     let empty = ClipTokenizer::embedded().unwrap().encode("");
     let ls = arch.latent_size();
-    let batch = || {
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
+    move || {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         diffusion_batch::<A>(
-            &data,
+            data,
             [4, ls, ls],
             8,
             1.0,
@@ -73,9 +76,17 @@ fn epsilon_loss_decreases_on_a_fixed_batch() {
             &empty,
             0.0,
             &mut rng,
-            &device,
+            device,
         )
-    };
+    }
+}
+
+#[test]
+fn epsilon_loss_decreases_on_a_fixed_batch() {
+    let arch = tiny_arch();
+    let device = Default::default();
+    let data = fake_latents(&arch, 8);
+    let batch = fixed_batch(&arch, &data, 3, &device);
     let mut model = TextUnet::<A>::random(&arch, 7, &device).unwrap();
     let mut optim = AdamConfig::new().init::<A, TextUnet<A>>();
     let mut losses = Vec::new();
@@ -98,23 +109,7 @@ fn min_snr_weighting_turns_down_the_clean_timesteps_only() {
     let arch = tiny_arch();
     let device = Default::default();
     let data = fake_latents(&arch, 8);
-    let alphas = alphas_cumprod(&ToyArch::scheduler_config().unwrap()).unwrap();
-    let empty = ClipTokenizer::embedded().unwrap().encode("");
-    let ls = arch.latent_size();
-    let batch = || {
-        let mut rng = ChaCha8Rng::seed_from_u64(11);
-        diffusion_batch::<A>(
-            &data,
-            [4, ls, ls],
-            8,
-            1.0,
-            &alphas,
-            &empty,
-            0.0,
-            &mut rng,
-            &device,
-        )
-    };
+    let batch = fixed_batch(&arch, &data, 11, &device);
     let model = TextUnet::<A>::random(&arch, 7, &device).unwrap();
     let scalar = |t: burn::tensor::Tensor<A, 1>| t.into_scalar().elem::<f64>();
     let plain = scalar(epsilon_loss(&model, batch()).unwrap());
