@@ -173,6 +173,9 @@ pub struct TrainLoraArgs {
     /// Adapt only the transformer blocks' linears in the UNet (default: also its resnets' conv1/conv2).
     #[arg(long)]
     pub no_resnet_convs: bool,
+    /// Rows of each batch drawn from plain scenes for prior preservation (default 2, `outline` 0).
+    #[arg(long)]
+    pub prior_rows: Option<usize>,
     /// Where to train (cuda: build with `--features cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
@@ -226,7 +229,7 @@ pub struct TrainArgs {
     /// After the base model, train the four concepts' LoRAs on it into this folder (`<concept>.safetensors`).
     #[arg(long)]
     pub loras: Option<PathBuf>,
-    /// Steps of each LoRA (with `--loras`).
+    /// Steps of each LoRA (with `--loras`; default: 900, `outline` 2400).
     #[arg(long)]
     pub lora_steps: Option<usize>,
     /// Which UNet levels have cross-attention, highest resolution first, as 0/1 digits (`110`: SD 1.x's
@@ -417,13 +420,14 @@ fn train(a: TrainArgs) -> Result<()> {
     })
     .context("toyworld training")?;
     if let Some(dir) = &a.loras {
-        let mut cfg = LoraTrainConfig::default();
-        cfg.steps = a.lora_steps.unwrap_or(cfg.steps);
         let jobs = LoraJobs {
             model: &plan.out,
             out: dir,
             work: &plan.work,
-            cfg: &cfg,
+            overrides: LoraOverrides {
+                steps: a.lora_steps,
+                ..LoraOverrides::default()
+            },
             layout: None,
             force: false,
         };
@@ -746,17 +750,18 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
-    let mut cfg = LoraTrainConfig {
-        resnet_convs: !a.no_resnet_convs,
-        ..LoraTrainConfig::default()
-    };
-    a.phase.apply(&mut cfg.steps, &mut cfg.batch, &mut cfg.lr);
     let layout = a.format.as_deref().map(LoraLayout::parse).transpose()?;
     let jobs = LoraJobs {
         model: &a.model,
         out: &a.out,
         work: &a.work,
-        cfg: &cfg,
+        overrides: LoraOverrides {
+            steps: a.phase.steps,
+            batch: a.phase.batch,
+            lr: a.phase.lr,
+            prior_rows: a.prior_rows,
+            no_resnet_convs: a.no_resnet_convs,
+        },
         layout,
         force: a.force,
     };
@@ -765,12 +770,38 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
     })
 }
 
+/// What the command line changes in a concept's LoRA recipe.
+#[derive(Debug, Default)]
+struct LoraOverrides {
+    steps: Option<usize>,
+    batch: Option<usize>,
+    lr: Option<f64>,
+    prior_rows: Option<usize>,
+    no_resnet_convs: bool,
+}
+
+impl LoraOverrides {
+    fn config(&self, concept: Concept) -> LoraTrainConfig {
+        let mut cfg = LoraTrainConfig::for_concept(concept);
+        PhaseArgs {
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+        }
+        .apply(&mut cfg.steps, &mut cfg.batch, &mut cfg.lr);
+        cfg.prior_rows = self.prior_rows.unwrap_or(cfg.prior_rows);
+        cfg.resnet_convs &= !self.no_resnet_convs;
+        cfg
+    }
+}
+
 /// LoRA trainings on one model: `<out>/<concept>.safetensors` each.
 struct LoraJobs<'a> {
     model: &'a std::path::Path,
     out: &'a std::path::Path,
     work: &'a std::path::Path,
-    cfg: &'a LoraTrainConfig,
+    /// Changes to each concept's recipe ([`LoraTrainConfig::for_concept`]).
+    overrides: LoraOverrides,
     /// `None`: each concept's shipped layout.
     layout: Option<LoraLayout>,
     /// Retrain when the file exists.
@@ -795,7 +826,7 @@ fn train_loras<B: burn::tensor::backend::AutodiffBackend>(
             &arch,
             jobs.model,
             c,
-            jobs.cfg,
+            &jobs.overrides.config(c),
             layout,
             &out,
             jobs.work,

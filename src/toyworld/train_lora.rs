@@ -94,12 +94,32 @@ pub struct LoraTrainConfig {
     pub resnet_convs: bool,
 }
 
+impl LoraTrainConfig {
+    /// The recipe of the shipped LoRAs for `concept`: 900 steps for a subject; 2400 steps without prior rows
+    /// for the `outline` style, which has to redraw every object: with 2 plain rows per batch (which teach
+    /// the adapters, the resnet convolutions among them, to leave filled shapes alone) it showed in 1 of 32
+    /// seeds, without them in 19 of 32.
+    pub fn for_concept(concept: Concept) -> Self {
+        match concept {
+            Concept::Outline => Self {
+                steps: 2400,
+                prior_rows: 0,
+                ..Self::default()
+            },
+            Concept::Dots | Concept::Stripes | Concept::Rings => Self::default(),
+        }
+    }
+}
+
 impl Default for LoraTrainConfig {
+    /// The subjects' recipe. lr 3e-3: at 1e-2 the loss jumped after ~200 steps (the `outline` loss from 0.06
+    /// to 0.13, `rings` 0.034 to 0.086) and the subjects showed their concept in 62-69% of seeds, vs 75-100%
+    /// at 3e-3 and 900 steps.
     fn default() -> Self {
         Self {
-            steps: 150,
+            steps: 900,
             batch: 8,
-            lr: 1e-2,
+            lr: 3e-3,
             warmup: 10,
             rank: 4,
             alpha: 4.0,
