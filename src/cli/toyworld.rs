@@ -67,7 +67,7 @@ pub enum ToyworldWhat {
 }
 
 /// Steps, batch size and peak learning rate of a training phase; each left out keeps the phase's default.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct PhaseArgs {
     /// Optimizer steps.
     #[arg(long)]
@@ -425,7 +425,10 @@ fn train(a: TrainArgs) -> Result<()> {
             out: dir,
             work: &plan.work,
             overrides: LoraOverrides {
-                steps: a.lora_steps,
+                phase: PhaseArgs {
+                    steps: a.lora_steps,
+                    ..PhaseArgs::default()
+                },
                 ..LoraOverrides::default()
             },
             layout: None,
@@ -756,9 +759,7 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
         out: &a.out,
         work: &a.work,
         overrides: LoraOverrides {
-            steps: a.phase.steps,
-            batch: a.phase.batch,
-            lr: a.phase.lr,
+            phase: a.phase,
             prior_rows: a.prior_rows,
             no_resnet_convs: a.no_resnet_convs,
         },
@@ -773,9 +774,7 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
 /// What the command line changes in a concept's LoRA recipe.
 #[derive(Debug, Default)]
 struct LoraOverrides {
-    steps: Option<usize>,
-    batch: Option<usize>,
-    lr: Option<f64>,
+    phase: PhaseArgs,
     prior_rows: Option<usize>,
     no_resnet_convs: bool,
 }
@@ -783,12 +782,8 @@ struct LoraOverrides {
 impl LoraOverrides {
     fn config(&self, concept: Concept) -> LoraTrainConfig {
         let mut cfg = LoraTrainConfig::for_concept(concept);
-        PhaseArgs {
-            steps: self.steps,
-            batch: self.batch,
-            lr: self.lr,
-        }
-        .apply(&mut cfg.steps, &mut cfg.batch, &mut cfg.lr);
+        self.phase
+            .apply(&mut cfg.steps, &mut cfg.batch, &mut cfg.lr);
         cfg.prior_rows = self.prior_rows.unwrap_or(cfg.prior_rows);
         cfg.resnet_convs &= !self.no_resnet_convs;
         cfg
