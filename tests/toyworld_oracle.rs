@@ -242,6 +242,42 @@ mod judge_cases {
         assert!(!v.exact, "an outline is not a filled triangle");
     }
 
+    /// An outline whose stroke fades almost to the background for a stretch (a thin generated line drawn
+    /// faintly) is still read as that outline; with a real gap in the stroke it is no shape at all.
+    #[test]
+    fn a_faint_outline_stretch_is_bridged_a_gap_is_not() {
+        let read_faded = |t: f32| {
+            let mut s = scene(vec![obj(
+                ShapeKind::Circle,
+                Colour::Red,
+                Pattern::Plain,
+                32.0,
+                32.0,
+            )]);
+            s.style = Style::Outline;
+            let mut img = render(&s);
+            let bg = Background::White.rgb();
+            // A strip across the left side of the stroke, blended towards the background by t.
+            for (x, y, p) in img.enumerate_pixels_mut() {
+                if x < 26 && (30..=34).contains(&y) {
+                    for (c, b) in p.0.iter_mut().zip(bg) {
+                        *c = (*c as f32 * (1.0 - t) + b as f32 * t).round() as u8;
+                    }
+                }
+            }
+            judge(
+                &parse("an olz drawing of a red circle").unwrap(),
+                &read(&img),
+            )
+        };
+        assert!(read_faded(0.0).exact);
+        // t = 0.85: the stroke differs from the background by ~32 levels there, under FOREGROUND_DIFF.
+        let v = read_faded(0.85);
+        assert!(v.exact && v.all_concepts_present(), "{v:?}");
+        let v = read_faded(1.0);
+        assert!(!v.all_concepts_present(), "a broken outline: {v:?}");
+    }
+
     /// A ring whose stroke fades for a few pixels (as generations draw it) is still a ring; the same ring
     /// with a real gap is not, and faded dots do not become a ring.
     #[test]

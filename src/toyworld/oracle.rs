@@ -4,8 +4,10 @@
 //!
 //! Reading: the background is the median of the border pixels; foreground is what differs from it by more
 //! than [`FOREGROUND_DIFF`] in some channel; each 4-connected foreground component (holes filled) is one
-//! object. Its shape is the template (inscribed circle, box, apex-up triangle) with the best IoU against the
-//! filled silhouette; it is an outline when most of its eroded interior is background; its colour is the
+//! object. Pieces that are no shape and no outline on their own are read again joined through the faint
+//! pixels connected to them (more than [`FAINT_FOREGROUND_DIFF`] off; hysteresis) and closed: when that makes
+//! an outline of a known shape (a thin stroke that fades for a few pixels), it is one object. Its shape is
+//! the template (inscribed circle, box, apex-up triangle) with the best IoU against the filled silhouette; it is an outline when most of its eroded interior is background; its colour is the
 //! nearest palette colour to the median of its non-dark pixels; its pattern comes from the dark pixels
 //! inside it (a dark loop that encloses lighter pixels: rings; wide dark bands: stripes; compact dark blobs:
 //! dots). Accuracy on held-out rendered scenes is measured by `tests/toyworld_oracle.rs` and reported in
@@ -24,6 +26,9 @@ use super::shape::ShapeKind;
 
 /// A pixel is foreground when some channel differs from the background estimate by more than this.
 pub const FOREGROUND_DIFF: i32 = 45;
+/// A pixel that differs by more than this joins the foreground when 4-connected to it through such pixels:
+/// the faint stretches of a thin generated line (rendered backgrounds vary by at most 8 levels).
+pub const FAINT_FOREGROUND_DIFF: i32 = 25;
 /// Components smaller than this (pixels) are noise.
 pub const MIN_OBJECT_AREA: usize = 24;
 /// Below this IoU with every template, the shape is unknown.
@@ -148,7 +153,22 @@ fn components(mask: &[bool], grid: &Grid) -> Vec<Vec<usize>> {
     out
 }
 
+/// `seed` grown through the 4-connected pixels of `faint` (hysteresis thresholding).
+fn grow(mut seed: Vec<bool>, faint: &[bool], grid: &Grid) -> Vec<bool> {
+    let mut queue: VecDeque<usize> = (0..seed.len()).filter(|&i| seed[i]).collect();
+    while let Some(i) = queue.pop_front() {
+        for j in grid.neighbours4(i) {
+            if faint[j] && !seed[j] {
+                seed[j] = true;
+                queue.push_back(j);
+            }
+        }
+    }
+    seed
+}
+
 /// A mask cropped to a bounding box, with local coordinates.
+#[derive(Clone)]
 struct Crop {
     x0: usize,
     y0: usize,
@@ -173,6 +193,30 @@ impl Crop {
 
     fn count(&self) -> usize {
         self.mask.iter().filter(|&&m| m).count()
+    }
+
+    /// The mask closed with a 3x3 square (dilated, then eroded, in a frame one pixel wider so the crop border
+    /// does not erode): bridges one-pixel gaps, e.g. where a thin generated outline fades below
+    /// [`FOREGROUND_DIFF`] for a pixel. A solid rendered object comes back unchanged but for one-pixel notches.
+    fn closed(&self) -> Crop {
+        let (pw, ph) = (self.w + 2, self.h + 2);
+        let mut framed = vec![false; pw * ph];
+        for y in 0..self.h {
+            for x in 0..self.w {
+                framed[(y + 1) * pw + x + 1] = self.mask[y * self.w + x];
+            }
+        }
+        let closed = erode(&dilate(&framed, pw, ph), pw, ph);
+        let mask = (0..self.h * self.w)
+            .map(|i| closed[(i / self.w + 1) * pw + i % self.w + 1])
+            .collect();
+        Crop {
+            x0: self.x0,
+            y0: self.y0,
+            w: self.w,
+            h: self.h,
+            mask,
+        }
     }
 
     /// The mask with its holes (unset pixels not connected to the crop border) filled.
@@ -228,6 +272,24 @@ fn erode(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
                 }
             }
             out[y * w + x] = keep;
+        }
+    }
+    out
+}
+
+/// 8-neighbour dilation of a `w x h` mask.
+fn dilate(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
+    let mut out = vec![false; mask.len()];
+    for y in 0..h {
+        for x in 0..w {
+            if !mask[y * w + x] {
+                continue;
+            }
+            for ny in y.saturating_sub(1)..(y + 2).min(h) {
+                for nx in x.saturating_sub(1)..(x + 2).min(w) {
+                    out[ny * w + nx] = true;
+                }
+            }
         }
     }
     out
@@ -415,98 +477,153 @@ pub fn read(img: &RgbImage) -> Reading {
         })
         .expect("two backgrounds");
     let grid = Grid { w, h };
-    let fg: Vec<bool> = (0..w * h)
-        .map(|i| {
-            let p = px(i);
-            (0..3).any(|k| (p[k] as f32 - bg[k]).abs() as i32 > FOREGROUND_DIFF)
-        })
-        .collect();
-    let mut objects = Vec::new();
-    for comp in components(&fg, &grid) {
-        if comp.len() < MIN_OBJECT_AREA {
-            continue;
+    let differs = |threshold: i32| -> Vec<bool> {
+        (0..w * h)
+            .map(|i| {
+                let p = px(i);
+                (0..3).any(|k| (p[k] as f32 - bg[k]).abs() as i32 > threshold)
+            })
+            .collect()
+    };
+    let fg = differs(FOREGROUND_DIFF);
+    // Faint pixels joined to the foreground: only consulted for pieces that are no shape on their own.
+    let faint_fg = grow(fg.clone(), &differs(FAINT_FOREGROUND_DIFF), &grid);
+    let mut component_of = vec![usize::MAX; w * h];
+    for (c, comp) in components(&fg, &grid).iter().enumerate() {
+        for &i in comp {
+            component_of[i] = c;
         }
-        let crop = Crop::from_pixels(&comp, w);
-        let (cw, ch) = (crop.w, crop.h);
-        let filled = crop.filled();
-        let area = filled.iter().filter(|&&f| f).count();
-        let shape = classify_shape(&filled, cw, ch);
-        let global = |x: usize, y: usize| (crop.y0 + y) * w + crop.x0 + x;
-        // Outline: most of the deep interior is background.
-        let deep = erode_n(&filled, cw, ch, 3);
-        let deep_n = deep.iter().filter(|&&d| d).count();
-        let deep_bg = (0..cw * ch)
-            .filter(|&i| deep[i] && !fg[global(i % cw, i / cw)])
-            .count();
-        let outline = deep_n >= 6 && deep_bg as f32 > 0.5 * deep_n as f32;
-        // Colour: median of the non-dark object pixels, away from the anti-aliased rim when possible.
-        let inner = erode(&filled, cw, ch);
-        let pick = |mask: &[bool]| -> [Vec<u8>; 3] {
-            let mut ch3: [Vec<u8>; 3] = Default::default();
-            for i in 0..cw * ch {
-                let g = global(i % cw, i / cw);
-                if mask[i] && fg[g] && !is_dark(px(g)) {
-                    let p = px(g);
-                    for k in 0..3 {
-                        ch3[k].push(p[k]);
-                    }
-                }
-            }
-            ch3
-        };
-        let mut samples = pick(&inner);
-        if samples[0].len() < 5 {
-            samples = pick(&crop.mask);
-        }
-        let median_rgb = [
-            median(samples[0].clone()),
-            median(samples[1].clone()),
-            median(samples[2].clone()),
-        ];
-        let colour = if samples[0].is_empty() {
-            None
-        } else {
-            nearest_colour(median_rgb)
-        };
-        let pattern = if outline {
-            Some(Pattern::Plain)
-        } else {
-            let marks_below = |threshold: f32| -> Vec<bool> {
-                (0..cw * ch)
-                    .map(|i| {
-                        let p = px(global(i % cw, i / cw));
-                        inner[i] && (p[0].max(p[1]).max(p[2]) as f32) < threshold
-                    })
-                    .collect()
-            };
-            let dark = marks_below(accent_threshold(median_rgb));
-            let interior_count = inner.iter().filter(|&&m| m).count();
-            match classify_pattern(&dark, interior_count, cw, ch) {
-                Some(Pattern::Rings) => Some(Pattern::Rings),
-                _ if ring_around_centre(
-                    &marks_below(faint_mark_threshold(median_rgb)),
-                    &inner,
-                    cw,
-                    ch,
-                ) =>
-                {
-                    Some(Pattern::Rings)
-                }
-                other => other,
-            }
-        };
-        objects.push(Detection {
-            shape,
-            colour,
-            pattern,
-            outline,
-            bbox: (crop.x0, crop.y0, crop.x0 + cw - 1, crop.y0 + ch - 1),
-            area,
-        });
     }
+    let mut objects = Vec::new();
+    for joined in components(&faint_fg, &grid) {
+        // The foreground components inside this faint-joined one, large enough to be objects.
+        let mut pieces: Vec<Vec<usize>> = Vec::new();
+        let mut index: Vec<usize> = Vec::new();
+        for &i in &joined {
+            let c = component_of[i];
+            if c == usize::MAX {
+                continue;
+            }
+            match index.iter().position(|&k| k == c) {
+                Some(k) => pieces[k].push(i),
+                None => {
+                    index.push(c);
+                    pieces.push(vec![i]);
+                }
+            }
+        }
+        // Keyed by the first pixel in scan order, the order the components come in.
+        let read: Vec<(usize, Detection)> = pieces
+            .iter()
+            .filter(|p| p.len() >= MIN_OBJECT_AREA)
+            .map(|p| (first(p), read_object(img, &fg, p, false)))
+            .collect();
+        // A thin outline whose line fades below FOREGROUND_DIFF here and there falls apart into pieces of no
+        // shape; read together, with the faint pixels and the remaining one-pixel gaps closed, they are one.
+        if read.iter().all(|(_, d)| d.shape.is_none() && !d.outline)
+            && joined.len() >= MIN_OBJECT_AREA
+        {
+            let whole = read_object(img, &faint_fg, &joined, true);
+            if whole.outline && whole.shape.is_some() {
+                objects.push((first(&joined), whole));
+                continue;
+            }
+        }
+        objects.extend(read);
+    }
+    objects.sort_by_key(|(k, _)| *k);
     Reading {
         background,
-        objects,
+        objects: objects.into_iter().map(|(_, d)| d).collect(),
+    }
+}
+
+/// The first pixel of `pixels` in scan order.
+fn first(pixels: &[usize]) -> usize {
+    pixels.iter().copied().min().unwrap_or(0)
+}
+
+/// Reads the object made of the pixels `comp` of the foreground `fg`; `close`: bridge one-pixel gaps first.
+fn read_object(img: &RgbImage, fg: &[bool], comp: &[usize], close: bool) -> Detection {
+    let w = img.width() as usize;
+    let px = |i: usize| img.get_pixel((i % w) as u32, (i / w) as u32).0;
+    let crop = Crop::from_pixels(comp, w);
+    let (cw, ch) = (crop.w, crop.h);
+    // Silhouette: the component (closed if asked) with its holes filled.
+    let filled = if close { crop.closed() } else { crop.clone() }.filled();
+    let area = filled.iter().filter(|&&f| f).count();
+    let shape = classify_shape(&filled, cw, ch);
+    let global = |x: usize, y: usize| (crop.y0 + y) * w + crop.x0 + x;
+    // Outline: most of the deep interior is background.
+    let deep = erode_n(&filled, cw, ch, 3);
+    let deep_n = deep.iter().filter(|&&d| d).count();
+    let deep_bg = (0..cw * ch)
+        .filter(|&i| deep[i] && !fg[global(i % cw, i / cw)])
+        .count();
+    let outline = deep_n >= 6 && deep_bg as f32 > 0.5 * deep_n as f32;
+    // Colour: median of the non-dark object pixels, away from the anti-aliased rim when possible.
+    let inner = erode(&filled, cw, ch);
+    let pick = |mask: &[bool]| -> [Vec<u8>; 3] {
+        let mut ch3: [Vec<u8>; 3] = Default::default();
+        for i in 0..cw * ch {
+            let g = global(i % cw, i / cw);
+            if mask[i] && fg[g] && !is_dark(px(g)) {
+                let p = px(g);
+                for k in 0..3 {
+                    ch3[k].push(p[k]);
+                }
+            }
+        }
+        ch3
+    };
+    let mut samples = pick(&inner);
+    if samples[0].len() < 5 {
+        samples = pick(&crop.mask);
+    }
+    let median_rgb = [
+        median(samples[0].clone()),
+        median(samples[1].clone()),
+        median(samples[2].clone()),
+    ];
+    let colour = if samples[0].is_empty() {
+        None
+    } else {
+        nearest_colour(median_rgb)
+    };
+    let pattern = if outline {
+        Some(Pattern::Plain)
+    } else {
+        let marks_below = |threshold: f32| -> Vec<bool> {
+            (0..cw * ch)
+                .map(|i| {
+                    let p = px(global(i % cw, i / cw));
+                    inner[i] && (p[0].max(p[1]).max(p[2]) as f32) < threshold
+                })
+                .collect()
+        };
+        let dark = marks_below(accent_threshold(median_rgb));
+        let interior_count = inner.iter().filter(|&&m| m).count();
+        match classify_pattern(&dark, interior_count, cw, ch) {
+            Some(Pattern::Rings) => Some(Pattern::Rings),
+            _ if ring_around_centre(
+                &marks_below(faint_mark_threshold(median_rgb)),
+                &inner,
+                cw,
+                ch,
+            ) =>
+            {
+                Some(Pattern::Rings)
+            }
+            other => other,
+        }
+    };
+    Detection {
+        shape,
+        colour,
+        pattern,
+        outline,
+        bbox: (crop.x0, crop.y0, crop.x0 + cw - 1, crop.y0 + ch - 1),
+        area,
     }
 }
 
