@@ -168,7 +168,6 @@ fn grow(mut seed: Vec<bool>, faint: &[bool], grid: &Grid) -> Vec<bool> {
 }
 
 /// A mask cropped to a bounding box, with local coordinates.
-#[derive(Clone)]
 struct Crop {
     x0: usize,
     y0: usize,
@@ -550,7 +549,11 @@ fn read_object(img: &RgbImage, fg: &[bool], comp: &[usize], close: bool) -> Dete
     let crop = Crop::from_pixels(comp, w);
     let (cw, ch) = (crop.w, crop.h);
     // Silhouette: the component (closed if asked) with its holes filled.
-    let filled = if close { crop.closed() } else { crop.clone() }.filled();
+    let filled = if close {
+        crop.closed().filled()
+    } else {
+        crop.filled()
+    };
     let area = filled.iter().filter(|&&f| f).count();
     let shape = classify_shape(&filled, cw, ch);
     let global = |x: usize, y: usize| (crop.y0 + y) * w + crop.x0 + x;
