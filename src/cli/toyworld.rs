@@ -229,7 +229,7 @@ pub struct TrainArgs {
     /// After the base model, train the four concepts' LoRAs on it into this folder (`<concept>.safetensors`).
     #[arg(long)]
     pub loras: Option<PathBuf>,
-    /// Steps of each LoRA (with `--loras`; default: 900, `outline` 2400).
+    /// Steps of each LoRA (with `--loras`; default: 900, `dots` 3000, `outline` 4000).
     #[arg(long)]
     pub lora_steps: Option<usize>,
     /// Which UNet levels have cross-attention, highest resolution first, as 0/1 digits (`110`: SD 1.x's
