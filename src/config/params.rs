@@ -238,6 +238,11 @@ const CLORA: &[ParamDef] = &[
         },
         "mask = attention > alpha * max",
     ),
+    p(
+        "mask_mode",
+        ParamType::Choice(&["threshold", "argmax"]),
+        "threshold (official, masks may overlap) or argmax (each cell to one branch)",
+    ),
     p("erode", ParamType::Bool, "3x3 erosion of the masks"),
     p("dilate", ParamType::Bool, "3x3 dilation of the masks"),
     p("opening", ParamType::Bool, "3x3 opening of the masks"),

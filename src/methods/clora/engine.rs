@@ -221,6 +221,7 @@ pub fn masks_for<B: AutodiffBackend>(
             mw,
             &br.mask_tokens,
             params.mask_threshold_alpha as f32,
+            params.mask_mode,
             params.morphology(),
         )
     } else {

@@ -2,6 +2,20 @@
 //! detached maps: threshold at a fraction of each token map's max, OR over the branch's mask tokens,
 //! optional 3x3 morphology, background to the base branch, nearest upsampling to the latent.
 
+/// How a cell joins a branch's mask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskMode {
+    /// The official rule: a cell joins every branch one of whose mask tokens gives it more than
+    /// `alpha * max` of that token's attention; the branches' masks may overlap.
+    #[default]
+    Threshold,
+    /// Not in the official code: a cell joins only the branch whose normalised attention (`a / max`, the
+    /// best of its mask tokens) is highest, and only when that exceeds `alpha`; the masks are disjoint
+    /// before morphology.
+    Argmax,
+}
+
 /// Morphology switches (applied in the order dilate, erode, opening, closing, as the reference does).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Morphology {
@@ -41,6 +55,7 @@ fn erode(m: &[f32], h: usize, w: usize) -> Vec<f32> {
 ///
 /// `maps[k]` is branch k's aggregated map `[h * w, tokens]` (row-major), `mask_tokens[k]` the token
 /// positions whose maps make branch k's mask (empty for the base branch, which gets the background).
+#[allow(clippy::too_many_arguments)]
 pub fn attention_masks(
     maps: &[Vec<f32>],
     tokens: usize,
@@ -48,24 +63,21 @@ pub fn attention_masks(
     w: usize,
     mask_tokens: &[Vec<usize>],
     threshold_alpha: f32,
+    mode: MaskMode,
     morphology: Morphology,
 ) -> Vec<Vec<f32>> {
     let q = h * w;
-    let mut masks: Vec<Vec<f32>> = maps
-        .iter()
-        .zip(mask_tokens)
-        .map(|(map, toks)| {
-            let mut m = vec![0f32; q];
-            for &t in toks {
-                let col: Vec<f32> = (0..q).map(|i| map[i * tokens + t]).collect();
-                let max = col.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let thr = max * threshold_alpha;
-                for (i, &v) in col.iter().enumerate() {
-                    if v > thr {
-                        m[i] = 1.0;
-                    }
-                }
-            }
+    let raw: Vec<Vec<f32>> = match mode {
+        MaskMode::Threshold => maps
+            .iter()
+            .zip(mask_tokens)
+            .map(|(map, toks)| threshold_mask(map, tokens, q, toks, threshold_alpha))
+            .collect(),
+        MaskMode::Argmax => argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha),
+    };
+    let mut masks: Vec<Vec<f32>> = raw
+        .into_iter()
+        .map(|mut m| {
             if morphology.dilate {
                 m = dilate(&m, h, w);
             }
@@ -87,6 +99,69 @@ pub fn attention_masks(
             if first[i] + rest.iter().map(|m| m[i]).sum::<f32>() == 0.0 {
                 first[i] = 1.0;
             }
+        }
+    }
+    masks
+}
+
+/// Column `t` of a `[q, tokens]` map and its maximum.
+fn token_column(map: &[f32], tokens: usize, q: usize, t: usize) -> (Vec<f32>, f32) {
+    let col: Vec<f32> = (0..q).map(|i| map[i * tokens + t]).collect();
+    let max = col.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    (col, max)
+}
+
+/// The official mask of one branch: OR over its tokens of `attention > alpha * max`.
+fn threshold_mask(map: &[f32], tokens: usize, q: usize, toks: &[usize], alpha: f32) -> Vec<f32> {
+    let mut m = vec![0f32; q];
+    for &t in toks {
+        let (col, max) = token_column(map, tokens, q, t);
+        let thr = max * alpha;
+        for (i, &v) in col.iter().enumerate() {
+            if v > thr {
+                m[i] = 1.0;
+            }
+        }
+    }
+    m
+}
+
+/// Disjoint masks: each cell to the branch with the highest normalised attention `a / max` (best of its
+/// tokens), when that exceeds `alpha`; ties go to the earlier branch.
+fn argmax_masks(
+    maps: &[Vec<f32>],
+    tokens: usize,
+    q: usize,
+    mask_tokens: &[Vec<usize>],
+    alpha: f32,
+) -> Vec<Vec<f32>> {
+    // score[k][i]: branch k's normalised attention at cell i (0 for a branch without mask tokens)
+    let score: Vec<Vec<f32>> = maps
+        .iter()
+        .zip(mask_tokens)
+        .map(|(map, toks)| {
+            let mut s = vec![0f32; q];
+            for &t in toks {
+                let (col, max) = token_column(map, tokens, q, t);
+                if max > 0.0 {
+                    for (si, v) in s.iter_mut().zip(col) {
+                        *si = si.max(v / max);
+                    }
+                }
+            }
+            s
+        })
+        .collect();
+    let mut masks = vec![vec![0f32; q]; maps.len()];
+    for i in 0..q {
+        let best = (0..maps.len())
+            .filter(|&k| !mask_tokens[k].is_empty())
+            .fold(None::<usize>, |b, k| match b {
+                Some(b) if score[b][i] >= score[k][i] => Some(b),
+                _ => Some(k),
+            });
+        if let Some(k) = best.filter(|&k| score[k][i] > alpha) {
+            masks[k][i] = 1.0;
         }
     }
     masks
@@ -122,10 +197,48 @@ mod tests {
             2,
             &[vec![], vec![1]],
             0.3,
+            MaskMode::Threshold,
             Morphology::default(),
         );
         assert_eq!(m[1], vec![1.0, 0.0, 1.0, 0.0]);
         assert_eq!(m[0], vec![0.0, 1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn argmax_gives_each_cell_to_one_branch() {
+        // 4 cells, 2 tokens; branch 1 uses token 0, branch 2 token 1. Normalised: branch 1 [1, 0.9, 0.2, 0.1],
+        // branch 2 [0.5, 1, 0.25, 0.2]. Threshold 0.3 would give cells 0-1 to both branches.
+        let base = vec![0.0; 8];
+        let b1 = vec![1.0, 0.0, 0.9, 0.0, 0.2, 0.0, 0.1, 0.0];
+        let b2 = vec![0.0, 0.4, 0.0, 0.8, 0.0, 0.2, 0.0, 0.16];
+        let maps = [base, b1, b2];
+        let toks = [vec![], vec![0], vec![1]];
+        let th = attention_masks(
+            &maps,
+            2,
+            2,
+            2,
+            &toks,
+            0.3,
+            MaskMode::Threshold,
+            Morphology::default(),
+        );
+        assert_eq!(th[1], vec![1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(th[2], vec![1.0, 1.0, 0.0, 0.0]);
+        let am = attention_masks(
+            &maps,
+            2,
+            2,
+            2,
+            &toks,
+            0.3,
+            MaskMode::Argmax,
+            Morphology::default(),
+        );
+        assert_eq!(am[1], vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(am[2], vec![0.0, 1.0, 0.0, 0.0]);
+        // cells no branch claims above alpha go to the base branch
+        assert_eq!(am[0], vec![0.0, 0.0, 1.0, 1.0]);
     }
 
     #[test]

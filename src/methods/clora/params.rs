@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::maps::MapRows;
-use super::masks::Morphology;
+use super::masks::{MaskMode, Morphology};
 use crate::error::{Error, Result};
 
 /// CLoRA parameters.
@@ -28,6 +28,10 @@ pub struct CloraParams {
     /// A cell belongs to a token's mask when its attention exceeds `alpha * max` (official default 0.3,
     /// notebook 0.4). Must lie in (0, 1).
     pub mask_threshold_alpha: f64,
+    /// How a cell joins a mask: `threshold` (official: every branch whose token passes `alpha * max`; masks
+    /// may overlap) or `argmax` (not in the official code: only the branch with the highest normalised
+    /// attention, if it passes `alpha`; disjoint masks).
+    pub mask_mode: MaskMode,
     /// 3x3 erosion of the masks (off in the official code's defaults and notebook).
     pub erode: bool,
     /// 3x3 dilation of the masks (off in the official code).
@@ -79,6 +83,7 @@ impl Default for CloraParams {
             latent_update: true,
             apply_mask_after: 0,
             mask_threshold_alpha: 0.4,
+            mask_mode: MaskMode::Threshold,
             erode: false,
             dilate: false,
             opening: false,
