@@ -190,6 +190,8 @@ impl<B: AutodiffBackend> SdGenerator<B> {
                 timings.insert("artifacts".to_string(), t_art.elapsed().as_secs_f64());
             }
         }
+        // Every tensor of this image is gone now: free their autodiff graph entries (see the function).
+        crate::backend::sweep_autodiff_graphs::<B>(&self.device);
         timings.insert("total".to_string(), t0.elapsed().as_secs_f64());
         Ok(GeneratedImage {
             image,
