@@ -330,4 +330,46 @@ mod judge_cases {
             );
         }
     }
+
+    /// Generated objects sometimes touch (the renderer never lets them): a blue circle against a red square,
+    /// or a striped yellow triangle against a blue circle, is still two objects, each read on its own. Two
+    /// touching objects of neighbouring palette colours (red and orange) stay one piece of no shape: the split
+    /// never breaks an object's shading apart.
+    #[test]
+    fn touching_objects_of_different_colours_are_two() {
+        // r = 12: a circle's radius (a square's drawn half side is 11); these centres make them touch.
+        let touching = |a: Object, b: Object| read(&render(&scene(vec![a, b])));
+        let reading = touching(
+            obj(ShapeKind::Square, Colour::Red, Pattern::Plain, 20.0, 32.0),
+            obj(ShapeKind::Circle, Colour::Blue, Pattern::Plain, 44.0, 32.0),
+        );
+        let v = judge(&parse("a red square and a blue circle").unwrap(), &reading);
+        assert!(v.exact, "{reading:?} {v:?}");
+        let reading = touching(
+            obj(
+                ShapeKind::Triangle,
+                Colour::Yellow,
+                Pattern::Stripes,
+                20.0,
+                32.0,
+            ),
+            obj(ShapeKind::Circle, Colour::Blue, Pattern::Plain, 43.0, 38.0),
+        );
+        let v = judge(
+            &parse("a yellow striped triangle and a blue circle").unwrap(),
+            &reading,
+        );
+        assert!(v.exact && !v.mixing(), "{reading:?} {v:?}");
+        let reading = touching(
+            obj(ShapeKind::Square, Colour::Red, Pattern::Plain, 20.0, 32.0),
+            obj(
+                ShapeKind::Square,
+                Colour::Orange,
+                Pattern::Plain,
+                41.0,
+                32.0,
+            ),
+        );
+        assert_eq!(reading.objects.len(), 1, "{reading:?}");
+    }
 }

@@ -309,6 +309,10 @@ pub struct JudgeArgs {
     /// Held-out captions to use when no prompt is given.
     #[arg(long, default_value_t = 16)]
     pub captions: u64,
+    /// Index of the first held-out caption (e.g. 32 for captions 32.. as a validation set apart from the
+    /// reported 0..32).
+    #[arg(long, default_value_t = 0)]
+    pub first_caption: u64,
     /// Seeds per prompt.
     #[arg(long, default_value_t = 4)]
     pub seeds: u64,
@@ -641,7 +645,7 @@ fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
             .with_context(|| format!("attaching {}", path.display()))?;
     }
     let prompts: Vec<String> = if a.prompt.is_empty() {
-        (0..a.captions)
+        (a.first_caption..a.first_caption + a.captions)
             .map(|i| {
                 PlainWorld::default()
                     .sample(HELDOUT_SEED_BASE + 7 * i)

@@ -25,7 +25,7 @@ pub const METRICS: &[&str] = &[
 ];
 
 /// Model id recorded with the scores (the oracle is procedural: its version).
-const ORACLE: &str = "toyworld-oracle-v1";
+const ORACLE: &str = "toyworld-oracle-v2";
 
 /// Judges toyworld images.
 pub struct ToyOracleEvaluator {

@@ -35,6 +35,11 @@ pub const MIN_OBJECT_AREA: usize = 24;
 pub const MIN_SHAPE_IOU: f32 = 0.6;
 /// Farther than this (RGB distance) from every palette colour, the colour is unknown.
 pub const MAX_COLOUR_DISTANCE: f32 = 100.0;
+/// A pixel this close (RGB distance) to a palette colour is that colour's body when a component is split.
+pub const BODY_COLOUR_DISTANCE: f32 = 60.0;
+/// Palette colours farther apart than this (RGB distance) are never the shading of one object: a component
+/// with large areas of both is touching objects (red and orange, 115 apart, or blue and purple never split).
+pub const SPLIT_COLOUR_DISTANCE: f32 = 150.0;
 
 /// One object as the oracle reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -340,14 +345,7 @@ fn classify_shape(filled: &[bool], w: usize, h: usize) -> Option<ShapeKind> {
 fn nearest_colour(rgb: [f32; 3]) -> Option<Colour> {
     Colour::ALL
         .into_iter()
-        .map(|c| {
-            let p = c.rgb();
-            let d = (0..3)
-                .map(|k| (rgb[k] - p[k] as f32).powi(2))
-                .sum::<f32>()
-                .sqrt();
-            (c, d)
-        })
+        .map(|c| (c, rgb_distance(rgb, c.rgb())))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .filter(|&(_, d)| d <= MAX_COLOUR_DISTANCE)
         .map(|(c, _)| c)
@@ -515,7 +513,8 @@ pub fn read(img: &RgbImage) -> Reading {
         let read: Vec<(usize, Detection)> = pieces
             .iter()
             .filter(|p| p.len() >= MIN_OBJECT_AREA)
-            .map(|p| (first(p), read_object(img, &fg, p, false)))
+            .flat_map(|p| split_by_colour(img, p, &grid))
+            .map(|p| (first(&p), read_object(img, &fg, &p, false)))
             .collect();
         // A thin outline whose line fades below FOREGROUND_DIFF here and there falls apart into pieces of no
         // shape; read together, with the faint pixels and the remaining one-pixel gaps closed, they are one.
@@ -535,6 +534,88 @@ pub fn read(img: &RgbImage) -> Reading {
         background,
         objects: objects.into_iter().map(|(_, d)| d).collect(),
     }
+}
+
+fn rgb_distance(a: [f32; 3], b: [u8; 3]) -> f32 {
+    (0..3)
+        .map(|k| (a[k] - b[k] as f32).powi(2))
+        .sum::<f32>()
+        .sqrt()
+}
+
+/// Splits a foreground component into the touching objects it holds when it has large areas (each at least
+/// `2 * MIN_OBJECT_AREA` pixels and a tenth of the component) of palette colours more than
+/// [`SPLIT_COLOUR_DISTANCE`] apart: a generated blue circle that touches a red square is two objects, not one
+/// of no shape. Colours closer than that (shading, red and orange) count as one. Every pixel goes to the
+/// colour area it is nearest to through the component (pattern marks and rims included), and each part's
+/// 4-connected pieces of at least [`MIN_OBJECT_AREA`] pixels are the objects. A component of one colour comes
+/// back whole: rendered scenes, whose objects never touch, read as before.
+fn split_by_colour(img: &RgbImage, comp: &[usize], grid: &Grid) -> Vec<Vec<usize>> {
+    let w = grid.w;
+    let body_colour = |i: usize| -> Option<usize> {
+        let p = img.get_pixel((i % w) as u32, (i / w) as u32).0;
+        if is_dark(p) {
+            return None;
+        }
+        let rgb = [p[0] as f32, p[1] as f32, p[2] as f32];
+        Colour::ALL
+            .iter()
+            .position(|c| rgb_distance(rgb, c.rgb()) <= BODY_COLOUR_DISTANCE)
+    };
+    let labels: Vec<Option<usize>> = comp.iter().map(|&i| body_colour(i)).collect();
+    let mut counts = [0usize; Colour::ALL.len()];
+    for c in labels.iter().flatten() {
+        counts[*c] += 1;
+    }
+    // Large colour areas, largest first, grouped with any larger one closer than SPLIT_COLOUR_DISTANCE.
+    let mut large: Vec<usize> = (0..counts.len())
+        .filter(|&c| counts[c] >= 2 * MIN_OBJECT_AREA && counts[c] * 10 >= comp.len())
+        .collect();
+    large.sort_by_key(|&c| std::cmp::Reverse(counts[c]));
+    let mut leaders: Vec<usize> = Vec::new();
+    let mut group_of = [usize::MAX; Colour::ALL.len()];
+    for c in large {
+        let rgb = Colour::ALL[c].rgb().map(|v| v as f32);
+        match leaders
+            .iter()
+            .position(|&l| rgb_distance(rgb, Colour::ALL[l].rgb()) <= SPLIT_COLOUR_DISTANCE)
+        {
+            Some(g) => group_of[c] = g,
+            None => {
+                group_of[c] = leaders.len();
+                leaders.push(c);
+            }
+        }
+    }
+    if leaders.len() < 2 {
+        return vec![comp.to_vec()];
+    }
+    // Multi-source breadth-first assignment through the component from the grouped colour areas.
+    let mut part = vec![usize::MAX; grid.w * grid.h];
+    let mut inside = vec![false; grid.w * grid.h];
+    let mut queue = VecDeque::new();
+    for (&i, label) in comp.iter().zip(&labels) {
+        inside[i] = true;
+        if let Some(g) = label.map(|c| group_of[c]).filter(|&g| g != usize::MAX) {
+            part[i] = g;
+            queue.push_back(i);
+        }
+    }
+    while let Some(i) = queue.pop_front() {
+        for j in grid.neighbours4(i) {
+            if inside[j] && part[j] == usize::MAX {
+                part[j] = part[i];
+                queue.push_back(j);
+            }
+        }
+    }
+    (0..leaders.len())
+        .flat_map(|g| {
+            let mask: Vec<bool> = part.iter().map(|&p| p == g).collect();
+            components(&mask, grid)
+        })
+        .filter(|p| p.len() >= MIN_OBJECT_AREA)
+        .collect()
 }
 
 /// The first pixel of `pixels` in scan order.
