@@ -155,6 +155,52 @@ fn vae_reconstruction_loss_decreases_on_a_fixed_batch() {
 }
 
 #[test]
+fn the_cached_training_set_is_rebuilt_for_another_object_mix() {
+    use clora_harness::toyworld::caption::parse;
+    use clora_harness::toyworld::scene::PlainWorld;
+    let arch = tiny_arch();
+    let device = Default::default();
+    let vae = vae_model::<Cpu>(&arch, None, 3, &device).unwrap();
+    let tok = ClipTokenizer::embedded().unwrap();
+    let dir = std::env::temp_dir().join(format!("clora-latents-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("latents.safetensors");
+    let rebuilt = std::cell::Cell::new(0);
+    let build = |world: &PlainWorld, n: usize| {
+        let mut log = |m: &str| rebuilt.set(rebuilt.get() + m.contains("rebuilding") as usize);
+        LatentSet::build_or_load::<Cpu>(&path, n, world, &vae, &tok, &device, &mut log).unwrap()
+    };
+    let objects = |set: &LatentSet| -> Vec<usize> {
+        set.captions
+            .iter()
+            .map(|c| parse(c).unwrap().objects.len())
+            .collect()
+    };
+    let default = build(&PlainWorld::default(), 12);
+    let threes = PlainWorld {
+        object_counts: [0.0, 0.0, 1.0],
+        ..PlainWorld::default()
+    };
+    let three = build(&threes, 12);
+    let again = build(&threes, 12);
+    assert_eq!(rebuilt.get(), 1, "only the new mix rebuilds the cache");
+    assert!(
+        objects(&default).iter().any(|n| *n < 3),
+        "{:?}",
+        default.captions
+    );
+    assert!(
+        objects(&three).iter().all(|n| *n == 3),
+        "{:?}",
+        three.captions
+    );
+    assert_eq!(three.captions, again.captions);
+    assert_eq!(three.means, again.means, "the second call reads the cache");
+    assert_ne!(default.means, three.means);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn weights_round_trip_through_the_diffusers_layout() {
     let arch = tiny_arch();
     let device = Default::default();

@@ -1,6 +1,7 @@
 //! `harness toyworld`: the miniature world — render scenes, check the oracle, train the base model, and judge a
 //! model's images with the oracle.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -16,6 +17,7 @@ use clora_harness::models::sd::{LoadOptions, StableDiffusion};
 use clora_harness::models::vae::{AutoencoderKL, VaeConfig};
 use clora_harness::models::weights::{VarBuilder, WeightStore};
 use clora_harness::pipeline::GenerateParams;
+use clora_harness::report::stats::wilson_interval;
 use clora_harness::schedulers::SchedulerKind;
 use clora_harness::toyworld::arch::ToyArch;
 use clora_harness::toyworld::caption::{caption, parse};
@@ -23,6 +25,7 @@ use clora_harness::toyworld::concept::Concept;
 use clora_harness::toyworld::export::export_pipeline;
 use clora_harness::toyworld::heldout::{heldout_scene, HELDOUT_SEED_BASE};
 use clora_harness::toyworld::oracle::{judge_prompt, read};
+use clora_harness::toyworld::pattern::Pattern;
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::render::render;
 use clora_harness::toyworld::scene::{concept_scene, PlainWorld};
@@ -213,6 +216,10 @@ pub struct TrainArgs {
     /// Plain scenes in the cached training set.
     #[arg(long)]
     pub dataset: Option<usize>,
+    /// Shares of one-, two- and three-object scenes in that set, e.g. `0.2,0.4,0.4` (default
+    /// `0.35,0.4,0.25`); a new mix rebuilds the cached set.
+    #[arg(long)]
+    pub object_counts: Option<String>,
     /// Peak learning rate of the text encoder + UNet.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -378,6 +385,9 @@ fn train(a: TrainArgs) -> Result<()> {
     if let Some(v) = a.dataset {
         base.dataset = v;
     }
+    if let Some(v) = &a.object_counts {
+        base.object_counts = parse_object_counts(v)?;
+    }
     if let Some(v) = a.lr {
         base.lr = v;
     }
@@ -456,6 +466,31 @@ fn train(a: TrainArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `--object-counts a,b,c`: three shares, none negative, summing to 1.
+fn parse_object_counts(text: &str) -> Result<[f64; 3]> {
+    let shares: Vec<f64> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--object-counts `{text}`: {e}; expected three numbers like 0.35,0.4,0.25"
+            )
+        })?;
+    let sum: f64 = shares.iter().sum();
+    match shares[..] {
+        [one, two, three]
+            if shares.iter().all(|v| v.is_finite() && *v >= 0.0) && (sum - 1.0).abs() < 1e-6 =>
+        {
+            Ok([one, two, three])
+        }
+        _ => anyhow::bail!(
+            "--object-counts `{text}`: expected three shares of one-, two- and three-object scenes, none \
+             negative, summing to 1 (like 0.35,0.4,0.25)"
+        ),
+    }
 }
 
 fn render_cmd(a: RenderArgs) -> Result<()> {
@@ -662,8 +697,16 @@ fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
         (0usize, 0usize, 0usize, 0usize, 0usize);
     // Prompt objects drawn right (shape, colour, pattern), of all the prompt objects: a graded view of progress.
     let (mut objects_found, mut objects_named) = (0usize, 0usize);
+    // Caption matches and images per kind of caption: by its number of objects, and with or without a
+    // patterned object (the parts of the task the model finds hard).
+    let mut by_objects: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    let mut by_pattern: BTreeMap<bool, (usize, usize)> = BTreeMap::new();
     for (p, prompt) in prompts.iter().enumerate() {
-        parse(prompt)?;
+        let spec = parse(prompt)?;
+        let patterned = spec
+            .objects
+            .iter()
+            .any(|o| o.pattern.is_some_and(|p| p != Pattern::Plain));
         let mut row = String::new();
         for seed in a.first_seed..a.first_seed + a.seeds {
             let params = GenerateParams {
@@ -681,6 +724,13 @@ fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
             let verdict = judge_prompt(&image, prompt)?;
             total += 1;
             exact += verdict.exact as usize;
+            for tally in [
+                by_objects.entry(spec.objects.len()).or_default(),
+                by_pattern.entry(patterned).or_default(),
+            ] {
+                tally.0 += verdict.exact as usize;
+                tally.1 += 1;
+            }
             concepts += verdict.all_concepts_present() as usize;
             colours += verdict.all_concept_colours() as usize;
             mixed += verdict.mixing() as usize;
@@ -707,6 +757,28 @@ fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
         pct(colours),
         pct(mixed)
     );
+    let (lo, hi) = wilson_interval(exact, total, 1.959964);
+    println!(
+        "caption match, 95% interval (Wilson): {:.1}-{:.1}%",
+        100.0 * lo,
+        100.0 * hi
+    );
+    let share =
+        |(k, n): (usize, usize)| format!("{k}/{n} ({:.1}%)", 100.0 * k as f64 / n.max(1) as f64);
+    let parts: Vec<String> = by_objects
+        .iter()
+        .map(|(objects, tally)| format!("{objects}: {}", share(*tally)))
+        .collect();
+    println!("caption match by objects named: {}", parts.join(", "));
+    let parts: Vec<String> = by_pattern
+        .iter()
+        .rev()
+        .map(|(patterned, tally)| {
+            let kind = if *patterned { "with" } else { "without" };
+            format!("{kind} a patterned object {}", share(*tally))
+        })
+        .collect();
+    println!("caption match {}", parts.join(", "));
     println!(
         "prompt objects drawn (shape, colour, pattern): {objects_found}/{objects_named} ({:.1}%)",
         100.0 * objects_found as f64 / objects_named.max(1) as f64

@@ -49,6 +49,21 @@ pub fn summarize(values: &[f64], confidence: f64) -> Option<Summary> {
     })
 }
 
+/// Wilson score interval of a proportion: `successes` of `n` trials, `z` the normal quantile of the confidence
+/// (1.959964 for 95%). Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n
+/// successes. `(0, 1)` when `n` is 0.
+pub fn wilson_interval(successes: usize, n: usize, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let (k, n) = (successes.min(n) as f64, n as f64);
+    let p = k / n;
+    let z2 = z * z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
 /// The `p` quantile (0.5 < p < 1) of Student's t with `df` degrees of freedom, by bisection on the CDF.
 pub fn student_t_quantile(p: f64, df: f64) -> f64 {
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
@@ -156,6 +171,25 @@ fn regularized_incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wilson_intervals_match_published_values() {
+        // Newcombe (1998), table I: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605; 0/20 -> 0-0.1611.
+        for (k, n, lo, hi) in [
+            (81, 263, 0.2553, 0.3662),
+            (15, 148, 0.0624, 0.1605),
+            (0, 20, 0.0, 0.1611),
+        ] {
+            let (l, h) = wilson_interval(k, n, 1.959964);
+            assert!(
+                (l - lo).abs() < 1e-4 && (h - hi).abs() < 1e-4,
+                "{k}/{n}: {l}-{h}"
+            );
+        }
+        let (l, h) = wilson_interval(20, 20, 1.959964);
+        assert!((l - 0.8389).abs() < 1e-4 && h == 1.0, "20/20: {l}-{h}");
+        assert_eq!(wilson_interval(0, 0, 1.96), (0.0, 1.0));
+    }
 
     #[test]
     fn t_quantiles_match_tables() {

@@ -21,6 +21,19 @@ pub const TRAIN_SEED_BASE: u64 = 1 << 32;
 /// Share of plain objects that training captions name by their class noun alone ("a circle").
 pub const BARE_RATE: f64 = 0.12;
 
+/// Key of the cache's record of the world it was rendered from: [`world_settings`].
+const WORLD_KEY: &str = "world";
+
+/// A world's settings as the cache records them: the probabilities of one, two and three objects, the pattern
+/// rate and the grey-background rate.
+fn world_settings(world: &PlainWorld) -> Vec<f32> {
+    let [one, two, three] = world.object_counts;
+    [one, two, three, world.pattern_rate, world.grey_rate]
+        .iter()
+        .map(|v| *v as f32)
+        .collect()
+}
+
 /// The cached set.
 #[derive(Debug, Clone)]
 pub struct LatentSet {
@@ -42,16 +55,18 @@ impl LatentSet {
         self.captions.is_empty()
     }
 
-    /// Builds the set of `n` plain scenes, or reads it from `path` when it is there with `n` examples.
+    /// Builds the set of `n` scenes of `world`, or reads it from `path` when it is there with `n` examples of
+    /// the same world (the file records the world's settings; a file without them holds the default world's).
     pub fn build_or_load<B: Backend>(
         path: &Path,
         n: usize,
+        world: &PlainWorld,
         vae: &AutoencoderKL<B>,
         tokenizer: &ClipTokenizer,
         device: &B::Device,
         log: &mut dyn FnMut(&str),
     ) -> ToyResult<Self> {
-        let world = PlainWorld::default();
+        let settings = world_settings(world);
         let captions: Vec<String> = (0..n as u64)
             .map(|i| {
                 world
@@ -64,7 +79,12 @@ impl LatentSet {
             let store = WeightStore::open(&[path.to_path_buf()])?;
             let (means, shape) = store.read_f32("means")?;
             let (stds, _) = store.read_f32("stds")?;
-            if shape.first() == Some(&n) {
+            let recorded = if store.contains(WORLD_KEY) {
+                store.read_f32(WORLD_KEY)?.0
+            } else {
+                world_settings(&PlainWorld::default())
+            };
+            if shape.first() == Some(&n) && recorded == settings {
                 return Ok(Self {
                     latent_len: shape[1..].iter().product(),
                     means,
@@ -74,7 +94,7 @@ impl LatentSet {
                 });
             }
             log(&format!(
-                "{}: holds {:?}, rebuilding for {n} examples",
+                "{}: holds {:?} of world {recorded:?}, rebuilding for {n} examples of world {settings:?}",
                 path.display(),
                 shape
             ));
@@ -92,6 +112,7 @@ impl LatentSet {
             &[
                 ("means".into(), shape.clone(), means.clone()),
                 ("stds".into(), shape, stds.clone()),
+                (WORLD_KEY.into(), vec![settings.len()], settings.clone()),
             ],
             false,
         )?;

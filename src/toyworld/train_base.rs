@@ -17,6 +17,7 @@ use super::ema::Ema;
 use super::error::ToyResult;
 use super::latent_data::LatentSet;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
+use super::scene::PlainWorld;
 use super::text_unet::{TextUnet, TextUnetNames};
 use super::trainable::trainable;
 use crate::models::clip::tokenizer::ClipTokenizer;
@@ -33,6 +34,8 @@ pub struct BaseTrainConfig {
     pub warmup: usize,
     /// Scenes in the cached training set.
     pub dataset: usize,
+    /// Probabilities of one, two and three objects in the training scenes ([`PlainWorld::object_counts`]).
+    pub object_counts: [f64; 3],
     /// Probability of training a row on the empty prompt.
     pub caption_dropout: f64,
     pub seed: u64,
@@ -53,6 +56,7 @@ impl Default for BaseTrainConfig {
             lr: 2e-3,
             warmup: 100,
             dataset: 8000,
+            object_counts: PlainWorld::default().object_counts,
             caption_dropout: 0.1,
             seed: 2,
             checkpoint_every: 100,
