@@ -386,7 +386,7 @@ fn train(a: TrainArgs) -> Result<()> {
         base.dataset = v;
     }
     if let Some(v) = &a.object_counts {
-        base.object_counts = parse_object_counts(v)?;
+        base.world.object_counts = parse_object_counts(v)?;
     }
     if let Some(v) = a.lr {
         base.lr = v;

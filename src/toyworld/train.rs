@@ -10,7 +10,6 @@ use super::arch::ToyArch;
 use super::error::{ToyError, ToyResult};
 use super::export::export_pipeline;
 use super::latent_data::LatentSet;
-use super::scene::PlainWorld;
 use super::train_base::{train_base, BaseOutcome, BaseTrainConfig};
 use super::train_vae::{train_vae, vae_model, VaeOutcome, VaeTrainConfig};
 use crate::models::clip::tokenizer::ClipTokenizer;
@@ -63,10 +62,7 @@ pub fn train_pipeline<B: AutodiffBackend>(
         LatentSet::build_or_load::<B::InnerBackend>(
             &data_path(&plan.work),
             plan.base.dataset,
-            &PlainWorld {
-                object_counts: plan.base.object_counts,
-                ..PlainWorld::default()
-            },
+            &plan.base.world,
             &vae_model,
             &tokenizer,
             device,

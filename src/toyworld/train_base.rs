@@ -34,8 +34,8 @@ pub struct BaseTrainConfig {
     pub warmup: usize,
     /// Scenes in the cached training set.
     pub dataset: usize,
-    /// Probabilities of one, two and three objects in the training scenes ([`PlainWorld::object_counts`]).
-    pub object_counts: [f64; 3],
+    /// The distribution the training scenes are drawn from.
+    pub world: PlainWorld,
     /// Probability of training a row on the empty prompt.
     pub caption_dropout: f64,
     pub seed: u64,
@@ -56,7 +56,7 @@ impl Default for BaseTrainConfig {
             lr: 2e-3,
             warmup: 100,
             dataset: 8000,
-            object_counts: PlainWorld::default().object_counts,
+            world: PlainWorld::default(),
             caption_dropout: 0.1,
             seed: 2,
             checkpoint_every: 100,
