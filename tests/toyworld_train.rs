@@ -14,6 +14,7 @@ use clora_harness::toyworld::arch::ToyArch;
 use clora_harness::toyworld::concept::Concept;
 use clora_harness::toyworld::latent_data::LatentSet;
 use clora_harness::toyworld::progress::PhaseState;
+use clora_harness::toyworld::seed_work::ModelStart;
 use clora_harness::toyworld::text_unet::{TextUnet, TextUnetNames};
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
@@ -275,6 +276,7 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
         work: root.join("work"),
         out: root.join("model"),
         f16: true,
+        start: None,
     };
     let mut lines = Vec::new();
     let report =
@@ -345,6 +347,101 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
     other.arch.unet_cross_attention = vec![true, true, false];
     let err = train_pipeline::<A>(&other, &device, &mut |_: &str| {}).unwrap_err();
     assert!(err.to_string().contains("another architecture"), "{err}");
+
+    // A new work folder started from the exported model trains its text encoder and UNet further from the
+    // model's weights (at the step they stand for) and keeps its VAE.
+    let mut seeded = plan.clone();
+    seeded.work = root.join("work-seeded");
+    seeded.out = root.join("model-seeded");
+    seeded.base.steps = 7;
+    seeded.start = Some(ModelStart {
+        model: plan.out.clone(),
+        step: 5,
+    });
+    lines.clear();
+    train_pipeline::<A>(&seeded, &device, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("started from")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("base: resuming at step 5/7")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("vae ")), "{lines:?}");
+    let unet_of = |dir: &std::path::Path| {
+        WeightStore::open_component(&dir.join("unet"), &["diffusion_pytorch_model.safetensors"])
+            .unwrap()
+            .read_f32(key)
+            .unwrap()
+            .0
+    };
+    let vae_of = |dir: &std::path::Path| {
+        WeightStore::open_component(&dir.join("vae"), &["diffusion_pytorch_model.safetensors"])
+            .unwrap()
+            .read_f32("encoder.conv_in.weight")
+            .unwrap()
+            .0
+    };
+    assert_eq!(vae_of(&seeded.out), vae_of(&plan.out));
+    // The seeded checkpoint held the model's weights exactly; 2 more steps moved them.
+    assert_ne!(unet_of(&seeded.out), unet_of(&plan.out));
+    assert_eq!(
+        ToyArch::from_model_dir(&seeded.out).unwrap(),
+        ToyArch::from_model_dir(&plan.out).unwrap()
+    );
+    let sd = StableDiffusion::<Cpu>::load(&seeded.out, &LoadOptions::default(), &device).unwrap();
+    assert!((sd.vae_config.scaling_factor - report.vae.scaling_factor).abs() < 1e-6);
+    let state = PhaseState::load(&seeded.work, "base").unwrap().unwrap();
+    assert_eq!((state.step, state.done), (7, true));
+    // The same command again finds the seeded folder finished instead of seeding it over.
+    lines.clear();
+    train_pipeline::<A>(&seeded, &device, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    assert!(
+        !lines.iter().any(|l| l.contains("started from")),
+        "{lines:?}"
+    );
+    // Another start on that folder, a start on a folder that holds a training, a start past the phase's
+    // end and a model of another architecture are refused.
+    let mut other = seeded.clone();
+    other.start = Some(ModelStart {
+        model: plan.out.clone(),
+        step: 4,
+    });
+    let err = train_pipeline::<A>(&other, &device, &mut |_: &str| {}).unwrap_err();
+    assert!(err.to_string().contains("was started from"), "{err}");
+    let mut other = plan.clone();
+    other.base.steps = 9;
+    other.start = seeded.start.clone();
+    let err = train_pipeline::<A>(&other, &device, &mut |_: &str| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("already holds a training"),
+        "{err}"
+    );
+    let mut other = seeded.clone();
+    other.work = root.join("work-seeded-2");
+    other.base.steps = 5;
+    let err = train_pipeline::<A>(&other, &device, &mut |_: &str| {}).unwrap_err();
+    assert!(err.to_string().contains("ask for more"), "{err}");
+    let mut other = seeded.clone();
+    other.work = root.join("work-seeded-4");
+    other.start = Some(ModelStart {
+        model: root.join("no-such-model"),
+        step: 5,
+    });
+    let err = train_pipeline::<A>(&other, &device, &mut |_: &str| {}).unwrap_err();
+    assert!(err.to_string().contains("no-such-model"), "{err}");
+    let mut other = seeded.clone();
+    other.work = root.join("work-seeded-3");
+    other.arch.text_layers = 2;
+    let err = train_pipeline::<A>(&other, &device, &mut |_: &str| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("architecture") && err.to_string().contains("model"),
+        "{err}"
+    );
+    assert!(!other.work.join("base").exists());
 
     // LoRAs on that model, in both layouts: they load with every key matched and change the output.
     let cfg = LoraTrainConfig {

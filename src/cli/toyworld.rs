@@ -29,6 +29,7 @@ use clora_harness::toyworld::pattern::Pattern;
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::render::render;
 use clora_harness::toyworld::scene::{concept_scene, PlainWorld};
+use clora_harness::toyworld::seed_work::ModelStart;
 use clora_harness::toyworld::tensors::{images_to_tensor, tensor_to_images};
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::BaseTrainConfig;
@@ -192,6 +193,14 @@ pub struct TrainArgs {
     /// The diffusers folder to write.
     #[arg(long, default_value = "assets/toyworld/model")]
     pub out: PathBuf,
+    /// Start a new work folder from this finished model folder (e.g. the committed assets/toyworld/model)
+    /// instead of from scratch: its VAE is kept, its text encoder and UNet are trained further.
+    #[arg(long, requires = "from_step")]
+    pub from_model: Option<PathBuf>,
+    /// The base step the `--from-model` weights stand for (their place on the learning-rate schedule; the
+    /// committed model's is in docs/toyworld.md).
+    #[arg(long, requires = "from_model")]
+    pub from_step: Option<usize>,
     /// VAE steps on 32x32 crops.
     #[arg(long)]
     pub vae_crop_steps: Option<usize>,
@@ -427,6 +436,10 @@ fn train(a: TrainArgs) -> Result<()> {
         work: a.work,
         out: a.out,
         f16: !a.f32,
+        start: a.from_model.map(|model| ModelStart {
+            model,
+            step: a.from_step.unwrap_or_default(),
+        }),
     };
     let started = std::time::Instant::now();
     let report = crate::with_backend!(a.device, |B, device| {
@@ -452,11 +465,17 @@ fn train(a: TrainArgs) -> Result<()> {
             train_loras::<Autodiff<B>>(&jobs, &Concept::ALL, &device)
         })?;
     }
+    // A work folder started from a model has a VAE it did not train: no loss to report.
+    let vae = if report.vae.final_loss.is_finite() {
+        format!(
+            "L1 {:.4}, scaling factor {:.4}, {:.0} s",
+            report.vae.final_loss, report.vae.scaling_factor, report.vae.seconds
+        )
+    } else {
+        format!("scaling factor {:.4}", report.vae.scaling_factor)
+    };
     println!(
-        "VAE: L1 {:.4}, scaling factor {:.4}, {:.0} s; base: loss {:.4}, {:.0} s; model: {}",
-        report.vae.final_loss,
-        report.vae.scaling_factor,
-        report.vae.seconds,
+        "VAE: {vae}; base: loss {:.4}, {:.0} s; model: {}",
         report.base.final_loss,
         report.base.seconds,
         report.out.display()

@@ -27,6 +27,7 @@ pub mod pattern;
 pub mod progress;
 pub mod render;
 pub mod scene;
+pub mod seed_work;
 pub mod shape;
 pub mod tensors;
 pub mod text_unet;

@@ -10,6 +10,7 @@ use super::arch::ToyArch;
 use super::error::{ToyError, ToyResult};
 use super::export::export_pipeline;
 use super::latent_data::LatentSet;
+use super::seed_work::{seed_work, ModelStart};
 use super::train_base::{train_base, BaseOutcome, BaseTrainConfig};
 use super::train_vae::{train_vae, vae_model, VaeOutcome, VaeTrainConfig};
 use crate::models::clip::tokenizer::ClipTokenizer;
@@ -26,6 +27,8 @@ pub struct TrainPlan {
     pub out: PathBuf,
     /// Write f16 weights.
     pub f16: bool,
+    /// Start a new work folder from a finished model instead of from scratch (see [`seed_work`]).
+    pub start: Option<ModelStart>,
 }
 
 /// What the training produced.
@@ -53,6 +56,23 @@ pub fn train_pipeline<B: AutodiffBackend>(
         }
         Some(_) => {}
         None => plan.arch.write_configs(&plan.work.join("arch"))?,
+    }
+    if let Some(start) = &plan.start {
+        if plan.base.steps <= start.step {
+            return Err(ToyError::Training(format!(
+                "the base phase's {} steps do not go past step {}, where the start from {} stands; ask for more steps",
+                plan.base.steps,
+                start.step,
+                start.model.display()
+            )));
+        }
+        seed_work(
+            &plan.arch,
+            start,
+            plan.vae.crop_steps + plan.vae.full_steps,
+            &plan.work,
+            log,
+        )?;
     }
     let vae = train_vae::<B>(&plan.arch, &plan.vae, &plan.work, device, log)?;
     let tokenizer = ClipTokenizer::embedded()?;

@@ -1,0 +1,142 @@
+//! Starting a training work folder from a finished model folder, so that a model whose work folder is gone
+//! (the committed one: work folders are not committed) can be trained further: the VAE phase is marked done
+//! with the model's weights and `scaling_factor`, and the base phase's checkpoint and weight average both start
+//! from the model's text encoder and UNet at a given step of the schedule. The Adam moments restart, as on any
+//! resume (see [`super::train_base`]).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::arch::ToyArch;
+use super::error::{ToyError, ToyResult};
+use super::export::convert_weights;
+use super::progress::PhaseState;
+use super::text_unet::{TEXT_FILE, UNET_FILE};
+use super::train_base::{self, checkpoint_dir, ema_dir};
+use super::train_vae;
+use crate::models::vae::config::VaeConfig;
+
+/// Where a work folder was started from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStart {
+    /// The diffusers folder whose weights the work folder started from.
+    pub model: PathBuf,
+    /// The base phase's step those weights stand for (its place on the learning-rate schedule).
+    pub step: usize,
+}
+
+/// The record a seeded work folder keeps of its start.
+pub fn record_path(work: &Path) -> PathBuf {
+    work.join("seeded_from.json")
+}
+
+impl ModelStart {
+    /// The start recorded in `work`, if the folder was seeded.
+    pub fn recorded(work: &Path) -> ToyResult<Option<Self>> {
+        let p = record_path(work);
+        if !p.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| ToyError::io(&p, e))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ToyError::bad_file(&p, format!("invalid record ({e})")))
+    }
+}
+
+/// Seeds `work` from `start.model` unless it was seeded from the same start before (then a rerun resumes
+/// it). A work folder that holds another training is an error: seeding would overwrite it.
+///
+/// `vae_steps` is the VAE phase's length in the plan (the seeded VAE phase is recorded as finished at it).
+/// Returns whether the folder was seeded now.
+pub fn seed_work(
+    arch: &ToyArch,
+    start: &ModelStart,
+    vae_steps: usize,
+    work: &Path,
+    log: &mut dyn FnMut(&str),
+) -> ToyResult<bool> {
+    // The record names the model by its absolute path, so a rerun from another folder finds it.
+    let start = &ModelStart {
+        model: std::fs::canonicalize(&start.model).map_err(|e| ToyError::io(&start.model, e))?,
+        step: start.step,
+    };
+    if let Some(recorded) = ModelStart::recorded(work)? {
+        if recorded == *start {
+            return Ok(false);
+        }
+        return Err(ToyError::Training(format!(
+            "{} was started from {} at step {}, not from {} at step {}; use a new work folder",
+            work.display(),
+            recorded.model.display(),
+            recorded.step,
+            start.model.display(),
+            start.step
+        )));
+    }
+    for phase in [train_vae::PHASE, train_base::PHASE] {
+        let p = PhaseState::path(work, phase);
+        if p.is_file() {
+            return Err(ToyError::Training(format!(
+                "{} already holds a training ({}); starting from {} needs a new work folder",
+                work.display(),
+                p.display(),
+                start.model.display()
+            )));
+        }
+    }
+    let found = ToyArch::from_model_dir(&start.model)?;
+    if found != *arch {
+        return Err(ToyError::bad_file(
+            &start.model,
+            format!("the model's architecture ({found:?}) is not the one to train ({arch:?})"),
+        ));
+    }
+    let vae_file = "diffusion_pytorch_model.safetensors";
+    let vae_config = VaeConfig::from_file(&start.model.join("vae").join("config.json"))?;
+    // f32 copies: the checkpoints the trainers write and read back are f32.
+    convert_weights(
+        &start.model.join("vae").join(vae_file),
+        &work.join("vae").join(vae_file),
+        false,
+    )?;
+    for dir in [checkpoint_dir(work), ema_dir(work)] {
+        convert_weights(
+            &start.model.join("text_encoder").join(TEXT_FILE),
+            &dir.join("text_encoder").join(TEXT_FILE),
+            false,
+        )?;
+        convert_weights(
+            &start.model.join("unet").join(UNET_FILE),
+            &dir.join("unet").join(UNET_FILE),
+            false,
+        )?;
+    }
+    let mut vae_state = PhaseState {
+        step: vae_steps,
+        total: vae_steps,
+        done: true,
+        ..PhaseState::default()
+    };
+    vae_state
+        .values
+        .insert("scaling_factor".into(), vae_config.scaling_factor);
+    vae_state.save(work, train_vae::PHASE)?;
+    PhaseState {
+        step: start.step,
+        total: start.step,
+        ..PhaseState::default()
+    }
+    .save(work, train_base::PHASE)?;
+    let text = serde_json::to_string_pretty(start).expect("record serializes") + "\n";
+    crate::latent_io::write_atomic(&record_path(work), text.as_bytes())?;
+    log(&format!(
+        "{}: started from {} (VAE done, scaling factor {:.4}; text encoder + UNet at step {})",
+        work.display(),
+        start.model.display(),
+        vae_config.scaling_factor,
+        start.step
+    ));
+    Ok(true)
+}
