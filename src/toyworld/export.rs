@@ -63,15 +63,20 @@ pub fn export_pipeline(
     } else {
         checkpoint_dir(work)
     };
+    convert_text_unet(&base, out, f16)
+}
+
+/// Copies `text_encoder/` and `unet/` weights from below `from` to below `to` (the layout of a diffusers folder
+/// and of the base phase's checkpoints alike), converting them to f16 (or f32).
+pub fn convert_text_unet(from: &Path, to: &Path, f16: bool) -> ToyResult<()> {
     convert_weights(
-        &base.join("unet").join(UNET_FILE),
-        &out.join("unet").join(UNET_FILE),
+        &from.join("unet").join(UNET_FILE),
+        &to.join("unet").join(UNET_FILE),
         f16,
     )?;
     convert_weights(
-        &base.join("text_encoder").join(TEXT_FILE),
-        &out.join("text_encoder").join(TEXT_FILE),
+        &from.join("text_encoder").join(TEXT_FILE),
+        &to.join("text_encoder").join(TEXT_FILE),
         f16,
-    )?;
-    Ok(())
+    )
 }

@@ -9,6 +9,21 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ToyError, ToyResult};
 
+/// The JSON file `path` parsed, or `None` when there is no such file; `what` names it in the error of a file
+/// that does not parse.
+pub fn read_json_if_present<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+) -> ToyResult<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ToyError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ToyError::bad_file(path, format!("invalid {what} ({e})")))
+}
+
 /// Linear warm-up to `lr`, then cosine decay to `lr * floor` at `total`.
 pub fn learning_rate(step: usize, total: usize, lr: f64, warmup: usize, floor: f64) -> f64 {
     if step < warmup {
@@ -42,14 +57,7 @@ impl PhaseState {
 
     /// The saved state of `phase`, if any.
     pub fn load(work: &Path, phase: &str) -> ToyResult<Option<Self>> {
-        let p = Self::path(work, phase);
-        if !p.is_file() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&p).map_err(|e| ToyError::io(&p, e))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| ToyError::bad_file(&p, format!("invalid state ({e})")))
+        read_json_if_present(&Self::path(work, phase), "state")
     }
 
     /// Writes the state atomically.

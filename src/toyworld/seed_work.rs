@@ -10,9 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::arch::ToyArch;
 use super::error::{ToyError, ToyResult};
-use super::export::convert_weights;
-use super::progress::PhaseState;
-use super::text_unet::{TEXT_FILE, UNET_FILE};
+use super::export::{convert_text_unet, convert_weights};
+use super::progress::{read_json_if_present, PhaseState};
 use super::train_base::{self, checkpoint_dir, ema_dir};
 use super::train_vae;
 use crate::models::vae::config::VaeConfig;
@@ -34,14 +33,7 @@ pub fn record_path(work: &Path) -> PathBuf {
 impl ModelStart {
     /// The start recorded in `work`, if the folder was seeded.
     pub fn recorded(work: &Path) -> ToyResult<Option<Self>> {
-        let p = record_path(work);
-        if !p.is_file() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&p).map_err(|e| ToyError::io(&p, e))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| ToyError::bad_file(&p, format!("invalid record ({e})")))
+        read_json_if_present(&record_path(work), "record")
     }
 }
 
@@ -102,16 +94,7 @@ pub fn seed_work(
         false,
     )?;
     for dir in [checkpoint_dir(work), ema_dir(work)] {
-        convert_weights(
-            &start.model.join("text_encoder").join(TEXT_FILE),
-            &dir.join("text_encoder").join(TEXT_FILE),
-            false,
-        )?;
-        convert_weights(
-            &start.model.join("unet").join(UNET_FILE),
-            &dir.join("unet").join(UNET_FILE),
-            false,
-        )?;
+        convert_text_unet(&start.model, &dir, false)?;
     }
     let mut vae_state = PhaseState {
         step: vae_steps,
