@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod cuda_setup;
 pub mod error;
 pub mod files;
 pub mod harness;

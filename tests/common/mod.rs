@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use clora_harness::models::weights::WeightStore;
 
+/// The backend every test runs on: `flex`, or CUDA with `--features cuda-tests` (on a GPU machine, where the parity
+/// tests then check the CUDA kernels against the same fixtures).
+#[cfg(not(feature = "cuda-tests"))]
 pub type B = clora_harness::backend::Cpu;
+#[cfg(feature = "cuda-tests")]
+pub type B = burn::backend::Cuda;
 
 pub fn device() -> <B as burn::tensor::backend::BackendTypes>::Device {
     Default::default()
