@@ -46,7 +46,15 @@ echo "CUDA_PATH=$CUDA_PATH nvrtc=$NV"
 mkdir -p /tmp/lib && ln -sf "$NV" /tmp/lib/libnvrtc.so
 export LD_LIBRARY_PATH=/tmp/lib:$(dirname "$NV"):/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}
 step tiny 120 $H toyworld judge --device cuda --captions 2 --seeds 1 || { echo "cuda does not run: stop"; exit 3; }
-# First the open question: CLoRA on cuda did not match the CPU backends (session 14); its images and saved
+# The backward kernels on CLoRA's path against finite differences (tests/backend_grads.rs, built with
+# `cargo test --features cuda-tests --test backend_grads --no-run`, stripped and packed as .gpu/backend_grads.xz).
+# Test binaries look for the checkout where they were built (CARGO_MANIFEST_DIR): link it.
+if [ -f .gpu/backend_grads.xz ]; then
+  [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
+  xz -dc .gpu/backend_grads.xz > /tmp/backend_grads && chmod +x /tmp/backend_grads
+  step backend-grads 120 /tmp/backend_grads --test-threads 1
+fi
+# Then the open question: CLoRA on cuda did not match the CPU backends (session 14); its images and saved
 # attention maps and masks come back for tools/gpu/compare_runs.py: with the latent update, without it, unbatched.
 step clora-check 120 $H run tools/gpu/clora_check.toml --device cuda --out /tmp/cc --quiet
 tar czf "$R/clora-check.tgz" -C /tmp/cc clora-check/images clora-check/artifacts
