@@ -1,7 +1,7 @@
 //! The renderer and captions: determinism, the world's distributions, and captions that parse back into the
 //! scenes they describe.
 
-use clora_harness::toyworld::caption::{caption, parse, training_caption};
+use clora_harness::toyworld::caption::{caption, parse, training_caption, CaptionOrder};
 use clora_harness::toyworld::concept::Concept;
 use clora_harness::toyworld::heldout::heldout_scene;
 use clora_harness::toyworld::palette::{Background, Colour};
@@ -123,7 +123,14 @@ fn captions_name_objects_from_left_to_right() {
 fn training_captions_sometimes_name_the_class_noun_alone() {
     let world = PlainWorld::default();
     let captions: Vec<String> = (0..200)
-        .map(|i| training_caption(&world.sample(i).unwrap(), i, 0.12))
+        .map(|i| {
+            training_caption(
+                &world.sample(i).unwrap(),
+                i,
+                0.12,
+                CaptionOrder::LeftToRight,
+            )
+        })
         .collect();
     let bare = captions
         .iter()
@@ -178,4 +185,48 @@ fn prompts_outside_the_world_are_refused() {
         assert!(parse(bad).is_err(), "`{bad}` should not parse");
     }
     assert!(parse("A Red Circle and a dtz circle on a grey background").is_ok());
+}
+
+#[test]
+fn shuffled_captions_name_the_same_objects_in_another_order() {
+    // `--caption-order shuffled`: the same objects (as a multiset of phrases), the order from the caption's seed;
+    // left to right stays the order of `caption`.
+    let world = PlainWorld {
+        object_counts: [0.0, 0.0, 1.0],
+        ..PlainWorld::default()
+    };
+    let phrases = |c: &str| {
+        let mut p: Vec<String> = c
+            .trim_end_matches(" on a grey background")
+            .split(',')
+            .flat_map(|part| part.split(" and "))
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        p.sort();
+        p
+    };
+    let mut reordered = 0;
+    for i in 0..40u64 {
+        let scene = world.sample(i).unwrap();
+        let ordered = training_caption(&scene, i, 0.0, CaptionOrder::LeftToRight);
+        assert_eq!(ordered, caption(&scene, i));
+        let shuffled = training_caption(&scene, i, 0.0, CaptionOrder::Shuffled);
+        assert_eq!(
+            phrases(&shuffled),
+            phrases(&ordered),
+            "{shuffled} / {ordered}"
+        );
+        assert_eq!(
+            shuffled,
+            training_caption(&scene, i, 0.0, CaptionOrder::Shuffled)
+        );
+        parse(&shuffled).unwrap();
+        reordered += (shuffled != ordered) as usize;
+    }
+    // 5 of the 6 orders of three objects differ from left to right.
+    assert!(
+        (25..=39).contains(&reordered),
+        "{reordered} of 40 reordered"
+    );
 }

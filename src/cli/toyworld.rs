@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 use burn::backend::Autodiff;
 use burn::tensor::{backend::Backend, DType};
@@ -20,7 +20,7 @@ use clora_harness::pipeline::GenerateParams;
 use clora_harness::report::stats::wilson_interval;
 use clora_harness::schedulers::SchedulerKind;
 use clora_harness::toyworld::arch::ToyArch;
-use clora_harness::toyworld::caption::{caption, parse};
+use clora_harness::toyworld::caption::{caption, parse, CaptionOrder};
 use clora_harness::toyworld::concept::Concept;
 use clora_harness::toyworld::export::export_pipeline;
 use clora_harness::toyworld::heldout::{heldout_scene, HELDOUT_SEED_BASE};
@@ -185,6 +185,13 @@ pub struct TrainLoraArgs {
     pub device: Device,
 }
 
+/// `--caption-order`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CaptionOrderArg {
+    LeftToRight,
+    Shuffled,
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Checkpoints, caches and loss logs (`*.loss.csv`).
@@ -232,6 +239,10 @@ pub struct TrainArgs {
     /// Peak learning rate of the text encoder + UNet.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// The order in which the training captions name their objects: `left-to-right` (every committed model) or
+    /// `shuffled` (an experiment: captions that carry no layout; docs/toyworld.md, "Which object is lost").
+    #[arg(long, value_enum)]
+    pub caption_order: Option<CaptionOrderArg>,
     /// Decay of the text encoder + UNet weight average that the model is exported from (0: export the last
     /// step's weights).
     #[arg(long)]
@@ -402,6 +413,12 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.ema_decay {
         base.ema_decay = v;
+    }
+    if let Some(v) = a.caption_order {
+        base.caption_order = match v {
+            CaptionOrderArg::LeftToRight => CaptionOrder::LeftToRight,
+            CaptionOrderArg::Shuffled => CaptionOrder::Shuffled,
+        };
     }
     if let Some(v) = a.min_snr_gamma {
         base.min_snr_gamma = (v > 0.0).then_some(v);

@@ -5,6 +5,7 @@
 //! `OBJECT = a COLOUR [PATTERN] SHAPE` (pattern: dotted, striped, ringed), `a SHAPE` (any colour) or `a TRIGGER CLASS` for a subject
 //! concept ("a dtz circle").
 
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -35,19 +36,34 @@ pub fn join_phrases(parts: &[String]) -> String {
     }
 }
 
+/// The order in which a caption names a scene's objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CaptionOrder {
+    /// From left to right (by the x of their centres): the captions of every committed model and prompt set.
+    #[default]
+    LeftToRight,
+    /// A random order per caption (from its seed): the caption then carries no layout, an experiment on
+    /// where the base model's three-object misses come from (docs/toyworld.md, "Which object is lost").
+    Shuffled,
+}
+
 /// The caption of a scene. Objects are named from left to right (by the x of their centres), the order a
 /// reader scans a picture in: the only layout a caption carries. (`seed` only matters to
 /// [`training_caption`]'s choice of bare nouns.)
 pub fn caption(scene: &Scene, seed: u64) -> String {
-    training_caption(scene, seed, 0.0)
+    training_caption(scene, seed, 0.0, CaptionOrder::LeftToRight)
 }
 
 /// A training caption: as [`caption`], but each plain-scene object is named by its class noun alone ("a
-/// circle") with probability `bare_rate`, so the model also knows the nouns without their adjectives.
-pub fn training_caption(scene: &Scene, seed: u64, bare_rate: f64) -> String {
+/// circle") with probability `bare_rate`, so the model also knows the nouns without their adjectives, and the
+/// objects are named in `order`.
+pub fn training_caption(scene: &Scene, seed: u64, bare_rate: f64, order: CaptionOrder) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut placed: Vec<&super::scene::Object> = scene.objects.iter().collect();
     placed.sort_by(|a, b| a.cx.total_cmp(&b.cx).then(a.cy.total_cmp(&b.cy)));
+    if order == CaptionOrder::Shuffled {
+        placed.shuffle(&mut rng);
+    }
     let objects: Vec<ObjectRequest> = placed
         .into_iter()
         .map(|o| ObjectRequest {

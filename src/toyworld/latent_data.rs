@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::tensor::{backend::Backend, DType};
 
-use super::caption::training_caption;
+use super::caption::{training_caption, CaptionOrder};
 use super::error::{ToyError, ToyResult};
 use super::param_names::write_safetensors;
 use super::render::render;
@@ -61,6 +61,7 @@ impl LatentSet {
         path: &Path,
         n: usize,
         world: &PlainWorld,
+        order: CaptionOrder,
         vae: &AutoencoderKL<B>,
         tokenizer: &ClipTokenizer,
         device: &B::Device,
@@ -71,7 +72,7 @@ impl LatentSet {
             .map(|i| {
                 world
                     .sample(TRAIN_SEED_BASE + i)
-                    .map(|s| training_caption(&s, i, BARE_RATE))
+                    .map(|s| training_caption(&s, i, BARE_RATE, order))
             })
             .collect::<ToyResult<_>>()?;
         let ids: Vec<u32> = captions.iter().flat_map(|c| tokenizer.encode(c)).collect();

@@ -83,6 +83,7 @@ pub fn train_pipeline<B: AutodiffBackend>(
             &data_path(&plan.work),
             plan.base.dataset,
             &plan.base.world,
+            plan.base.caption_order,
             &vae_model,
             &tokenizer,
             device,

@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::arch::ToyArch;
+use super::caption::CaptionOrder;
 use super::ema::Ema;
 use super::error::ToyResult;
 use super::latent_data::LatentSet;
@@ -36,6 +37,8 @@ pub struct BaseTrainConfig {
     pub dataset: usize,
     /// The distribution the training scenes are drawn from.
     pub world: PlainWorld,
+    /// The order in which the training captions name their objects (left to right unless an experiment asks).
+    pub caption_order: CaptionOrder,
     /// Probability of training a row on the empty prompt.
     pub caption_dropout: f64,
     pub seed: u64,
@@ -57,6 +60,7 @@ impl Default for BaseTrainConfig {
             warmup: 100,
             dataset: 8000,
             world: PlainWorld::default(),
+            caption_order: CaptionOrder::LeftToRight,
             caption_dropout: 0.1,
             seed: 2,
             checkpoint_every: 100,

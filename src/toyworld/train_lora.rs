@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use super::arch::ToyArch;
-use super::caption::training_caption;
+use super::caption::{training_caption, CaptionOrder};
 use super::concept::Concept;
 use super::error::{ToyError, ToyResult};
 use super::latent_data::{LatentSet, TRAIN_SEED_BASE};
@@ -374,7 +374,7 @@ pub fn concept_data<B: Backend>(
     let captions = scenes
         .iter()
         .enumerate()
-        .map(|(i, s)| training_caption(s, i as u64, 0.0))
+        .map(|(i, s)| training_caption(s, i as u64, 0.0, CaptionOrder::LeftToRight))
         .collect();
     let images = scenes.iter().map(render).collect::<Vec<_>>();
     let concept_set = LatentSet::encode(&images, captions, &vae, tokenizer, device)?;
@@ -386,7 +386,7 @@ pub fn concept_data<B: Backend>(
     let captions = plain
         .iter()
         .enumerate()
-        .map(|(i, s)| training_caption(s, i as u64, 0.0))
+        .map(|(i, s)| training_caption(s, i as u64, 0.0, CaptionOrder::LeftToRight))
         .collect();
     let images = plain.iter().map(render).collect::<Vec<_>>();
     let prior_set = LatentSet::encode(&images, captions, &vae, tokenizer, device)?;
