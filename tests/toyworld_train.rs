@@ -157,7 +157,7 @@ fn vae_reconstruction_loss_decreases_on_a_fixed_batch() {
 
 #[test]
 fn the_cached_training_set_is_rebuilt_for_another_object_mix() {
-    use clora_harness::toyworld::caption::parse;
+    use clora_harness::toyworld::caption::{parse, CaptionOrder};
     use clora_harness::toyworld::scene::PlainWorld;
     let arch = tiny_arch();
     let device = Default::default();
@@ -167,10 +167,12 @@ fn the_cached_training_set_is_rebuilt_for_another_object_mix() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("latents.safetensors");
     let rebuilt = std::cell::Cell::new(0);
-    let build = |world: &PlainWorld, n: usize| {
+    let build_in = |world: &PlainWorld, n: usize, order: CaptionOrder| {
         let mut log = |m: &str| rebuilt.set(rebuilt.get() + m.contains("rebuilding") as usize);
-        LatentSet::build_or_load::<Cpu>(&path, n, world, &vae, &tok, &device, &mut log).unwrap()
+        LatentSet::build_or_load::<Cpu>(&path, n, world, order, &vae, &tok, &device, &mut log)
+            .unwrap()
     };
+    let build = |world: &PlainWorld, n: usize| build_in(world, n, CaptionOrder::LeftToRight);
     let objects = |set: &LatentSet| -> Vec<usize> {
         set.captions
             .iter()
@@ -198,6 +200,15 @@ fn the_cached_training_set_is_rebuilt_for_another_object_mix() {
     assert_eq!(three.captions, again.captions);
     assert_eq!(three.means, again.means, "the second call reads the cache");
     assert_ne!(default.means, three.means);
+    // `--caption-order shuffled`: the same cached latents, the captions' objects in another order.
+    let shuffled = build_in(&threes, 12, CaptionOrder::Shuffled);
+    assert_eq!(
+        rebuilt.get(),
+        1,
+        "the caption order does not rebuild the cache"
+    );
+    assert_eq!(shuffled.means, three.means);
+    assert_ne!(shuffled.captions, three.captions);
     std::fs::remove_dir_all(&dir).ok();
 }
 
