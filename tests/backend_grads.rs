@@ -87,16 +87,14 @@ fn batching_ops_cat_repeat_and_slices() {
         weighted(Tensor::cat(vec![x.clone(), x], 0).repeat_dim(0, 3), 101)
     });
     check("slices of the last dim", [2, 16, 8], 2, |x| {
-        let mut total = None;
-        for (k, t) in [(0, 1), (0, 5), (1, 1), (1, 6)] {
-            let e = x.clone().slice([k..k + 1, 0..16, t..t + 1]).reshape([16]);
-            let s = weighted(e, 200 + t as u64);
-            total = Some(match total {
-                Some(a) => a + s,
-                None => s,
-            });
-        }
-        total.unwrap()
+        [(0, 1), (0, 5), (1, 1), (1, 6)]
+            .into_iter()
+            .map(|(k, t)| {
+                let e = x.clone().slice([k..k + 1, 0..16, t..t + 1]).reshape([16]);
+                weighted(e, 200 + t as u64)
+            })
+            .reduce(|a, b| a + b)
+            .unwrap()
     });
 }
 

@@ -35,7 +35,7 @@ use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::BaseTrainConfig;
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
-use clora_harness::toyworld::train_vae::VaeTrainConfig;
+use clora_harness::toyworld::train_vae::{VaeTrainConfig, VAE_FILE};
 
 #[derive(Debug, Args)]
 pub struct ToyworldArgs {
@@ -637,7 +637,7 @@ fn vae_round_trip<B: Backend>(
     let dir = model.join("vae");
     // The folder's own config (any latent width), the same loader as every SD VAE.
     let cfg = VaeConfig::from_file(&dir.join("config.json"))?;
-    let store = WeightStore::open_component(&dir, &["diffusion_pytorch_model.safetensors"])?;
+    let store = WeightStore::open_component(&dir, &[VAE_FILE])?;
     let vae = AutoencoderKL::<B>::load(&VarBuilder::new(store, device, DType::F32), &cfg)
         .with_context(|| format!("loading the VAE of {}", dir.display()))?;
     let mut out = Vec::with_capacity(scenes.len());

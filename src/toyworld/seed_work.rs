@@ -13,7 +13,7 @@ use super::error::{ToyError, ToyResult};
 use super::export::{convert_text_unet, convert_weights};
 use super::progress::{read_json_if_present, PhaseState};
 use super::train_base::{self, checkpoint_dir, ema_dir};
-use super::train_vae;
+use super::train_vae::{self, VAE_FILE};
 use crate::models::vae::config::VaeConfig;
 
 /// Where a work folder was started from.
@@ -85,12 +85,11 @@ pub fn seed_work(
             format!("the model's architecture ({found:?}) is not the one to train ({arch:?})"),
         ));
     }
-    let vae_file = "diffusion_pytorch_model.safetensors";
     let vae_config = VaeConfig::from_file(&start.model.join("vae").join("config.json"))?;
     // f32 copies: the checkpoints the trainers write and read back are f32.
     convert_weights(
-        &start.model.join("vae").join(vae_file),
-        &work.join("vae").join(vae_file),
+        &start.model.join("vae").join(VAE_FILE),
+        &work.join("vae").join(VAE_FILE),
         false,
     )?;
     for dir in [checkpoint_dir(work), ema_dir(work)] {

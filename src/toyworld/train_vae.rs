@@ -28,6 +28,8 @@ use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::models::weights::{VarBuilder, WeightStore};
 
 pub const PHASE: &str = "vae";
+/// The VAE's weights file in a work folder's `vae/` and in a diffusers folder's `vae/` alike.
+pub const VAE_FILE: &str = "diffusion_pytorch_model.safetensors";
 
 /// Settings of the VAE training.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +99,7 @@ pub fn vae_model<B: Backend>(
     let cfg: VaeConfig = arch.vae_config(1.0)?;
     let vb = match dir {
         Some(d) => VarBuilder::new(
-            WeightStore::open_component(d, &["diffusion_pytorch_model.safetensors"])?,
+            WeightStore::open_component(d, &[VAE_FILE])?,
             device,
             DType::F32,
         ),
@@ -208,11 +210,7 @@ pub fn train_vae<B: AutodiffBackend>(
             ));
         }
         if done % cfg.checkpoint_every == 0 || done == total {
-            names.save(
-                &model,
-                &dir.join("diffusion_pytorch_model.safetensors"),
-                false,
-            )?;
+            names.save(&model, &dir.join(VAE_FILE), false)?;
             state.step = done;
             state.seconds = losses.seconds();
             state.save(work, PHASE)?;
