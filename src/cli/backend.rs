@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use burn::tensor::DType;
 use clap::ValueEnum;
-use clora_harness::config::{MethodEntry, MethodKind, RunDtype};
+use clora_harness::config::RunDtype;
 
 /// Where the models run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,63 +86,10 @@ macro_rules! with_backend {
     }};
 }
 
-/// The warning for a run that would use CLoRA on `--device cuda`. In session 14's GPU check (an H200,
-/// docs/toyworld.md "On a GPU") the smoke run's base, merge, switch and composite images scored on `cuda` as on
-/// `flex` and `tch` (to about 1e-3, as a 0.1% change of guidance moves them), but CLoRA's did not (CLIP-I 0.296
-/// against 0.340 on both CPU backends, DINO 0.220 against 0.435), while a 0.1% change of guidance moves CLoRA's
-/// scores by 1e-4 on `flex`: a difference in CLoRA's path on `cuda` (its backward pass or the attention maps)
-/// that is not found yet.
-pub fn clora_on_cuda_warning(device: Device, methods: &[MethodEntry]) -> Option<String> {
-    let clora: Vec<&str> = methods
-        .iter()
-        .filter(|m| m.kind == MethodKind::Clora)
-        .map(|m| m.name.as_str())
-        .collect();
-    (device == Device::Cuda && !clora.is_empty()).then(|| {
-        format!(
-            "warning: CLoRA on --device cuda ({}) did not match the CPU backends in the one GPU check so far \
-             (docs/toyworld.md, \"On a GPU\"); the other methods did. Check its images against --device cpu or tch.",
-            clora.join(", ")
-        )
-    })
-}
-
 /// Refuses half precision on the CPU backends, where it is slow and unsupported by some kernels.
 pub fn check_precision(device: Device, precision: Precision) -> Result<()> {
     if device != Device::Cuda && precision != Precision::F32 {
         bail!("--dtype {precision:?} needs --device cuda; CPU runs use f32");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clora_harness::config::ParamGrid;
-
-    fn entry(name: &str, kind: MethodKind) -> MethodEntry {
-        MethodEntry {
-            name: name.into(),
-            kind,
-            grid: ParamGrid::default(),
-            prompt_sets: None,
-        }
-    }
-
-    #[test]
-    fn clora_on_cuda_is_flagged_and_nothing_else() {
-        let with = [
-            entry("merge", MethodKind::Merge),
-            entry("clora-tuned", MethodKind::Clora),
-        ];
-        let without = [
-            entry("merge", MethodKind::Merge),
-            entry("composite", MethodKind::Composite),
-        ];
-        let w = clora_on_cuda_warning(Device::Cuda, &with).expect("a warning");
-        assert!(w.contains("clora-tuned") && w.contains("On a GPU"), "{w}");
-        assert_eq!(clora_on_cuda_warning(Device::Cuda, &without), None);
-        assert_eq!(clora_on_cuda_warning(Device::Cpu, &with), None);
-        assert_eq!(clora_on_cuda_warning(Device::Tch, &with), None);
-    }
 }

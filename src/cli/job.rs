@@ -14,7 +14,7 @@ use clora_harness::harness::sd_generator::InitNoise;
 use clora_harness::harness::{self, Generator, Interrupt, JobContext, SdGenerator};
 use clora_harness::latent_io;
 
-use super::backend::{check_precision, clora_on_cuda_warning, Device, Precision};
+use super::backend::{check_precision, Device, Precision};
 
 /// Prints the denoising progress on one line.
 struct Steps;
@@ -41,9 +41,6 @@ pub fn run(
     }
     let precision = Precision::of(jf.experiment.model.dtype);
     check_precision(device, precision)?;
-    if let Some(w) = clora_on_cuda_warning(device, &jf.experiment.methods) {
-        eprintln!("{w}");
-    }
     let out: PathBuf = out.map(Path::to_path_buf).unwrap_or_else(|| jf.out.clone());
     crate::with_backend!(device, |B, dev| {
         type A = burn::backend::Autodiff<B>;

@@ -10,7 +10,7 @@ use clora_harness::config;
 use clora_harness::harness::interrupt::ABANDON_EXIT_CODE;
 use clora_harness::harness::{self, Interrupt, RunOptions, SdGenerator, SessionOptions};
 
-use super::backend::{check_precision, clora_on_cuda_warning, Device, Precision};
+use super::backend::{check_precision, Device, Precision};
 
 #[derive(Debug, Args)]
 #[command(
@@ -59,9 +59,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let precision = Precision::of(exp.model.dtype);
     check_precision(args.device, precision)?;
-    if let Some(w) = clora_on_cuda_warning(args.device, &exp.methods) {
-        eprintln!("{w}");
-    }
     crate::with_backend!(args.device, |B, device| {
         let (backend, device_name) = names(args.device);
         let mut generator = SdGenerator::<burn::backend::Autodiff<B>>::new(

@@ -7,7 +7,7 @@ maps and masks (`save_attention = true`), to find where two backends part.
 
 Images are matched by (variant, prompt set, prompt index, seed, sample) from their sidecars (the file names
 are job hashes, which include the backend). Per image: the largest and mean absolute pixel difference (0-255).
-Per CLoRA image: for each tensor in `artifacts/<hash>/attention.safetensors` (maps `[steps, branches, cells,
+Per CLoRA image: its losses update by update (the first comes before any latent update), and for each tensor in `artifacts/<hash>/attention.safetensors` (maps `[steps, branches, cells,
 77]`, masks `[steps, branches, h, w]`), the largest difference at each denoising step, and the first step
 where it passes --tol. Needs numpy and Pillow.
 """
@@ -73,6 +73,18 @@ def main() -> None:
         ib = np.asarray(Image.open(args.b / db["image"]), dtype=np.int16)
         diff = np.abs(ia - ib)
         line = f"{key[0]:<16} {key[1]}[{key[2]}] seed {key[3]:>3}: pixels max {diff.max():>3}, mean {diff.mean():7.3f}"
+        la = (da.get("details") or {}).get("clora", {}).get("losses")
+        lb = (db.get("details") or {}).get("clora", {}).get("losses")
+        if la and lb and any(la) and any(lb):
+            # CLoRA's losses in update order: the first is computed before any update (the forward alone);
+            # the later ones follow the latent updates, so where they part tells the update from the forward.
+            fa = [v for step in la for v in step]
+            fb = [v for step in lb for v in step]
+            d = [abs(x - y) for x, y in zip(fa, fb)]
+            part = next((i for i, v in enumerate(d) if v > args.tol), None)
+            line += f"\n    losses ({len(fa)} updates): first {fa[0]:.6f} vs {fb[0]:.6f}; "
+            line += "never part" if part is None else f"first update over {args.tol:g}: {part} ({fa[part]:.6f} vs {fb[part]:.6f})"
+            line += "; first six: " + " ".join(f"{x:.4f}/{y:.4f}" for x, y in zip(fa[:6], fb[:6]))
         art_a = args.a / "artifacts" / da["hash"] / "attention.safetensors"
         art_b = args.b / "artifacts" / db["hash"] / "attention.safetensors"
         if art_a.is_file() and art_b.is_file():

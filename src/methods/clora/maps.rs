@@ -1,7 +1,7 @@
 //! Attention maps per branch: the official `AttentionStore.aggregate_attention` over the probed
 //! cross-attention layers (those at the attention resolution, e.g. the five 16x16 layers of SD 1.5).
 
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor};
 
 /// Which rows of the batched UNet call feed a branch's map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,34 +27,35 @@ pub fn aggregate<B: Backend>(
         !layer_maps.is_empty(),
         "no attention layer at the attention resolution was probed"
     );
-    let device = layer_maps[0].device();
     let per_branch: Vec<Tensor<B, 3>> = branch_rows
         .iter()
         .map(|&(neg, pos)| {
-            let chosen: Vec<i64> = match rows {
-                MapRows::Both => vec![neg as i64, pos as i64],
-                MapRows::Cond => vec![pos as i64],
+            let chosen: &[usize] = match rows {
+                MapRows::Both => &[neg, pos],
+                MapRows::Cond => &[pos],
             };
-            let idx = Tensor::<B, 1, Int>::from_data(
-                TensorData::new(chosen.clone(), [chosen.len()]),
-                &device,
-            );
             let mut total: Option<Tensor<B, 2>> = None;
             let mut count = 0usize;
             for m in layer_maps {
                 let [_, heads, q, t] = m.dims();
-                // [rows, heads, q, t] -> sum over rows and heads -> [q, t]
-                let s = m
-                    .clone()
-                    .select(0, idx.clone())
-                    .sum_dim(0)
-                    .sum_dim(1)
-                    .reshape([q, t]);
-                count += chosen.len() * heads;
-                total = Some(match total {
-                    Some(acc) => acc + s,
-                    None => s,
-                });
+                // Each (row, head) map [q, t] is sliced out and added: no `select` and no `sum_dim` here. On
+                // burn 0.21's CUDA backend the gradient of `sum_dim` over the row and head axes of these maps
+                // came out wrong (session 15, `tests/backend_grads.rs`: "sum over batch and heads of a 4-d
+                // tensor"), which sent CLoRA's latent update astray there; slices and adds were checked right
+                // on `flex` and CUDA.
+                for &r in chosen {
+                    for h in 0..heads {
+                        let s = m
+                            .clone()
+                            .slice([r..r + 1, h..h + 1, 0..q, 0..t])
+                            .reshape([q, t]);
+                        total = Some(match total {
+                            Some(acc) => acc + s,
+                            None => s,
+                        });
+                    }
+                    count += heads;
+                }
             }
             (total.expect("at least one layer") / count as f64).unsqueeze::<3>()
         })
