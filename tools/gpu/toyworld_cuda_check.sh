@@ -1,5 +1,5 @@
 #!/bin/bash
-# The toyworld's checks on an NVIDIA GPU (session 14 ran them on an H200; results in docs/toyworld.md,
+# The toyworld's checks on an NVIDIA GPU (sessions 14 and 15 ran them on an H200; results in docs/toyworld.md,
 # "On a GPU"). Run from the repository root on the GPU machine, with a `cuda` build of the harness:
 #
 #   # here (no GPU needed to build; match CUDARC_CUDA_VERSION to the GPU machine's driver, 13000 = CUDA 13.0,
@@ -19,8 +19,11 @@
 # - wf/base.loss.csv against the same `--from-model ... --base-steps 16030` run here (losses step by step);
 # - the train-logs' *.loss.csv clocks (s/step) and smoke-report.md's "Time per image".
 # Each step has a time limit, so a slow or stuck step does not take the rest down with it; about 7 minutes on an
-# H200 by session 14's timings. What travels to the GPU machine must stay under 64 MiB: the binary packed (~27
-# MB) and the checkout without tests/ (its fixtures are 45 MB; session 14 moved tests/ aside for the call).
+# H200 by session 14's timings. What travels to the GPU machine must stay under 64 MiB: the binary packed (~25
+# MB with xz -9) and the checkout without tests/ (its fixtures are 45 MB; session 14 moved tests/ aside for the
+# call). Session 15 carried the harness, backend_grads and clora_parity (7 MB each packed) with
+# tests/fixtures/clora and tests/fixtures/sd/tiny-c, and docs/, assets/photos and assets/toyworld/encoders moved
+# aside (65.5 MB in all), and ran `TEST_FILTER="..." BACKEND_GRADS_REPORT_ONLY=1 bash ... clora`.
 set -u
 R=${OUT:?set OUT to a results folder}
 mkdir -p "$R"
@@ -66,8 +69,9 @@ for t in backend_grads clora_loss clora_parity; do
 done
 # Without a harness binary (only test binaries carried, to stay under the 64 MiB) the tests are all.
 [ -x $H ] || { echo "no .gpu/harness.xz: tests only; total $(ms $T0) ms"; exit 0; }
-# Then the open question: CLoRA on cuda did not match the CPU backends (session 14); its images and saved
-# attention maps and masks come back for tools/gpu/compare_runs.py: with the latent update, without it, unbatched.
+# CLoRA on cuda against the CPU backends (session 14 found it apart, session 15 found why and fixed it): its
+# images and saved attention maps and masks come back for tools/gpu/compare_runs.py: with the latent update,
+# without it, unbatched.
 step clora-check 150 $H run tools/gpu/clora_check.toml --device cuda --out /tmp/cc --quiet
 tar czf "$R/clora-check.tgz" -C /tmp/cc clora-check/images clora-check/artifacts
 # `clora` as the first argument stops here: the CLoRA diagnosis alone (about 3 minutes).
