@@ -239,9 +239,7 @@ fn unet_layer_ops() {
 fn toyworld_unet_attention_maps_to_the_latent() {
     // The whole path CLoRA differentiates: latent -> UNet -> the 8x8 cross-attention maps (and the noise
     // prediction), on the committed toyworld model with a random context.
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/toyworld/model");
-    let sd = StableDiffusion::<AD>::load(&dir, &LoadOptions::default(), &device())
-        .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
+    let (sd, _) = toyworld_with_loras(&[]);
     let context = || tensor(values(22, 2 * 77 * 64), [2, 77, 64]);
     check("toyworld UNet: maps and noise", [2, 4, 16, 16], 23, |z| {
         let mut probe = AttentionProbe::at_query_len(64);
@@ -294,19 +292,7 @@ fn toyworld_clora_loss_with_loras_per_row_to_the_latent() {
     // CLoRA's own gradient: the committed model with two committed LoRAs assigned per row (base, dots,
     // stripes; two CFG rows each, as the batched CLoRA call), the branches' aggregated 8x8 maps, the
     // contrastive loss over two concept groups, differentiated to the one latent all rows share.
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/toyworld");
-    let mut sd =
-        StableDiffusion::<AD>::load(&root.join("model"), &LoadOptions::default(), &device())
-            .unwrap_or_else(|e| panic!("loading the toyworld model: {e}"));
-    let mut ids = Vec::new();
-    for name in ["dots", "stripes"] {
-        let path = root.join(format!("loras/{name}.safetensors"));
-        let file = LoraFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let loaded = sd
-            .add_lora(name, &file, 1.0, Unmatched::Error)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        ids.push(loaded.id);
-    }
+    let (mut sd, ids) = toyworld_with_loras(&["dots", "stripes"]);
     let rows: Vec<Vec<AdapterId>> = [vec![], vec![ids[0]], vec![ids[1]]]
         .into_iter()
         .flat_map(|r| [r.clone(), r])
@@ -434,26 +420,19 @@ fn toyworld_clora_updates_lower_the_loss() {
     // first step only. Prints each update's loss and the update's size and direction, values to compare
     // between backends (the first loss is the forward's alone; the later ones follow the updates); asserts
     // that the first update lowers the contrastive loss, as a gradient step of this size does here.
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/toyworld");
-    let mut sd =
-        StableDiffusion::<AD>::load(&root.join("model"), &LoadOptions::default(), &device())
-            .unwrap_or_else(|e| panic!("loading the toyworld model: {e}"));
-    let mut loras = Vec::new();
-    for (name, trigger, noun) in [("dots", "dtz", "circle"), ("stripes", "stz", "square")] {
-        let path = root.join(format!("loras/{name}.safetensors"));
-        let file = LoraFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let loaded = sd
-            .add_lora(name, &file, 1.0, Unmatched::Error)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        loras.push(LoraRef {
-            id: loaded.id,
+    let (mut sd, ids) = toyworld_with_loras(&["dots", "stripes"]);
+    let loras = [("dtz", "circle"), ("stz", "square")]
+        .into_iter()
+        .zip(ids)
+        .map(|((trigger, noun), id)| LoraRef {
+            id,
             weight: 1.0,
             concept: ConceptWords {
                 triggers: vec![trigger.into()],
                 class_noun: noun.into(),
             },
-        });
-    }
+        })
+        .collect();
     sd.set_adapters(&[]).expect("no adapter active");
     let job = CompositionJob {
         base_prompt: "a circle and a square".into(),
@@ -509,4 +488,23 @@ fn toyworld_clora_updates_lower_the_loss() {
         "the first update did not lower the loss: {:?}",
         rec.losses
     );
+}
+
+/// The committed toyworld model with the named committed LoRAs attached (strictly), and their ids.
+fn toyworld_with_loras(names: &[&str]) -> (StableDiffusion<AD>, Vec<AdapterId>) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/toyworld");
+    let mut sd =
+        StableDiffusion::<AD>::load(&root.join("model"), &LoadOptions::default(), &device())
+            .unwrap_or_else(|e| panic!("loading the toyworld model: {e}"));
+    let ids = names
+        .iter()
+        .map(|name| {
+            let path = root.join(format!("loras/{name}.safetensors"));
+            let file = LoraFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            sd.add_lora(name, &file, 1.0, Unmatched::Error)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .id
+        })
+        .collect();
+    (sd, ids)
 }
