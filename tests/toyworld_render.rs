@@ -7,7 +7,9 @@ use clora_harness::toyworld::heldout::heldout_scene;
 use clora_harness::toyworld::palette::{Background, Colour};
 use clora_harness::toyworld::pattern::Pattern;
 use clora_harness::toyworld::render::render;
-use clora_harness::toyworld::scene::{concept_scene, PlainWorld, Style, CANVAS, EDGE_MARGIN, GAP};
+use clora_harness::toyworld::scene::{
+    concept_scene, concept_scene_among, PlainWorld, Style, CANVAS, EDGE_MARGIN, GAP,
+};
 
 #[test]
 fn same_seed_same_pixels_other_seed_other_pixels() {
@@ -223,5 +225,57 @@ fn shuffled_captions_name_the_same_objects_in_another_order() {
     assert!(
         (25..=39).contains(&reordered),
         "{reordered} of 40 reordered"
+    );
+}
+
+#[test]
+fn concept_scenes_among_plain_objects_name_the_concept_at_every_place() {
+    // `train-lora --companions N`: a subject concept beside up to N plain objects, captioned in a random order.
+    let mut places = [0usize; 3];
+    for c in [Concept::Dots, Concept::Stripes, Concept::Rings] {
+        let look = c.look().unwrap();
+        assert_eq!(
+            concept_scene_among(c, 7, 0).unwrap(),
+            concept_scene(c, 7).unwrap(),
+            "no companions: the subject alone, as before"
+        );
+        let mut counts = [0usize; 3];
+        for seed in 0..40u64 {
+            let scene = concept_scene_among(c, seed, 2).unwrap();
+            let n = scene.objects.len();
+            assert!((1..=3).contains(&n), "{n} objects");
+            counts[n - 1] += 1;
+            let concept: Vec<_> = scene
+                .objects
+                .iter()
+                .filter(|o| o.concept.is_some())
+                .collect();
+            assert_eq!(concept.len(), 1, "one concept instance");
+            assert_eq!(
+                (concept[0].shape, concept[0].colour),
+                (look.shape, look.colour)
+            );
+            for o in scene.objects.iter().filter(|o| o.concept.is_none()) {
+                assert_eq!(o.pattern, Pattern::Plain, "companions are plain");
+                assert!((o.shape, o.colour) != (look.shape, look.colour));
+            }
+            let text = training_caption(&scene, seed, 0.0, CaptionOrder::Shuffled);
+            let parsed = parse(&text).unwrap_or_else(|e| panic!("`{text}`: {e}"));
+            assert_eq!(parsed.concepts(), vec![c], "`{text}`");
+            let at = parsed
+                .objects
+                .iter()
+                .position(|o| o.concept.is_some())
+                .unwrap();
+            places[at] += 1;
+        }
+        assert!(
+            counts.iter().all(|&k| k >= 5),
+            "{c:?}: object counts {counts:?}"
+        );
+    }
+    assert!(
+        places.iter().all(|&k| k >= 5),
+        "the trigger's place in the captions: {places:?}"
     );
 }

@@ -534,6 +534,44 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
             "{layout:?}: the LoRA left the latent unchanged ({diff})"
         );
     }
+    // `--companions`: the subject among plain objects, captions shuffled; more than two is refused up front.
+    let among = LoraTrainConfig {
+        companions: 2,
+        ..cfg.clone()
+    };
+    let out = root.join("rings-companions.safetensors");
+    let o = train_lora::<A>(
+        &arch,
+        &plan.out,
+        Concept::Rings,
+        &among,
+        LoraLayout::Peft,
+        &out,
+        &plan.work,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(o.final_loss.is_finite() && out.is_file(), "{o:?}");
+    let too_many = LoraTrainConfig {
+        companions: 3,
+        ..cfg.clone()
+    };
+    let refused = root.join("rings-3.safetensors");
+    let err = train_lora::<A>(
+        &arch,
+        &plan.out,
+        Concept::Rings,
+        &too_many,
+        LoraLayout::Peft,
+        &refused,
+        &plan.work,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("companions 3"), "{err}");
+    assert!(!refused.exists());
 
     // Decoder fine-tuning: the encoder (and so the latents the base model and LoRAs know) stays bit for bit,
     // the decoder changes, every other file is copied, and the folder loads.

@@ -28,7 +28,7 @@ use clora_harness::toyworld::oracle::{judge_prompt, read};
 use clora_harness::toyworld::pattern::Pattern;
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::render::render;
-use clora_harness::toyworld::scene::{concept_scene, PlainWorld};
+use clora_harness::toyworld::scene::{concept_scene, PlainWorld, MAX_COMPANIONS};
 use clora_harness::toyworld::seed_work::ModelStart;
 use clora_harness::toyworld::tensors::{images_to_tensor, tensor_to_images};
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
@@ -180,6 +180,10 @@ pub struct TrainLoraArgs {
     /// Rows of each batch drawn from plain scenes for prior preservation (default 2, `outline` 0).
     #[arg(long)]
     pub prior_rows: Option<usize>,
+    /// Up to N plain objects beside a subject concept in its training scenes, captioned in a random order, so
+    /// the trigger phrase is learnt at every place of a prompt (default 0: the subject alone, as shipped).
+    #[arg(long, default_value_t = 0, value_parser = parse_companions)]
+    pub companions: usize,
     /// Where to train (cuda: build with `--features cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
@@ -505,6 +509,16 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 /// `--object-counts a,b,c`: three shares, none negative, summing to 1.
+/// `--companions`: 0 to [`MAX_COMPANIONS`] (a scene holds at most three objects).
+fn parse_companions(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n <= MAX_COMPANIONS => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 0 to {MAX_COMPANIONS} (a scene holds at most three objects), got `{text}`"
+        )),
+    }
+}
+
 fn parse_object_counts(text: &str) -> Result<[f64; 3]> {
     let shares: Vec<f64> = text
         .split(',')
@@ -874,6 +888,7 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
             phase: a.phase,
             prior_rows: a.prior_rows,
             no_resnet_convs: a.no_resnet_convs,
+            companions: a.companions,
         },
         layout,
         force: a.force,
@@ -889,6 +904,7 @@ struct LoraOverrides {
     phase: PhaseArgs,
     prior_rows: Option<usize>,
     no_resnet_convs: bool,
+    companions: usize,
 }
 
 impl LoraOverrides {
@@ -898,6 +914,7 @@ impl LoraOverrides {
             .apply(&mut cfg.steps, &mut cfg.batch, &mut cfg.lr);
         cfg.prior_rows = self.prior_rows.unwrap_or(cfg.prior_rows);
         cfg.resnet_convs &= !self.no_resnet_convs;
+        cfg.companions = self.companions;
         cfg
     }
 }

@@ -9,7 +9,7 @@ use super::concept::Concept;
 use super::error::ToyResult;
 use super::palette::{Background, Colour};
 use super::pattern::Pattern;
-use super::scene::{concept_scene, place, ObjectRequest, PlainWorld, Scene, SceneRequest, Style};
+use super::scene::{concept_scene, place_solid, ObjectRequest, PlainWorld, Scene};
 
 /// First seed of the held-out range (training uses seeds below it).
 pub const HELDOUT_SEED_BASE: u64 = 1 << 40;
@@ -51,14 +51,7 @@ pub fn heldout_scene(i: u64) -> ToyResult<Scene> {
             } else {
                 Background::White
             };
-            place(
-                &SceneRequest {
-                    background,
-                    style: Style::Solid,
-                    objects,
-                },
-                &mut rng,
-            )
+            place_solid(background, objects, &mut rng)
         }
         _ => concept_scene(Concept::Outline, seed),
     }

@@ -100,6 +100,22 @@ pub fn size_range(n: usize) -> (f32, f32) {
     }
 }
 
+/// [`place`] for solid (not outline) objects on `background`.
+pub fn place_solid(
+    background: Background,
+    objects: Vec<ObjectRequest>,
+    rng: &mut ChaCha8Rng,
+) -> ToyResult<Scene> {
+    place(
+        &SceneRequest {
+            background,
+            style: Style::Solid,
+            objects,
+        },
+        rng,
+    )
+}
+
 /// Places the requested objects at random sizes and positions without overlap.
 pub fn place(request: &SceneRequest, rng: &mut ChaCha8Rng) -> ToyResult<Scene> {
     let n = request.objects.len();
@@ -234,6 +250,16 @@ impl PlainWorld {
 /// The training scenes of a concept's LoRA: the subject alone (DreamBooth's "a [V] [class]"), or for the style,
 /// a plain scene drawn in outline.
 pub fn concept_scene(concept: Concept, seed: u64) -> ToyResult<Scene> {
+    concept_scene_among(concept, seed, 0)
+}
+
+/// The most plain objects beside a subject concept in a training scene (the world holds three objects at most).
+pub const MAX_COMPANIONS: usize = 2;
+
+/// [`concept_scene`] with up to `companions` (at most 2) plain, unpatterned objects beside a subject concept (0 to
+/// `companions`, uniformly; the concept at a random place in the object list). With 0 it is the subject alone, the
+/// same scene as [`concept_scene`]; the style concept ignores `companions`.
+pub fn concept_scene_among(concept: Concept, seed: u64, companions: usize) -> ToyResult<Scene> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0de_0000_0000 ^ (concept as u64) << 48);
     let background = if rng.random_bool(0.2) {
         Background::Grey
@@ -241,14 +267,33 @@ pub fn concept_scene(concept: Concept, seed: u64) -> ToyResult<Scene> {
         Background::White
     };
     match ObjectRequest::concept(concept) {
-        Some(o) => place(
-            &SceneRequest {
-                background,
-                style: Style::Solid,
-                objects: vec![o],
-            },
-            &mut rng,
-        ),
+        Some(o) => {
+            let mut objects = vec![o];
+            // The world holds at most three objects: up to two beside the concept.
+            // (No draw without companions: the subject-alone scenes stay those the shipped LoRAs saw.)
+            let k = if companions > 0 {
+                rng.random_range(0..=companions.min(MAX_COMPANIONS))
+            } else {
+                0
+            };
+            if k > 0 {
+                let mut object_counts = [0.0; 3];
+                object_counts[k - 1] = 1.0;
+                let mut others = PlainWorld {
+                    object_counts,
+                    pattern_rate: 0.0,
+                    ..PlainWorld::default()
+                }
+                .request(&mut rng)
+                .objects;
+                // Not the concept's own shape in its colour (the oracle would read two of it).
+                others.retain(|x| !(x.shape == o.shape && x.colour == o.colour));
+                let at = rng.random_range(0..=others.len());
+                others.insert(at, o);
+                objects = others;
+            }
+            place_solid(background, objects, &mut rng)
+        }
         None => {
             let mut request = PlainWorld {
                 pattern_rate: 0.0,

@@ -25,7 +25,7 @@ use super::error::{ToyError, ToyResult};
 use super::latent_data::{LatentSet, TRAIN_SEED_BASE};
 use super::progress::{check_finite, learning_rate, LossLog};
 use super::render::render;
-use super::scene::{concept_scene, PlainWorld};
+use super::scene::{concept_scene_among, PlainWorld, MAX_COMPANIONS};
 use super::text_unet::TextUnet;
 use super::train_base::{alphas_cumprod, diffusion_batch, epsilon_loss};
 use super::train_vae::vae_model;
@@ -92,6 +92,10 @@ pub struct LoraTrainConfig {
     /// Also adapt the UNet resnets' 3x3 `conv1`/`conv2` (the only layers at the full latent resolution in the
     /// toy UNet, where a pattern or a line style is drawn).
     pub resnet_convs: bool,
+    /// Up to this many plain objects beside a subject concept in its training scenes, which are then
+    /// captioned in a random order, so the trigger phrase stands at every place of a caption (0: the subject
+    /// alone, "a rgz triangle", as the shipped LoRAs were trained; see [`concept_scene_among`]).
+    pub companions: usize,
 }
 
 impl LoraTrainConfig {
@@ -136,6 +140,7 @@ impl Default for LoraTrainConfig {
             seed: 5,
             log_every: 10,
             resnet_convs: true,
+            companions: 0,
         }
     }
 }
@@ -369,12 +374,17 @@ pub fn concept_data<B: Backend>(
 ) -> ToyResult<(LatentSet, LatentSet)> {
     let vae = vae_model::<B>(arch, Some(&model_dir.join("vae")), 0, device)?;
     let scenes = (0..cfg.concept_scenes as u64)
-        .map(|i| concept_scene(concept, CONCEPT_SEED_BASE + i))
+        .map(|i| concept_scene_among(concept, CONCEPT_SEED_BASE + i, cfg.companions))
         .collect::<ToyResult<Vec<_>>>()?;
+    let order = if cfg.companions > 0 {
+        CaptionOrder::Shuffled
+    } else {
+        CaptionOrder::LeftToRight
+    };
     let captions = scenes
         .iter()
         .enumerate()
-        .map(|(i, s)| training_caption(s, i as u64, 0.0, CaptionOrder::LeftToRight))
+        .map(|(i, s)| training_caption(s, i as u64, 0.0, order))
         .collect();
     let images = scenes.iter().map(render).collect::<Vec<_>>();
     let concept_set = LatentSet::encode(&images, captions, &vae, tokenizer, device)?;
@@ -420,6 +430,12 @@ pub fn train_lora<B: AutodiffBackend>(
         return Err(ToyError::Training(format!(
             "LoRA: prior_rows {} must be below the batch {}",
             cfg.prior_rows, cfg.batch
+        )));
+    }
+    if cfg.companions > MAX_COMPANIONS {
+        return Err(ToyError::Training(format!(
+            "LoRA: companions {} must be at most {MAX_COMPANIONS} (a scene holds at most three objects)",
+            cfg.companions
         )));
     }
     std::fs::create_dir_all(work).map_err(|e| ToyError::io(work, e))?;

@@ -16,7 +16,7 @@ use crate::toyworld::palette::{Background, Colour};
 use crate::toyworld::pattern::Pattern;
 use crate::toyworld::render::render;
 use crate::toyworld::scene::{
-    concept_scene, place, ObjectRequest, PlainWorld, Scene, SceneRequest, Style, CANVAS,
+    concept_scene, place_solid, ObjectRequest, PlainWorld, Scene, CANVAS,
 };
 use crate::toyworld::shape::ShapeKind;
 
@@ -81,14 +81,7 @@ pub fn together_scene(seed: u64) -> ToyResult<Scene> {
     } else {
         Background::White
     };
-    place(
-        &SceneRequest {
-            background,
-            style: Style::Solid,
-            objects,
-        },
-        &mut rng,
-    )
+    place_solid(background, objects, &mut rng)
 }
 
 /// The `i`-th training scene of the encoders.
