@@ -312,7 +312,7 @@ fn toyworld_clora_loss_with_loras_per_row_to_the_latent() {
     };
     let clora_loss = |sd: &StableDiffusion<AD>, z: Tensor<AD, 4>| {
         let (_, layer_maps) = forward(sd, z);
-        let maps = aggregate(&layer_maps, &[(0, 1), (2, 3), (4, 5)], MapRows::Both);
+        let maps = aggregate(&layer_maps, &BRANCH_ROWS, MapRows::Both);
         contrastive_loss(&maps, &groups, 0.5)
     };
     let maps_and_noise = |sd: &StableDiffusion<AD>, z: Tensor<AD, 4>| {
@@ -339,10 +339,7 @@ fn toyworld_clora_loss_with_loras_per_row_to_the_latent() {
         28,
         |z| {
             let (_, layer_maps) = forward(&sd, z);
-            weighted(
-                aggregate(&layer_maps, &[(0, 1), (2, 3), (4, 5)], MapRows::Both),
-                128,
-            ) * 10.0
+            weighted(aggregate(&layer_maps, &BRANCH_ROWS, MapRows::Both), 128) * 10.0
         },
     );
     check(
@@ -366,6 +363,9 @@ fn toyworld_clora_loss_with_loras_per_row_to_the_latent() {
     );
 }
 
+/// Three branches' (negative, positive) rows of a batched UNet call, as `aggregate` takes them.
+const BRANCH_ROWS: [(usize, usize); 3] = [(0, 1), (2, 3), (4, 5)];
+
 /// Two concept groups over three branches: `groups[g][k]` = the tokens of group g in branch k's prompt.
 fn groups() -> Vec<Vec<Vec<usize>>> {
     vec![
@@ -376,9 +376,8 @@ fn groups() -> Vec<Vec<Vec<usize>>> {
 
 #[test]
 fn clora_maps_ops() {
-    // maps::aggregate (select a branch's CFG rows, sum over rows and heads, mean over layers) and
+    // maps::aggregate (a branch's CFG rows and every head, sliced and added; mean over layers) and
     // engine::contrastive_loss (width-1 slices per token, min-max, NT-Xent), alone and chained.
-    let rows = [(0, 1), (2, 3), (4, 5)];
     // The operations the first version of `aggregate` was made of, alone. On burn 0.21's CUDA backend (an
     // H200, session 15) the `select` is right and the gradient of the `sum_dim` chain is not (directional
     // derivatives -0.45, 1.15, -4.49 where flex and finite differences give -0.17, 0.37, 0.62), and so was
@@ -400,16 +399,23 @@ fn clora_maps_ops() {
         |x| weighted(x.sum_dim(0).sum_dim(1).reshape([64, 77]), 149),
     );
     check("aggregate, both CFG rows", [6, 2, 64, 77], 50, |x| {
-        weighted(aggregate(&[x.clone(), x * 0.5], &rows, MapRows::Both), 150)
+        weighted(
+            aggregate(&[x.clone(), x * 0.5], &BRANCH_ROWS, MapRows::Both),
+            150,
+        )
     });
     check("aggregate, the positive row", [6, 2, 64, 77], 51, |x| {
-        weighted(aggregate(&[x], &rows, MapRows::Cond), 151)
+        weighted(aggregate(&[x], &BRANCH_ROWS, MapRows::Cond), 151)
     });
     check("contrastive_loss of maps", [3, 64, 77], 52, |x| {
         contrastive_loss(&x, &groups(), 0.5)
     });
     check("aggregate + contrastive_loss", [6, 2, 64, 77], 53, |x| {
-        contrastive_loss(&aggregate(&[x], &rows, MapRows::Both), &groups(), 0.5)
+        contrastive_loss(
+            &aggregate(&[x], &BRANCH_ROWS, MapRows::Both),
+            &groups(),
+            0.5,
+        )
     });
 }
 

@@ -535,41 +535,30 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
         );
     }
     // `--companions`: the subject among plain objects, captions shuffled; more than two is refused up front.
-    let among = LoraTrainConfig {
-        companions: 2,
-        ..cfg.clone()
+    let rings_among = |companions: usize| {
+        let out = root.join(format!("rings-{companions}.safetensors"));
+        let cfg = LoraTrainConfig {
+            companions,
+            ..cfg.clone()
+        };
+        let outcome = train_lora::<A>(
+            &arch,
+            &plan.out,
+            Concept::Rings,
+            &cfg,
+            LoraLayout::Peft,
+            &out,
+            &plan.work,
+            &device,
+            &mut |_| {},
+        );
+        (outcome, out)
     };
-    let out = root.join("rings-companions.safetensors");
-    let o = train_lora::<A>(
-        &arch,
-        &plan.out,
-        Concept::Rings,
-        &among,
-        LoraLayout::Peft,
-        &out,
-        &plan.work,
-        &device,
-        &mut |_| {},
-    )
-    .unwrap();
+    let (o, out) = rings_among(2);
+    let o = o.unwrap();
     assert!(o.final_loss.is_finite() && out.is_file(), "{o:?}");
-    let too_many = LoraTrainConfig {
-        companions: 3,
-        ..cfg.clone()
-    };
-    let refused = root.join("rings-3.safetensors");
-    let err = train_lora::<A>(
-        &arch,
-        &plan.out,
-        Concept::Rings,
-        &too_many,
-        LoraLayout::Peft,
-        &refused,
-        &plan.work,
-        &device,
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let (err, refused) = rings_among(3);
+    let err = err.unwrap_err();
     assert!(err.to_string().contains("companions 3"), "{err}");
     assert!(!refused.exists());
 

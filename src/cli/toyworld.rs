@@ -508,7 +508,6 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--object-counts a,b,c`: three shares, none negative, summing to 1.
 /// `--companions`: 0 to [`MAX_COMPANIONS`] (a scene holds at most three objects).
 fn parse_companions(text: &str) -> std::result::Result<usize, String> {
     match text.parse::<usize>() {
@@ -519,6 +518,7 @@ fn parse_companions(text: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// `--object-counts a,b,c`: three shares, none negative, summing to 1.
 fn parse_object_counts(text: &str) -> Result<[f64; 3]> {
     let shares: Vec<f64> = text
         .split(',')

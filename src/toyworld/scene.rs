@@ -268,7 +268,6 @@ pub fn concept_scene_among(concept: Concept, seed: u64, companions: usize) -> To
     };
     match ObjectRequest::concept(concept) {
         Some(o) => {
-            let mut objects = vec![o];
             // The world holds at most three objects: up to two beside the concept.
             // (No draw without companions: the subject-alone scenes stay those the shipped LoRAs saw.)
             let k = if companions > 0 {
@@ -276,7 +275,9 @@ pub fn concept_scene_among(concept: Concept, seed: u64, companions: usize) -> To
             } else {
                 0
             };
-            if k > 0 {
+            let objects = if k == 0 {
+                vec![o]
+            } else {
                 let mut object_counts = [0.0; 3];
                 object_counts[k - 1] = 1.0;
                 let mut others = PlainWorld {
@@ -290,8 +291,8 @@ pub fn concept_scene_among(concept: Concept, seed: u64, companions: usize) -> To
                 others.retain(|x| !(x.shape == o.shape && x.colour == o.colour));
                 let at = rng.random_range(0..=others.len());
                 others.insert(at, o);
-                objects = others;
-            }
+                others
+            };
             place_solid(background, objects, &mut rng)
         }
         None => {
