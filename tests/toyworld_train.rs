@@ -12,6 +12,7 @@ use clora_harness::models::weights::WeightStore;
 use clora_harness::pipeline::GenerateParams;
 use clora_harness::toyworld::arch::ToyArch;
 use clora_harness::toyworld::concept::Concept;
+use clora_harness::toyworld::grow::grow_unet;
 use clora_harness::toyworld::latent_data::LatentSet;
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::seed_work::ModelStart;
@@ -261,6 +262,76 @@ fn weights_round_trip_through_the_diffusers_layout() {
 }
 
 #[test]
+fn a_grown_unet_starts_as_the_trained_one() {
+    // The trained UNet, and the same with cross-attention at every level and two transformer layers.
+    let arch = tiny_arch();
+    let mut grown = arch.clone();
+    grown.unet_cross_attention = vec![true, true, true];
+    grown.unet_transformer_layers = 2;
+    let device = Default::default();
+    let model = TextUnet::<Cpu>::random(&arch, 12, &device).unwrap();
+    let dir = std::env::temp_dir().join(format!("toyworld-grow-{}", std::process::id()));
+    TextUnetNames::discover::<Cpu>(&arch, &device)
+        .unwrap()
+        .save(&model, &dir, false)
+        .unwrap();
+    let file = dir.join("unet").join("diffusion_pytorch_model.safetensors");
+    let before = WeightStore::open(std::slice::from_ref(&file))
+        .unwrap()
+        .len();
+    let added = grow_unet::<Cpu>(&grown, &file, 3, &device).unwrap();
+    let after = WeightStore::open(std::slice::from_ref(&file)).unwrap();
+    assert_eq!(after.len(), before + added);
+    // New: the 16x16 down block's transformer, the 16x16 up block's two, and a second layer in each of the
+    // others (down 1, down 2, mid, up 0 x2, up 1 x2).
+    assert!(after.contains("down_blocks.0.attentions.0.proj_out.weight"));
+    assert!(after.contains("up_blocks.2.attentions.1.transformer_blocks.1.ff.net.2.weight"));
+    assert!(after.contains("mid_block.attentions.0.transformer_blocks.1.attn2.to_k.weight"));
+    let zero = |k: &str| after.read_f32(k).unwrap().0.iter().all(|v| *v == 0.0);
+    assert!(zero("down_blocks.0.attentions.0.proj_out.weight"));
+    assert!(!zero(
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.weight"
+    ));
+    assert!(zero(
+        "down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_out.0.weight"
+    ));
+    assert!(!zero(
+        "down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_q.weight"
+    ));
+    assert!(!zero(
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_out.0.weight"
+    ));
+    // The grown UNet computes what the trained one did, to the last bit.
+    let back = TextUnet::<Cpu>::load(&grown, &dir, &device).unwrap();
+    let ids = ClipTokenizer::embedded().unwrap().encode("a blue square");
+    let ls = arch.latent_size();
+    let x = Tensor::<Cpu, 4>::from_data(
+        TensorData::new(
+            clora_harness::noise::gaussian_values(2, 2 * 4 * ls * ls),
+            [2, 4, ls, ls],
+        ),
+        &device,
+    );
+    let run = |m: &TextUnet<Cpu>| {
+        let ctx = m
+            .text_encoder
+            .encode_ids(&[ids.clone(), ids.clone()], None, &device)
+            .unwrap();
+        m.unet
+            .forward(x.clone(), &[500.0, 20.0], ctx)
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(run(&model), run(&back));
+    // Growing it back down is refused, naming the weight that has no place.
+    let err = grow_unet::<Cpu>(&arch, &file, 3, &device).unwrap_err();
+    assert!(err.to_string().contains("not a growth"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
     let arch = tiny_arch();
     let device = Default::default();
@@ -453,6 +524,31 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
         "{err}"
     );
     assert!(!other.work.join("base").exists());
+    // A larger architecture grows from the model (cross-attention at every level, two transformer layers),
+    // here at step 0 of a new schedule: one step from the model's weights, not from random ones.
+    let mut other = seeded.clone();
+    other.work = root.join("work-grown");
+    other.out = root.join("model-grown");
+    other.arch.unet_cross_attention = vec![true, true, true];
+    other.arch.unet_transformer_layers = 2;
+    other.start = Some(ModelStart {
+        model: plan.out.clone(),
+        step: 0,
+    });
+    other.base.steps = 1;
+    // Another seed: random weights would be far from the model's (the same seed drew the model's start).
+    other.base.seed += 1;
+    lines.clear();
+    train_pipeline::<A>(&other, &device, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    assert!(lines.iter().any(|l| l.contains("grown by")), "{lines:?}");
+    assert_eq!(ToyArch::from_model_dir(&other.out).unwrap(), other.arch);
+    let moved = unet_of(&other.out)
+        .iter()
+        .zip(unet_of(&plan.out))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(moved < 5e-3, "one step moved `{key}` by {moved}");
+    StableDiffusion::<Cpu>::load(&other.out, &LoadOptions::default(), &device).unwrap();
 
     // LoRAs on that model, in both layouts: they load with every key matched and change the output.
     let cfg = LoraTrainConfig {

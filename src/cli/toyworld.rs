@@ -267,6 +267,10 @@ pub struct TrainArgs {
     /// pattern, attention at the 16x16 and 8x8 latent levels, none at the lowest).
     #[arg(long)]
     pub unet_attention: Option<String>,
+    /// Transformer layers in each UNet cross-attention block, mid block included (default 1). With
+    /// `--from-model`, added levels and layers grow the model's UNet: they start as identities.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4))]
+    pub unet_transformer_layers: Option<u64>,
     /// Write f32 weights instead of f16.
     #[arg(long)]
     pub f32: bool,
@@ -449,6 +453,9 @@ fn train(a: TrainArgs) -> Result<()> {
             );
         }
         arch.unet_cross_attention = levels;
+    }
+    if let Some(v) = a.unet_transformer_layers {
+        arch.unet_transformer_layers = v as usize;
     }
     let plan = TrainPlan {
         arch,

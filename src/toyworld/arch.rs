@@ -29,6 +29,9 @@ pub struct ToyArch {
     /// Heads per UNet level (the SD 1.x meaning of `attention_head_dim`).
     pub unet_heads: Vec<usize>,
     pub unet_layers_per_block: usize,
+    /// Transformer layers (`BasicTransformerBlock`s) in each cross-attention block, mid block included (the
+    /// SD 1.x meaning of `transformer_layers_per_block`).
+    pub unet_transformer_layers: usize,
     pub unet_groups: usize,
     /// Text encoder width (= the UNet's `cross_attention_dim`).
     pub text_hidden: usize,
@@ -50,6 +53,7 @@ impl Default for ToyArch {
             unet_cross_attention: vec![false, true, true],
             unet_heads: vec![2, 2, 2],
             unet_layers_per_block: 1,
+            unet_transformer_layers: 1,
             unet_groups: 8,
             text_hidden: 64,
             text_layers: 2,
@@ -115,7 +119,7 @@ impl ToyArch {
             "out_channels": self.latent_channels,
             "resnet_time_scale_shift": "default",
             "sample_size": self.latent_size(),
-            "transformer_layers_per_block": 1,
+            "transformer_layers_per_block": self.unet_transformer_layers,
             "up_block_types": up,
             "upcast_attention": false,
             "use_linear_projection": false
@@ -251,10 +255,24 @@ impl ToyArch {
         let vae = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
         let text = ClipTextConfig::from_file(&dir.join("text_encoder").join("config.json"))?;
         let layers = unet.layers_per_block.first().copied().unwrap_or(1);
-        if unet.layers_per_block.iter().any(|&l| l != layers) || vae.layers_per_block != 1 {
+        let transformer_layers = unet
+            .transformer_layers_per_block
+            .last()
+            .copied()
+            .unwrap_or(1);
+        let mut attention_levels = unet
+            .down_block_types
+            .iter()
+            .zip(&unet.transformer_layers_per_block)
+            .filter(|(t, _)| **t == DownBlockType::CrossAttnDownBlock2D);
+        if unet.layers_per_block.iter().any(|&l| l != layers)
+            || attention_levels.any(|(_, &l)| l != transformer_layers)
+            || vae.layers_per_block != 1
+        {
             return Err(super::error::ToyError::bad_file(
                 dir,
-                "the toyworld's trainers build one layer count for every UNet level and one VAE resnet per level",
+                "the toyworld's trainers build one layer count and one transformer layer count for every UNet level \
+                 and one VAE resnet per level",
             ));
         }
         Ok(Self {
@@ -270,6 +288,7 @@ impl ToyArch {
                 .collect(),
             unet_heads: unet.num_heads.clone(),
             unet_layers_per_block: layers,
+            unet_transformer_layers: transformer_layers,
             unet_groups: unet.norm_num_groups,
             text_hidden: text.hidden_size,
             text_layers: text.num_hidden_layers,

@@ -18,6 +18,7 @@ pub mod ema;
 pub mod encoders;
 pub mod error;
 pub mod export;
+pub mod grow;
 pub mod heldout;
 pub mod latent_data;
 pub mod oracle;

@@ -2,16 +2,20 @@
 //! (the committed one: work folders are not committed) can be trained further: the VAE phase is marked done
 //! with the model's weights and `scaling_factor`, and the base phase's checkpoint and weight average both start
 //! from the model's text encoder and UNet at a given step of the schedule. The Adam moments restart, as on any
-//! resume (see [`super::train_base`]).
+//! resume (see [`super::train_base`]). The architecture to train may be the model's grown (more cross-attention
+//! levels or transformer layers, [`super::grow`]): its UNet then starts as the model's, with identity modules added.
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::arch::ToyArch;
 use super::error::{ToyError, ToyResult};
 use super::export::{convert_text_unet, convert_weights};
+use super::grow::{grow_unet, growth_refused};
 use super::progress::{read_json_if_present, PhaseState};
+use super::text_unet::UNET_FILE;
 use super::train_base::{self, checkpoint_dir, ema_dir};
 use super::train_vae::{self, VAE_FILE};
 use crate::models::vae::config::VaeConfig;
@@ -40,13 +44,15 @@ impl ModelStart {
 /// Seeds `work` from `start.model` unless it was seeded from the same start before (then a rerun resumes
 /// it). A work folder that holds another training is an error: seeding would overwrite it.
 ///
-/// `vae_steps` is the VAE phase's length in the plan (the seeded VAE phase is recorded as finished at it).
-/// Returns whether the folder was seeded now.
-pub fn seed_work(
+/// `vae_steps` is the VAE phase's length in the plan (the seeded VAE phase is recorded as finished at it);
+/// `seed` draws the new weights of a grown UNet. Returns whether the folder was seeded now.
+pub fn seed_work<B: Backend>(
     arch: &ToyArch,
     start: &ModelStart,
     vae_steps: usize,
+    seed: u64,
     work: &Path,
+    device: &B::Device,
     log: &mut dyn FnMut(&str),
 ) -> ToyResult<bool> {
     // The record names the model by its absolute path, so a rerun from another folder finds it.
@@ -79,10 +85,12 @@ pub fn seed_work(
         }
     }
     let found = ToyArch::from_model_dir(&start.model)?;
-    if found != *arch {
+    if let Some(why) = growth_refused(&found, arch) {
         return Err(ToyError::bad_file(
             &start.model,
-            format!("the model's architecture ({found:?}) is not the one to train ({arch:?})"),
+            format!(
+                "the model's architecture ({found:?}) is not the one to train ({arch:?}), nor can it grow into it: {why}"
+            ),
         ));
     }
     let vae_config = VaeConfig::from_file(&start.model.join("vae").join("config.json"))?;
@@ -94,6 +102,17 @@ pub fn seed_work(
     )?;
     for dir in [checkpoint_dir(work), ema_dir(work)] {
         convert_text_unet(&start.model, &dir, false)?;
+        if found != *arch {
+            let added = grow_unet::<B>(arch, &dir.join("unet").join(UNET_FILE), seed, device)?;
+            log(&format!(
+                "{}: the UNet grown by {added} tensors (cross-attention levels {:?} -> {:?}, transformer layers {} -> {})",
+                dir.display(),
+                found.unet_cross_attention,
+                arch.unet_cross_attention,
+                found.unet_transformer_layers,
+                arch.unet_transformer_layers
+            ));
+        }
     }
     let mut vae_state = PhaseState {
         step: vae_steps,

@@ -66,11 +66,13 @@ pub fn train_pipeline<B: AutodiffBackend>(
                 start.model.display()
             )));
         }
-        seed_work(
+        seed_work::<B::InnerBackend>(
             &plan.arch,
             start,
             plan.vae.crop_steps + plan.vae.full_steps,
+            plan.base.seed,
             &plan.work,
+            device,
             log,
         )?;
     }

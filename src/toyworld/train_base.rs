@@ -19,7 +19,7 @@ use super::error::ToyResult;
 use super::latent_data::LatentSet;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::scene::PlainWorld;
-use super::text_unet::{TextUnet, TextUnetNames};
+use super::text_unet::{TextUnet, TextUnetNames, UNET_FILE};
 use super::trainable::trainable;
 use crate::models::clip::tokenizer::ClipTokenizer;
 use crate::schedulers::{numerics, SchedulerConfig};
@@ -218,7 +218,9 @@ pub fn train_base<B: AutodiffBackend>(
     state.total = cfg.steps;
     state.done = false;
     let names = TextUnetNames::discover::<B>(arch, device)?;
-    let resumed = state.step > 0;
+    // A checkpoint is where the phase goes on: one it wrote, or the weights a start from a model folder put there
+    // (at any step of the schedule, step 0 included).
+    let resumed = state.step > 0 || dir.join("unet").join(UNET_FILE).is_file();
     let mut model: TextUnet<B> = if resumed {
         log(&format!(
             "base: resuming at step {}/{}",
