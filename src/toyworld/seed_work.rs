@@ -100,20 +100,21 @@ pub fn seed_work<B: Backend>(
         &work.join("vae").join(VAE_FILE),
         false,
     )?;
-    for dir in [checkpoint_dir(work), ema_dir(work)] {
-        convert_text_unet(&start.model, &dir, false)?;
-        if found != *arch {
-            let added = grow_unet::<B>(arch, &dir.join("unet").join(UNET_FILE), seed, device)?;
-            log(&format!(
-                "{}: the UNet grown by {added} tensors (cross-attention levels {:?} -> {:?}, transformer layers {} -> {})",
-                dir.display(),
-                found.unet_cross_attention,
-                arch.unet_cross_attention,
-                found.unet_transformer_layers,
-                arch.unet_transformer_layers
-            ));
-        }
+    let checkpoint = checkpoint_dir(work);
+    convert_text_unet(&start.model, &checkpoint, false)?;
+    if found != *arch {
+        let added = grow_unet::<B>(arch, &checkpoint.join("unet").join(UNET_FILE), seed, device)?;
+        log(&format!(
+            "{}: the UNet grown by {added} tensors (cross-attention levels {:?} -> {:?}, transformer layers {} -> {})",
+            checkpoint.display(),
+            found.unet_cross_attention,
+            arch.unet_cross_attention,
+            found.unet_transformer_layers,
+            arch.unet_transformer_layers
+        ));
     }
+    // The weight average starts as the same (grown) weights.
+    convert_text_unet(&checkpoint, &ema_dir(work), false)?;
     let mut vae_state = PhaseState {
         step: vae_steps,
         total: vae_steps,
