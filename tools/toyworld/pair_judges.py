@@ -2,7 +2,7 @@
 """Pair two models' `harness toyworld judge` runs image by image: the paired comparisons of docs/toyworld.md.
 
 Each judge log holds one line per prompt, the prompt's seeds as marks (`+` the image matches its caption
-exactly, anything else it does not) then two spaces and the prompt. Two runs over the same prompts and seeds
+exactly; `c` every named concept present but not an exact match; `.` neither) then two spaces and the prompt. Two runs over the same prompts and seeds
 made the same images up to the model, so they are compared per image: how many are right only on A, only on
 B, and the exact two-sided McNemar (binomial) test of those two counts; then the match rate by the number of
 objects the prompt names.
@@ -18,7 +18,8 @@ import math
 import re
 import sys
 
-LINE = re.compile(r"^([^\s]+)  (.+)$")
+# a judge line (src/cli/toyworld.rs, `judge`): one mark per seed, two spaces, the prompt
+LINE = re.compile(r"^([+c.]+)  (.+)$")
 
 
 def load(spec):
@@ -31,8 +32,7 @@ def load(spec):
             sys.exit(f"{path}: {err.strerror}")
         for line in text.splitlines():
             m = LINE.match(line)
-            # a judge line's marks are one character per seed; its prompt starts with a word
-            if m and re.fullmatch(r"[+.a-z-]+", m.group(1)) and not m.group(1).endswith(":"):
+            if m:
                 rows.append((m.group(2), m.group(1)))
     if not rows:
         sys.exit(f"{spec}: no judge lines (`<marks>  <prompt>`) found")
