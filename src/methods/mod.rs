@@ -1,6 +1,7 @@
 //! Composition methods: how several LoRAs make one image. One trait, one file per method:
 //! [`base`] (no LoRA), [`single`] (one LoRA), [`merge`], [`switch`], [`composite`] (the training-free
-//! baselines with the semantics of the Multi-LoRA-Composition reference code) and [`clora`].
+//! baselines with the semantics of the Multi-LoRA-Composition reference code), [`clora`] and [`excite`]
+//! (Attend-and-Excite, on the base model or on merged LoRAs).
 //!
 //! A method is small: [`sampler::compose`] runs the denoising loop and asks the method, at every step, for the
 //! guided noise prediction (and the latent to step from: CLoRA updates it).
@@ -8,6 +9,7 @@
 pub mod base;
 pub mod clora;
 pub mod composite;
+pub mod excite;
 pub mod job;
 pub mod merge;
 pub mod sampler;
@@ -69,6 +71,7 @@ pub fn build<B: AutodiffBackend>(spec: &MethodSpec) -> Result<Box<dyn Compositio
         MethodSpec::Switch { switch_step } => Box::new(switch::Switch::new(*switch_step)),
         MethodSpec::Composite { batched } => Box::new(composite::Composite::new(*batched)),
         MethodSpec::Clora(p) => Box::new(clora::Clora::new(p.clone())),
+        MethodSpec::Excite(p) => Box::new(excite::Excite::new(p.clone())),
     })
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::clora::CloraParams;
+use super::excite::ExciteParams;
 use crate::error::{Error, Result};
 
 /// A composition method and its parameters.
@@ -35,6 +36,9 @@ pub enum MethodSpec {
     },
     /// CLoRA.
     Clora(CloraParams),
+    /// Attend-and-Excite (a test-time push on neglected subjects' attention) on the base model, or with LoRAs
+    /// on all of them merged as `merge` does.
+    Excite(ExciteParams),
 }
 
 fn default_switch_step() -> usize {
@@ -55,6 +59,7 @@ impl MethodSpec {
             MethodSpec::Switch { .. } => "switch",
             MethodSpec::Composite { .. } => "composite",
             MethodSpec::Clora(_) => "clora",
+            MethodSpec::Excite(_) => "excite",
         }
     }
 
@@ -65,6 +70,7 @@ impl MethodSpec {
                 Err(Error::invalid("switch.switch_step", "must be at least 1"))
             }
             MethodSpec::Clora(p) => p.validate(),
+            MethodSpec::Excite(p) => p.validate(),
             _ => Ok(()),
         }
     }

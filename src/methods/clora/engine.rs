@@ -108,7 +108,10 @@ pub fn forward_all<B: AutodiffBackend>(
     }
 }
 
-fn probed<B: AutodiffBackend>(probe: AttentionProbe<B>, q: usize) -> Result<Vec<Tensor<B, 4>>> {
+pub(crate) fn probed<B: AutodiffBackend>(
+    probe: AttentionProbe<B>,
+    q: usize,
+) -> Result<Vec<Tensor<B, 4>>> {
     if probe.maps.is_empty() {
         return Err(Error::invalid(
             "clora attention resolution",
