@@ -1,6 +1,7 @@
 //! The composition methods inside the harness: a CLoRA job of an experiment config reproduces the official
 //! pipeline's image (the fixture of `tests/clora_parity.rs`, through the planner's prompt rendering and the
-//! job -> method mapping), and every method runs in one experiment with its sidecar records and artifacts.
+//! job -> method mapping), every method runs in one experiment with its sidecar records and artifacts, and
+//! an Attend-and-Excite job excites its LoRAs' words on the official schedule scaled to its steps.
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +11,10 @@ use clora_harness::backend::Cpu;
 use clora_harness::config::{self, Experiment, MethodKind};
 use clora_harness::harness::filehash::FileHasher;
 use clora_harness::harness::manifest;
+use clora_harness::harness::method_job::method_spec;
 use clora_harness::harness::{self, Generator, Interrupt, JobContext, SessionOptions};
 use clora_harness::latent_io;
+use clora_harness::methods::MethodSpec;
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
 use safetensors::SafeTensors;
 
@@ -187,6 +190,9 @@ method = "composite"
 [[methods]]
 method = "clora"
 params = { max_iter_to_alter = 2, iterative_steps = [0], iterative_steps_steps = 1, attention_stride_px = 16, step_size = 5.0 }
+[[methods]]
+method = "excite"
+params = { attention_stride_px = 16, max_refinement_steps = 2 }
 "#,
     );
     let mut g = generator();
@@ -202,8 +208,8 @@ params = { max_iter_to_alter = 2, iterative_steps = [0], iterative_steps_steps =
     };
     let o =
         harness::run_experiment(&exp, &dir.join("results"), &mut g, &interrupt, &options).unwrap();
-    // base 1, single 2 (one per LoRA), merge 2, switch 1, composite 1, clora 1
-    assert_eq!((o.generation.generated, o.generation.failed), (8, 0));
+    // base 1, single 2 (one per LoRA), merge 2, switch 1, composite 1, clora 1, excite 1
+    assert_eq!((o.generation.generated, o.generation.failed), (9, 0));
     let rows = manifest::read(&o.run).unwrap();
     assert!(rows.iter().all(|r| r.status == manifest::DONE));
     // unfused and fused merge agree up to rounding; the methods differ from each other
@@ -223,5 +229,60 @@ params = { max_iter_to_alter = 2, iterative_steps = [0], iterative_steps_steps =
     assert!(worst <= 1, "fused vs unfused merge: {worst}");
     assert_ne!(img("base"), img("composite"));
     assert_ne!(img("clora"), img("composite"));
+    // Attend-and-Excite is merge (unfused) with its latent updates
+    assert_ne!(img("excite"), img("merge[fuse=false]"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_excite_job_excites_the_concepts_nouns_on_the_scaled_schedule() {
+    let dir = folder("excite");
+    let exp = experiment(
+        &dir,
+        64,
+        5,
+        r#"
+[[methods]]
+method = "excite"
+params = { attention_stride_px = 16, words = ["class_nouns", "concepts"] }
+"#,
+    );
+    let mut g = generator();
+    let plan = harness::plan(&exp, &g.info().target, &mut FileHasher::in_memory()).unwrap();
+    assert_eq!(plan.jobs.len(), 2);
+    for job in &plan.jobs {
+        assert_eq!(job.kind, MethodKind::Excite);
+        // the LoRAs merged on the combined prompt
+        assert_eq!(job.prompt.text, "A sks cat and a sks dog");
+        let MethodSpec::Excite(p) = method_spec(job).unwrap() else {
+            panic!("not an excite spec: {:?}", job.kind)
+        };
+        let concepts = job.variant.contains("concepts");
+        let want: &[&str] = if concepts {
+            &["sks", "cat", "dog"]
+        } else {
+            &["cat", "dog"]
+        };
+        assert_eq!(p.words, want, "{}", job.variant);
+        // the official 50-step schedule at 5 steps
+        assert_eq!(
+            (p.max_iter_to_alter, p.refine_steps.clone()),
+            (2, vec![0, 1, 2])
+        );
+    }
+    let ctx = JobContext {
+        steps: &harness::generator::NoSteps,
+        interrupt: &Interrupt::new(),
+        artifact_dir: dir.join("artifacts"),
+    };
+    let out = g.generate_from(&plan.jobs[0], None, &ctx).unwrap();
+    // a loss at each of the first two indices and the refinement ones, each with at least one update
+    let records = out.details["excite"].as_array().unwrap();
+    let indices: Vec<u64> = records
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, vec![0, 1, 2]);
+    assert!(records[0]["updates"].as_u64().unwrap() >= 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }

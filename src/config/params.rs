@@ -26,16 +26,20 @@ pub enum MethodKind {
     Composite,
     /// Contrastive test-time composition (CLoRA).
     Clora,
+    /// Attend-and-Excite on the prompt's LoRAs merged (unfused): a test-time push of the latent that raises
+    /// the weakest concept noun's peak cross-attention.
+    Excite,
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 6] = [
+    pub const ALL: [MethodKind; 7] = [
         MethodKind::Base,
         MethodKind::Single,
         MethodKind::Merge,
         MethodKind::Switch,
         MethodKind::Composite,
         MethodKind::Clora,
+        MethodKind::Excite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +50,7 @@ impl MethodKind {
             MethodKind::Switch => "switch",
             MethodKind::Composite => "composite",
             MethodKind::Clora => "clora",
+            MethodKind::Excite => "excite",
         }
     }
 
@@ -58,6 +63,7 @@ impl MethodKind {
             MethodKind::Switch => SWITCH,
             MethodKind::Composite => COMPOSITE,
             MethodKind::Clora => CLORA,
+            MethodKind::Excite => EXCITE,
         }
     }
 
@@ -65,9 +71,11 @@ impl MethodKind {
     pub fn min_concepts(self) -> usize {
         match self {
             MethodKind::Base => 0,
-            MethodKind::Single | MethodKind::Merge | MethodKind::Switch | MethodKind::Composite => {
-                1
-            }
+            MethodKind::Single
+            | MethodKind::Merge
+            | MethodKind::Switch
+            | MethodKind::Composite
+            | MethodKind::Excite => 1,
             MethodKind::Clora => 2,
         }
     }
@@ -295,6 +303,64 @@ const CLORA: &[ParamDef] = &[
         help: "save attention maps and masks per step beside the image",
     },
 ];
+
+/// The knobs of `excite` (`ExciteParams`, the authors' defaults): the schedule is the official 50-step one
+/// scaled to the run's steps (updates in the first half, refinement at 0, 1/5 and 2/5 of the run with the
+/// official thresholds 0.05, 0.5, 0.8); `words` says which words of each LoRA to excite.
+const EXCITE: &[ParamDef] = &[
+    p(
+        "words",
+        ParamType::Choice(&["class_nouns", "concepts"]),
+        "excite each LoRA's class noun (the authors' subject nouns) or its trigger words and class noun",
+    ),
+    p(
+        "scale_factor",
+        NONNEG,
+        "step size scale_factor * sqrt(scale_range[i]) (official 20)",
+    ),
+    p(
+        "max_refinement_steps",
+        ParamType::Int { min: 1 },
+        "at most this many updates per refinement (official 20)",
+    ),
+    p(
+        "normalize_eot",
+        ParamType::Bool,
+        "softmax over the prompt's own tokens (SD 2.1 setting) instead of all but the last",
+    ),
+    p(
+        "smooth",
+        ParamType::Bool,
+        "Gaussian smoothing (3x3) of each token's map before its peak",
+    ),
+    p(
+        "sigma",
+        ParamType::Float {
+            min: 0.0,
+            max: f64::INFINITY,
+            closed: false,
+        },
+        "the smoothing's sigma",
+    ),
+    p(
+        "softmax_scale",
+        ParamType::Float {
+            min: 0.0,
+            max: f64::INFINITY,
+            closed: false,
+        },
+        "maps x this before the softmax over tokens (official 100)",
+    ),
+    p(
+        "attention_stride_px",
+        ParamType::Int { min: 1 },
+        "pixels per attention-map cell (32: 16x16 at 512)",
+    ),
+    SCALE,
+];
+
+/// `excite` parameters that the harness reads itself (not fields of `ExciteParams`, or filled in by it).
+pub const EXCITE_HARNESS_PARAMS: &[&str] = &["scale", "words"];
 
 /// Parameters of `single`, `merge`, `switch` and `composite` that the harness reads itself (not fields of
 /// `methods::spec::MethodSpec`): the global LoRA scale, and `single`'s LoRA (the job applies only it).

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::generator::JobError;
 use super::job::{Job, JobLora};
-use crate::config::params::{BASELINE_HARNESS_PARAMS, CLORA_HARNESS_PARAMS};
+use crate::config::params::{BASELINE_HARNESS_PARAMS, CLORA_HARNESS_PARAMS, EXCITE_HARNESS_PARAMS};
 use crate::config::{MethodKind, ParamValue};
 use crate::lora::state::AdapterId;
 use crate::methods::clora::tokens::ConceptWords;
@@ -17,6 +17,7 @@ use crate::methods::{CompositionJob, LoraRef, MethodSpec};
 pub fn method_spec(job: &Job) -> Result<MethodSpec, JobError> {
     let harness_only: &[&str] = match job.kind {
         MethodKind::Clora => CLORA_HARNESS_PARAMS,
+        MethodKind::Excite => EXCITE_HARNESS_PARAMS,
         _ => BASELINE_HARNESS_PARAMS,
     };
     let mut table = Map::new();
@@ -29,10 +30,38 @@ pub fn method_spec(job: &Job) -> Result<MethodSpec, JobError> {
             .map_err(|e| JobError::Failed(format!("parameter `{k}`: {e}")))?;
         table.insert(k.clone(), v);
     }
-    let spec: MethodSpec = serde_json::from_value(Value::Object(table))
+    if job.kind == MethodKind::Excite {
+        table.insert("words".into(), excite_words(job)?.into());
+    }
+    let mut spec: MethodSpec = serde_json::from_value(Value::Object(table))
         .map_err(|e| JobError::Failed(format!("{} parameters: {e}", job.method)))?;
+    if let MethodSpec::Excite(p) = &mut spec {
+        // the official 50-step schedule at the run's steps
+        *p = p.clone().scaled_to(job.sampler.steps);
+    }
     spec.validate()?;
     Ok(spec)
+}
+
+/// The words `excite` excites: each LoRA's class noun, and with `words = "concepts"` its trigger words too.
+fn excite_words(job: &Job) -> Result<Vec<String>, JobError> {
+    let with_triggers =
+        matches!(job.params.get("words"), Some(ParamValue::Str(w)) if w == "concepts");
+    let mut words = Vec::new();
+    for l in &job.loras {
+        let c = concept(l, job.kind)?;
+        let own = if with_triggers {
+            c.triggers
+        } else {
+            Vec::new()
+        };
+        for w in own.into_iter().chain([c.class_noun]) {
+            if !words.contains(&w) {
+                words.push(w);
+            }
+        }
+    }
+    Ok(words)
 }
 
 /// A float parameter the harness reads itself (`scale`, `style_lora_weight`).
@@ -61,10 +90,10 @@ pub fn save_attention(job: &Job) -> bool {
 fn concept(l: &JobLora, kind: MethodKind) -> Result<ConceptWords, JobError> {
     let class_noun = match (&l.class_noun, kind) {
         (Some(c), _) => c.clone(),
-        (None, MethodKind::Clora) => {
+        (None, MethodKind::Clora | MethodKind::Excite) => {
             return Err(JobError::Failed(format!(
-                "LoRA `{}` has no `class_noun`: CLoRA needs it to find the concept's tokens",
-                l.name
+                "LoRA `{}` has no `class_noun`: {} needs it to find the concept's tokens",
+                l.name, kind
             )))
         }
         (None, _) => l.name.clone(),

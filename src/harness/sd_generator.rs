@@ -1,7 +1,8 @@
 //! The [`Generator`] of this build on Stable Diffusion: loads the model once, attaches each LoRA file once
 //! (unfused adapters, selected per job), and makes each job's image with its composition method
 //! ([`crate::methods`]) from the job's initial noise. CLoRA jobs record their losses and mask coverage in the
-//! sidecar and, with `save_attention`, write their maps and masks beside the image.
+//! sidecar and, with `save_attention`, write their maps and masks beside the image; Attend-and-Excite jobs
+//! record their losses.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use crate::latent_io;
 use crate::lora::state::AdapterId;
 use crate::lora::{LoraFile, Unmatched};
 use crate::methods::clora::Clora;
+use crate::methods::excite::Excite;
 use crate::methods::{self, compose_with_progress, MethodSpec};
 use crate::models::sd::{LoadOptions, StableDiffusion};
 use crate::noise;
@@ -146,11 +148,27 @@ impl<B: AutodiffBackend> SdGenerator<B> {
         let mut on_step = |done: usize, total: usize| ctx.steps.step(done, total, "denoise");
         ctx.steps.step(0, steps, "denoise");
         let mut clora = None;
+        let mut excite = None;
         let composed = match &spec {
             MethodSpec::Clora(p) => {
                 let mut m = Clora::<B>::new(p.clone());
                 let out = compose_with_progress(sd, &mut m, &cjob, noise, &mut on_step);
                 clora = Some(m);
+                out
+            }
+            MethodSpec::Excite(p) => {
+                let mut m = Excite::<B>::new(p.clone());
+                let out = compose_with_progress(sd, &mut m, &cjob, noise, &mut on_step);
+                // per denoising index with a loss: every loss computed there and the updates made
+                excite = Some(serde_json::json!(m
+                    .records()
+                    .iter()
+                    .map(|r| serde_json::json!({
+                        "index": r.index,
+                        "losses": r.losses,
+                        "updates": r.updates,
+                    }))
+                    .collect::<Vec<_>>()));
                 out
             }
             other => {
@@ -168,6 +186,9 @@ impl<B: AutodiffBackend> SdGenerator<B> {
         timings.insert("denoise".to_string(), composed.seconds);
         timings.insert("decode".to_string(), decode_s);
         let mut details = serde_json::json!({ "width": width, "height": height });
+        if let Some(records) = excite {
+            details["excite"] = records;
+        }
         if let Some(m) = &clora {
             // the branches, base first
             let mut names = vec!["base".to_string()];
