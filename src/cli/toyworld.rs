@@ -8,11 +8,18 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
 use burn::backend::Autodiff;
-use burn::tensor::{backend::Backend, DType};
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    DType,
+};
 
 use super::backend::Device;
 use clora_harness::lora::file::LoraFile;
 use clora_harness::lora::resolve::Unmatched;
+use clora_harness::lora::state::AdapterId;
+use clora_harness::methods::clora::tokens::ConceptWords;
+use clora_harness::methods::excite::{Excite, ExciteParams};
+use clora_harness::methods::{compose, CompositionJob, LoraRef};
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
 use clora_harness::models::vae::{AutoencoderKL, VaeConfig};
 use clora_harness::models::weights::{VarBuilder, WeightStore};
@@ -24,7 +31,8 @@ use clora_harness::toyworld::caption::{caption, parse, CaptionOrder};
 use clora_harness::toyworld::concept::Concept;
 use clora_harness::toyworld::export::export_pipeline;
 use clora_harness::toyworld::heldout::{heldout_scene, HELDOUT_SEED_BASE};
-use clora_harness::toyworld::oracle::{judge_prompt, read};
+use clora_harness::toyworld::misses::{misses, Miss};
+use clora_harness::toyworld::oracle::{judge, judge_prompt, read};
 use clora_harness::toyworld::pattern::Pattern;
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::render::render;
@@ -351,9 +359,13 @@ pub struct JudgeArgs {
     /// Seeds per prompt.
     #[arg(long, default_value_t = 4)]
     pub seeds: u64,
-    /// DDIM steps.
+    /// Denoising steps.
     #[arg(long, default_value_t = 25)]
     pub steps: usize,
+    /// Sampler: dpmpp-2m (DPM-Solver++ 2M: the judge's sampler since session 20), ddim (the figures before
+    /// it) or euler.
+    #[arg(long, default_value = "dpmpp-2m")]
+    pub scheduler: SchedulerKind,
     /// Classifier-free guidance weight.
     #[arg(long, default_value_t = 5.0)]
     pub guidance: f64,
@@ -369,6 +381,27 @@ pub struct JudgeArgs {
     /// Where to generate (tch: build with `--features tch`, cuda: `--features cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
+    /// Sample with Attend-and-Excite on these words of each prompt (with `--lora`: on the LoRAs merged):
+    /// `shapes` (the objects' nouns, as the authors excite subject nouns) or `objects` (every word of every
+    /// object: colour, pattern or trigger word, and shape).
+    #[arg(long, value_enum)]
+    pub excite: Option<ExciteWords>,
+    /// Attend-and-Excite's step-size factor (official: 20).
+    #[arg(long, default_value_t = 20.0)]
+    pub excite_scale: f64,
+    /// Attend-and-Excite's softmax over the prompt's own tokens only (the official SD 2.1 setting; off: SD 1.4's).
+    #[arg(long)]
+    pub excite_eot: bool,
+    /// Attend-and-Excite's attention maps: pixels per map cell (8: the 8x8 cross-attention of 64x64 images).
+    #[arg(long, default_value_t = 8)]
+    pub excite_stride: usize,
+}
+
+/// Which words of a toyworld prompt Attend-and-Excite excites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExciteWords {
+    Shapes,
+    Objects,
 }
 
 pub fn run(args: ToyworldArgs) -> Result<()> {
@@ -721,21 +754,143 @@ fn read_cmd(a: ReadArgs) -> Result<()> {
 }
 
 fn judge_cmd(a: JudgeArgs) -> Result<()> {
-    crate::with_backend!(a.device, |B, device| { judge_on::<B>(&a, &device) })
+    crate::with_backend!(a.device, |B, device| {
+        match a.excite {
+            Some(which) => judge_excite::<Autodiff<B>>(&a, which, &device),
+            None => judge_plain::<B>(&a, &device),
+        }
+    })
 }
 
-fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
+/// The `--lora` files attached to the judge's model: each file's name (its stem) and adapter.
+type Attached = Vec<(String, AdapterId)>;
+
+/// The judge's model with the `--lora` files attached (all active, weight 1).
+fn judge_model<B: Backend>(
+    a: &JudgeArgs,
+    device: &B::Device,
+) -> Result<(StableDiffusion<B>, Attached)> {
     let mut sd = StableDiffusion::<B>::load(&a.model, &LoadOptions::default(), device)
         .with_context(|| format!("loading {}", a.model.display()))?;
+    let mut attached = Vec::new();
     for path in &a.lora {
         let file = LoraFile::open(path)?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        sd.add_lora(&name, &file, 1.0, Unmatched::Error)
-            .with_context(|| format!("attaching {}", path.display()))?;
+        let id = sd
+            .add_lora(&name, &file, 1.0, Unmatched::Error)
+            .with_context(|| format!("attaching {}", path.display()))?
+            .id;
+        attached.push((name, id));
     }
+    Ok((sd, attached))
+}
+
+/// The judge's images from the pipeline (with the `--lora` files attached).
+fn judge_plain<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
+    let (sd, _) = judge_model::<B>(a, device)?;
+    judge_images(a, &mut |prompt, seed| {
+        let params = GenerateParams {
+            prompt: prompt.to_string(),
+            steps: a.steps,
+            guidance: a.guidance,
+            scheduler: a.scheduler,
+            width: 64,
+            height: 64,
+            seed,
+            ..GenerateParams::default()
+        };
+        let latent = sd.generate_latent(&params, None)?.latent;
+        Ok(tensor_to_images(sd.decode_latent(latent)?).remove(0))
+    })
+}
+
+/// The judge's images sampled with Attend-and-Excite on the words `--excite` names (on the `--lora` files
+/// merged, if any), the official schedule scaled to `--steps`.
+fn judge_excite<B: AutodiffBackend>(
+    a: &JudgeArgs,
+    which: ExciteWords,
+    device: &B::Device,
+) -> Result<()> {
+    let (mut sd, attached) = judge_model::<B>(a, device)?;
+    // the `--lora` files, all active at weight 1 (merged, as without `--excite`) on the prompt as given
+    let loras: Vec<LoraRef> = attached
+        .into_iter()
+        .map(|(name, id)| LoraRef {
+            id,
+            weight: 1.0,
+            concept: ConceptWords {
+                triggers: Vec::new(),
+                class_noun: name,
+            },
+        })
+        .collect();
+    judge_images(a, &mut |prompt, seed| {
+        let params = ExciteParams {
+            words: excite_words(prompt, which)?,
+            scale_factor: a.excite_scale,
+            normalize_eot: a.excite_eot,
+            attention_stride_px: a.excite_stride,
+            ..ExciteParams::default()
+        }
+        .scaled_to(a.steps);
+        let job = CompositionJob {
+            base_prompt: prompt.to_string(),
+            combined_prompt: Some(prompt.to_string()),
+            branch_prompts: None,
+            negative_prompt: String::new(),
+            loras: loras.clone(),
+            style: None,
+            lora_scale: 1.0,
+            steps: a.steps,
+            guidance: a.guidance,
+            scheduler: a.scheduler,
+            width: 64,
+            height: 64,
+            clip_skip: None,
+            token_indices: None,
+        };
+        let shape = sd.latent_shape(64, 64)?;
+        let noise = clora_harness::noise::gaussian::<B>(seed, shape, device);
+        let mut method = Excite::<B>::new(params);
+        let latent = compose(&mut sd, &mut method, &job, noise)?.latent;
+        let image = tensor_to_images(sd.decode_latent(latent)?).remove(0);
+        clora_harness::backend::sweep_autodiff_graphs::<B>(device);
+        Ok(image)
+    })
+}
+
+/// The words of a toyworld prompt to excite: each object's shape noun, or every word of each object.
+fn excite_words(prompt: &str, which: ExciteWords) -> Result<Vec<String>> {
+    let spec = parse(prompt)?;
+    let mut words: Vec<String> = Vec::new();
+    match which {
+        ExciteWords::Shapes => {
+            words.extend(spec.objects.iter().map(|o| o.shape.name().to_string()));
+        }
+        ExciteWords::Objects => {
+            // the prompt before " on a ... background", its words but the articles and "and"
+            let objects = prompt.split(" on a ").next().unwrap_or(prompt);
+            words.extend(
+                objects
+                    .split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|w| !w.is_empty() && *w != "a" && *w != "an" && *w != "and")
+                    .map(str::to_string),
+            );
+        }
+    }
+    words.sort();
+    words.dedup();
+    Ok(words)
+}
+
+/// Makes `--seeds` images of each prompt with `image_of(prompt, seed)` and judges them with the oracle.
+fn judge_images(
+    a: &JudgeArgs,
+    image_of: &mut dyn FnMut(&str, u64) -> Result<image::RgbImage>,
+) -> Result<()> {
     let prompts: Vec<String> = if a.prompt.is_empty() {
         (a.first_caption..a.first_caption + a.captions)
             .map(|i| {
@@ -758,6 +913,9 @@ fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
     // patterned object (the parts of the task the model finds hard).
     let mut by_objects: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
     let mut by_pattern: BTreeMap<bool, (usize, usize)> = BTreeMap::new();
+    // Why images miss their caption: each prompt object not found, by what was drawn instead (misses.rs).
+    let mut missed: BTreeMap<Miss, usize> = BTreeMap::new();
+    let (mut extra_only, mut style_only) = (0usize, 0usize);
     for (p, prompt) in prompts.iter().enumerate() {
         let spec = parse(prompt)?;
         let patterned = spec
@@ -766,19 +924,18 @@ fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
             .any(|o| o.pattern.is_some_and(|p| p != Pattern::Plain));
         let mut row = String::new();
         for seed in a.first_seed..a.first_seed + a.seeds {
-            let params = GenerateParams {
-                prompt: prompt.clone(),
-                steps: a.steps,
-                guidance: a.guidance,
-                scheduler: SchedulerKind::Ddim,
-                width: 64,
-                height: 64,
-                seed,
-                ..GenerateParams::default()
-            };
-            let latent = sd.generate_latent(&params, None)?.latent;
-            let image = tensor_to_images(sd.decode_latent(latent)?).remove(0);
-            let verdict = judge_prompt(&image, prompt)?;
+            let image = image_of(prompt, seed)?;
+            // the judge's images are 64x64: read as `judge_prompt` does, keeping the reading for the misses
+            let reading = read(&image);
+            let verdict = judge(&spec, &reading);
+            if !verdict.exact {
+                let m = misses(&spec, &reading, &verdict);
+                for miss in &m.objects {
+                    *missed.entry(*miss).or_default() += 1;
+                }
+                extra_only += (m.objects.is_empty() && m.extra > 0) as usize;
+                style_only += m.style_or_background as usize;
+            }
             total += 1;
             exact += verdict.exact as usize;
             for tally in [
@@ -839,6 +996,15 @@ fn judge_on<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
     println!(
         "prompt objects drawn (shape, colour, pattern): {objects_found}/{objects_named} ({:.1}%)",
         100.0 * objects_found as f64 / objects_named.max(1) as f64
+    );
+    let parts: Vec<String> = Miss::ALL
+        .iter()
+        .map(|m| format!("{} {}", m.name(), missed.get(m).copied().unwrap_or(0)))
+        .collect();
+    println!(
+        "prompt objects missed, by what was drawn instead: {} ({}); images with every prompt object but extra objects: {extra_only}; style or background only: {style_only}",
+        missed.values().sum::<usize>(),
+        parts.join(", ")
     );
     Ok(())
 }

@@ -21,6 +21,7 @@ pub mod export;
 pub mod grow;
 pub mod heldout;
 pub mod latent_data;
+pub mod misses;
 pub mod oracle;
 pub mod palette;
 pub mod param_names;
