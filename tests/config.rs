@@ -84,7 +84,8 @@ fn smoke_config_loads() {
             MethodKind::Merge,
             MethodKind::Switch,
             MethodKind::Composite,
-            MethodKind::Clora
+            MethodKind::Clora,
+            MethodKind::Excite
         ]
     );
     assert_eq!(e.sampler.steps, 20);
