@@ -205,7 +205,7 @@ mod judge_cases {
             &parse("a red circle and a blue square").unwrap(),
             &read(&render(&s)),
         );
-        assert_eq!(v.objects_found, vec![false, false]);
+        assert_eq!(v.objects_found(), vec![false, false]);
         assert_eq!(v.mixed_objects, 2);
     }
 

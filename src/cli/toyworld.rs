@@ -32,7 +32,7 @@ use clora_harness::toyworld::concept::Concept;
 use clora_harness::toyworld::export::export_pipeline;
 use clora_harness::toyworld::heldout::{heldout_scene, HELDOUT_SEED_BASE};
 use clora_harness::toyworld::misses::{misses, Miss};
-use clora_harness::toyworld::oracle::{judge, judge_prompt, read};
+use clora_harness::toyworld::oracle::{judge, judge_prompt, read, read_generated};
 use clora_harness::toyworld::pattern::Pattern;
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::render::render;
@@ -925,8 +925,8 @@ fn judge_images(
         let mut row = String::new();
         for seed in a.first_seed..a.first_seed + a.seeds {
             let image = image_of(prompt, seed)?;
-            // the judge's images are 64x64: read as `judge_prompt` does, keeping the reading for the misses
-            let reading = read(&image);
+            // as `judge_prompt` does, keeping the reading for the misses
+            let reading = read_generated(&image)?;
             let verdict = judge(&spec, &reading);
             if !verdict.exact {
                 let m = misses(&spec, &reading, &verdict);
@@ -948,8 +948,8 @@ fn judge_images(
             concepts += verdict.all_concepts_present() as usize;
             colours += verdict.all_concept_colours() as usize;
             mixed += verdict.mixing() as usize;
-            objects_found += verdict.objects_found.iter().filter(|f| **f).count();
-            objects_named += verdict.objects_found.len();
+            objects_found += verdict.matched.iter().flatten().count();
+            objects_named += verdict.matched.len();
             row.push(if verdict.exact {
                 '+'
             } else if verdict.all_concepts_present() {

@@ -160,15 +160,7 @@ impl<B: AutodiffBackend> SdGenerator<B> {
                 let mut m = Excite::<B>::new(p.clone());
                 let out = compose_with_progress(sd, &mut m, &cjob, noise, &mut on_step);
                 // per denoising index with a loss: every loss computed there and the updates made
-                excite = Some(serde_json::json!(m
-                    .records()
-                    .iter()
-                    .map(|r| serde_json::json!({
-                        "index": r.index,
-                        "losses": r.losses,
-                        "updates": r.updates,
-                    }))
-                    .collect::<Vec<_>>()));
+                excite = Some(serde_json::json!(m.records()));
                 out
             }
             other => {

@@ -4,8 +4,7 @@
 //! The judge tallies these over a run, to tell which part of the task a model gets wrong.
 
 use super::caption::PromptSpec;
-use super::oracle::{Detection, Reading, Verdict};
-use super::scene::Style;
+use super::oracle::{mismatches, Reading, Verdict};
 
 /// How a prompt object that was not found went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,36 +52,19 @@ pub struct Misses {
     pub style_or_background: bool,
 }
 
-/// The attributes of prompt object `e` that detection `d` gets wrong: (shape, colour, pattern, outline).
-fn wrong(spec: &PromptSpec, e: usize, d: &Detection) -> [bool; 4] {
-    let o = &spec.objects[e];
-    let outline = spec.style == Style::Outline;
-    [
-        d.shape != Some(o.shape),
-        o.colour.is_some_and(|c| d.colour != Some(c)),
-        !outline && o.pattern.is_some_and(|p| d.pattern != Some(p)),
-        d.outline != outline,
-    ]
-}
-
 /// Classifies what `reading` misses of `spec`, given the oracle's `verdict` on them.
 pub fn misses(spec: &PromptSpec, reading: &Reading, verdict: &Verdict) -> Misses {
-    let n = spec.objects.len();
+    // the detections the oracle matched to found prompt objects are taken
     let mut free: Vec<bool> = vec![true; reading.objects.len()];
-    // each found prompt object takes one detection that matches it exactly
-    for e in (0..n).filter(|&e| verdict.objects_found[e]) {
-        if let Some(k) = (0..free.len())
-            .find(|&k| free[k] && wrong(spec, e, &reading.objects[k]).iter().all(|w| !w))
-        {
-            free[k] = false;
-        }
+    for &k in verdict.matched.iter().flatten() {
+        free[k] = false;
     }
     // each missed prompt object, in turn, takes the free detection with the fewest wrong attributes
     let mut objects = Vec::new();
-    for e in (0..n).filter(|&e| !verdict.objects_found[e]) {
+    for e in (0..spec.objects.len()).filter(|&e| verdict.matched[e].is_none()) {
         let nearest = (0..free.len())
             .filter(|&k| free[k])
-            .map(|k| (wrong(spec, e, &reading.objects[k]), k))
+            .map(|k| (mismatches(spec, e, &reading.objects[k]), k))
             .min_by_key(|(w, _)| w.iter().filter(|x| **x).count());
         objects.push(match nearest {
             None => Miss::NotDrawn,
@@ -110,7 +92,7 @@ pub fn misses(spec: &PromptSpec, reading: &Reading, verdict: &Verdict) -> Misses
 mod tests {
     use super::*;
     use crate::toyworld::caption::parse;
-    use crate::toyworld::oracle::judge;
+    use crate::toyworld::oracle::{judge, Detection};
     use crate::toyworld::palette::{Background, Colour};
     use crate::toyworld::pattern::Pattern;
     use crate::toyworld::shape::ShapeKind;

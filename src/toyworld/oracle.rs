@@ -714,9 +714,9 @@ fn read_object(img: &RgbImage, fg: &[bool], comp: &[usize], close: bool) -> Dete
 /// How an image answers a prompt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// Per object of the prompt: whether an object with its shape, colour and pattern was found (for an outline
-    /// prompt the pattern is not checked).
-    pub objects_found: Vec<bool>,
+    /// Per object of the prompt: the detection (index into the reading's objects) with its shape, colour and
+    /// pattern that the best assignment gave it, if any (for an outline prompt the pattern is not checked).
+    pub matched: Vec<Option<usize>>,
     /// Per concept the prompt names: whether it is present (a subject: its object was found; the style: every
     /// object is an outline).
     pub concepts: Vec<(Concept, bool)>,
@@ -734,6 +734,11 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Per object of the prompt: whether it was found ([`Verdict::matched`]).
+    pub fn objects_found(&self) -> Vec<bool> {
+        self.matched.iter().map(Option::is_some).collect()
+    }
+
     /// Whether every concept of the prompt is present.
     pub fn all_concepts_present(&self) -> bool {
         self.concepts.iter().all(|(_, p)| *p)
@@ -749,16 +754,24 @@ impl Verdict {
     }
 }
 
+/// The attributes of prompt object `e` that detection `d` gets wrong: (shape, colour, pattern, outline); an
+/// attribute the prompt leaves open is never wrong, nor is the pattern of an outline prompt. `d` matches
+/// the object when none is.
+pub fn mismatches(spec: &PromptSpec, e: usize, d: &Detection) -> [bool; 4] {
+    let o = &spec.objects[e];
+    let outline = spec.style == Style::Outline;
+    [
+        d.shape != Some(o.shape),
+        o.colour.is_some_and(|c| d.colour != Some(c)),
+        !outline && o.pattern.is_some_and(|p| d.pattern != Some(p)),
+        d.outline != outline,
+    ]
+}
+
 /// Compares a reading with a prompt.
 pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
     let outline = spec.style == Style::Outline;
-    let matches = |e: usize, d: &Detection| {
-        let o = &spec.objects[e];
-        d.shape == Some(o.shape)
-            && o.colour.is_none_or(|c| d.colour == Some(c))
-            && (outline || o.pattern.is_none_or(|p| d.pattern == Some(p)))
-            && d.outline == outline
-    };
+    let matches = |e: usize, d: &Detection| !mismatches(spec, e, d).contains(&true);
     // Best assignment of detections to prompt objects (at most 3 prompt objects: try every order).
     let n = spec.objects.len();
     let mut best: Vec<Option<usize>> = vec![None; n];
@@ -830,7 +843,7 @@ pub fn judge(spec: &PromptSpec, reading: &Reading) -> Verdict {
         .map(|(c, colour)| (c, reading.objects.iter().any(|d| d.colour == Some(colour))))
         .collect();
     Verdict {
-        objects_found,
+        matched: best,
         concepts,
         mixed_objects,
         extra_objects: unmatched.len(),
@@ -868,25 +881,29 @@ fn for_each_assignment(n: usize, m: usize, f: &mut dyn FnMut(&[Option<usize>])) 
 
 /// Judges a generated image against the prompt that produced it: parses the prompt with the world's caption
 /// parser ([`parse`](super::caption::parse): "a dtz circle and a stz square", "an olz drawing of a red
-/// circle"), reads the image and compares. Images of another square size are resized to the world's 64x64
-/// (triangle filter); a non-square image is an error.
+/// circle"), reads the image ([`read_generated`]) and compares.
 pub fn judge_prompt(image: &RgbImage, prompt: &str) -> Result<Verdict, super::error::ToyError> {
     let spec = super::caption::parse(prompt)?;
+    Ok(judge(&spec, &read_generated(image)?))
+}
+
+/// Reads a generated image: images of another square size are resized to the world's 64x64 (triangle
+/// filter); a non-square image is an error.
+pub fn read_generated(image: &RgbImage) -> Result<Reading, super::error::ToyError> {
     let side = super::scene::CANVAS as u32;
     let (w, h) = image.dimensions();
-    let reading = if (w, h) == (side, side) {
-        read(image)
+    if (w, h) == (side, side) {
+        Ok(read(image))
     } else if w == h && w > 0 {
-        read(&image::imageops::resize(
+        Ok(read(&image::imageops::resize(
             image,
             side,
             side,
             image::imageops::FilterType::Triangle,
-        ))
+        )))
     } else {
-        return Err(super::error::ToyError::Image(format!(
+        Err(super::error::ToyError::Image(format!(
             "cannot judge a {w}x{h} image: the toyworld's images are square ({side}x{side})"
-        )));
-    };
-    Ok(judge(&spec, &reading))
+        )))
+    }
 }

@@ -13,6 +13,7 @@
 //! start of a refinement, the first forward is used twice here (same values, one UNet call less).
 
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
+use serde::Serialize;
 
 use super::loss::{excite_loss, gaussian_kernel, max_attention_per_token};
 use super::params::ExciteParams;
@@ -27,7 +28,7 @@ use crate::models::sd::StableDiffusion;
 
 /// One denoising index's record: every loss computed there, in order (the first at the latent the step
 /// received, then after each refinement update), and the number of updates made.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExciteStepRecord {
     pub index: usize,
     pub losses: Vec<f32>,
