@@ -95,3 +95,40 @@ fn a_malformed_config_fails_with_one_clear_line() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `toyworld train`'s world options are checked before anything is trained or written: each bad value is
+/// named with what was expected, and neither folder is created.
+#[test]
+fn toyworld_train_rejects_a_bad_world_before_training() {
+    let dir = std::env::temp_dir().join(format!("clora-cli-train-{}", std::process::id()));
+    for (flag, value, expected) in [
+        (
+            "--pattern-rate",
+            "1.5",
+            "expected a probability between 0 and 1",
+        ),
+        (
+            "--pattern-rate",
+            "NaN",
+            "expected a probability between 0 and 1",
+        ),
+        ("--object-counts", "0.5,0.6,0.1", "expected three shares"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["toyworld", "train", "--work"])
+            .arg(dir.join("work"))
+            .arg("--out")
+            .arg(dir.join("model"))
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&format!("{flag} {value}")) || err.contains(&format!("{flag} `{value}`")),
+            "{err}"
+        );
+        assert!(err.contains(expected), "{err}");
+        assert!(!dir.exists(), "{flag} {value} created {}", dir.display());
+    }
+}

@@ -248,6 +248,10 @@ pub struct TrainArgs {
     /// `0.35,0.4,0.25`); a new mix rebuilds the cached set.
     #[arg(long)]
     pub object_counts: Option<String>,
+    /// Probability that an object of that set carries a pattern (dotted, striped or ringed; default 0.25); a new
+    /// rate rebuilds the cached set.
+    #[arg(long)]
+    pub pattern_rate: Option<f64>,
     /// Peak learning rate of the text encoder + UNet.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -448,6 +452,12 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = &a.object_counts {
         base.world.object_counts = parse_object_counts(v)?;
+    }
+    if let Some(v) = a.pattern_rate {
+        if !(0.0..=1.0).contains(&v) {
+            anyhow::bail!("--pattern-rate {v}: expected a probability between 0 and 1");
+        }
+        base.world.pattern_rate = v;
     }
     if let Some(v) = a.lr {
         base.lr = v;
