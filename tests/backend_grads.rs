@@ -345,7 +345,8 @@ fn toyworld_clora_loss_with_loras_per_row_to_the_latent() {
     check(
         "toyworld UNet, batched branches: CLoRA's loss",
         [1, 4, 16, 16],
-        28,
+        // 29 since session 21's model: seed 28's second direction crosses a kink of the min-max normalisation
+        29,
         |z| clora_loss(&sd, z),
     );
     sd.set_lora_rows(Component::Unet, &rows).expect("rows");
