@@ -55,7 +55,7 @@ pub struct ToyworldArgs {
 pub enum ToyworldWhat {
     /// Train the base model (VAE, then text encoder + UNet) and write it as a diffusers folder. Resumes from
     /// the work folder when interrupted.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Render scenes of the world to PNG files with their captions (`captions.tsv`).
     Render(RenderArgs),
     /// Render each concept's reference images (for CLIP-I / DINO scores) into `OUT/<concept>/`.
@@ -410,7 +410,7 @@ pub enum ExciteWords {
 
 pub fn run(args: ToyworldArgs) -> Result<()> {
     match args.what {
-        ToyworldWhat::Train(a) => train(a),
+        ToyworldWhat::Train(a) => train(*a),
         ToyworldWhat::Render(a) => render_cmd(a),
         ToyworldWhat::References(a) => references(a),
         ToyworldWhat::OracleCheck(a) => oracle_check(a),
