@@ -104,6 +104,8 @@ fn draft_configs_are_valid_but_for_missing_weight_files() {
         "toyworld-tune.toml",
         "toyworld-diagnose.toml",
         "toyworld-rings-place.toml",
+        "toyworld-clora-scale.toml",
+        "toyworld-excite.toml",
         "toyworld-companions.toml", // its LoRAs are trained into target/ first
         "paper-catdog.toml",
     ] {
