@@ -107,6 +107,8 @@ fn draft_configs_are_valid_but_for_missing_weight_files() {
         "toyworld-clora-scale.toml",
         "toyworld-excite.toml",
         "toyworld-companions.toml", // its LoRAs are trained into target/ first
+        "toyworld-branches.toml",
+        "toyworld-branches-companions.toml", // the same LoRAs as toyworld-companions
         "paper-catdog.toml",
     ] {
         let path = root().join("configs").join(name);

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""What each method drew, object by object: the oracle's reading of every image of a `harness run` folder
+(`harness toyworld read`), tallied per method and prompt set as the colour and pattern of each shape.
+
+The run's report scores a concept present or absent; this says what was drawn instead (e.g. the `stripes`
+square striped but blue, or the `dots` circle yellow and plain), which is how docs/toyworld.md tells a lost
+colour from a lost concept.
+
+Usage (Python 3 standard library only; never needed by CI):
+  tally_objects.py RUN [--harness PATH]
+    RUN        a `harness run` output folder (e.g. results/toyworld-branches)
+    --harness  the harness binary (default: `harness` on PATH); a `--features tch` build needs libtorch on
+               LD_LIBRARY_PATH (README, Backends)
+Prints a Markdown table: one row per (method, prompt set), one column per shape the oracle found, each cell the
+readings with their counts, most common first ("blue stripes 13, purple stripes 2"); a shape drawn twice in
+one image counts twice, and `none` counts the images without that shape.
+"""
+import argparse
+import collections
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+# "orange dots circle at (29, 42, 49, 61) (335 px)": colour, pattern, shape and an optional " outline"; `?` where
+# the oracle could not tell (src/cli/toyworld.rs, `read_cmd`).
+OBJECT = re.compile(r"([\w?]+) ([\w?]+) ([\w?]+)( outline)? at \(")
+
+
+def images_by_group(run: Path):
+    groups = collections.defaultdict(list)
+    for side in sorted((run / "images").glob("*.json")):
+        if side.name.endswith(".error.json"):
+            continue
+        s = json.loads(side.read_text())
+        job = s["job"]
+        groups[(job["method"], job["prompt"]["set"])].append((job["seed"], job["sample"], run / s["image"]))
+    if not groups:
+        sys.exit(f"{run}/images: no image sidecars (is {run} a `harness run` folder?)")
+    return {k: [p for _, _, p in sorted(v)] for k, v in groups.items()}
+
+
+def read(harness: str, images):
+    try:
+        out = subprocess.run([harness, "toyworld", "read", *map(str, images)], capture_output=True, text=True)
+    except FileNotFoundError:
+        sys.exit(f"{harness}: not found (give the binary with --harness)")
+    if out.returncode != 0:
+        sys.exit(f"{harness} toyworld read failed: {out.stderr.strip()}")
+    lines = out.stdout.splitlines()
+    if len(lines) != len(images):
+        sys.exit(f"{harness} toyworld read: {len(lines)} lines for {len(images)} images")
+    return [OBJECT.findall(line) for line in lines]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path)
+    p.add_argument("--harness", default="harness")
+    args = p.parse_args()
+    groups = images_by_group(args.run)
+    rows, shapes = [], set()
+    for (method, prompt_set), images in sorted(groups.items()):
+        tally = collections.defaultdict(collections.Counter)
+        for objects in read(args.harness, images):
+            seen = set()
+            for colour, pattern, shape, outline in objects:
+                tally[shape][f"{colour} {pattern}{outline}"] += 1
+                seen.add(shape)
+            for shape in {"circle", "square", "triangle"} - seen:
+                tally[shape]["none"] += 1
+        shapes |= {s for s, c in tally.items() if set(c) != {"none"}}
+        rows.append((method, prompt_set, len(images), tally))
+    shapes = sorted(shapes)
+    print("| method | prompt set | n | " + " | ".join(shapes) + " |")
+    print("|" + " --- |" * (3 + len(shapes)))
+    for method, prompt_set, n, tally in rows:
+        cells = [", ".join(f"{k} {v}" for k, v in tally[s].most_common()) for s in shapes]
+        print(f"| {method} | {prompt_set} | {n} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
