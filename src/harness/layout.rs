@@ -15,8 +15,14 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::error::{HarnessError, HarnessResult};
+
+/// A temporary file (`.<name>.tmp<pid>-<n>`, `latent_io::write_atomic`) lives from one write to its rename,
+/// milliseconds; one older than this was left by a write that never finished. Younger ones may belong to
+/// another `--shard` process (or machine) writing into the same run folder, and are left alone.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
 
 /// Paths inside a run folder.
 #[derive(Debug, Clone)]
@@ -29,7 +35,8 @@ impl RunDir {
         Self { root: root.into() }
     }
 
-    /// Creates the folder and its subfolders, and removes temporary files left by an abandoned write.
+    /// Creates the folder and its subfolders, and removes temporary files left by an abandoned write (older
+    /// than [`STALE_TEMP_AGE`]).
     pub fn create(&self) -> HarnessResult<()> {
         for d in [
             self.root.clone(),
@@ -102,18 +109,73 @@ impl RunDir {
     }
 
     fn remove_stale_temp_files(&self) -> HarnessResult<()> {
+        let now = SystemTime::now();
         for dir in [self.root.clone(), self.images()] {
             let Ok(rd) = std::fs::read_dir(&dir) else {
                 continue;
             };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') && name.contains(".tmp") {
-                    let p = e.path();
-                    std::fs::remove_file(&p).map_err(|e| HarnessError::io(&p, e))?;
+                if !(name.starts_with('.') && name.contains(".tmp")) {
+                    continue;
+                }
+                // another process may rename or remove it meanwhile: gone is as good as removed
+                let Ok(modified) = e.metadata().and_then(|m| m.modified()) else {
+                    continue;
+                };
+                if now.duration_since(modified).unwrap_or_default() < STALE_TEMP_AGE {
+                    continue;
+                }
+                let p = e.path();
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(HarnessError::io(&p, e));
+                    }
+                    _ => {}
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(dir: &Path, name: &str, age: Duration) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, b"partial").unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+        p
+    }
+
+    #[test]
+    fn create_removes_abandoned_temp_files_and_keeps_those_being_written() {
+        let root = std::env::temp_dir().join(format!("clora-rundir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let run = RunDir::new(&root);
+        run.create().unwrap();
+        let hour = Duration::from_secs(3600);
+        let abandoned = [
+            temp_file(&root, ".experiment.json.tmp1-0", hour),
+            temp_file(&run.images(), ".abc.png.tmp1-3", hour),
+        ];
+        // another shard's writes, in flight
+        let live = [
+            temp_file(&root, ".experiment.json.tmp2-0", Duration::ZERO),
+            temp_file(&run.images(), ".abc.png.tmp2-1", Duration::from_secs(5)),
+        ];
+        // not a temporary file, however old
+        let kept = temp_file(&run.images(), "abc.png", hour);
+        run.create().unwrap();
+        for p in &abandoned {
+            assert!(!p.exists(), "{} not removed", p.display());
+        }
+        for p in live.iter().chain([&kept]) {
+            assert!(p.exists(), "{} removed", p.display());
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
