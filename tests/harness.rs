@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use clora_harness::config::{self, Experiment, MethodKind};
+use clora_harness::config::{self, Experiment, MethodKind, ParamValue};
 use clora_harness::harness::filehash::FileHasher;
 use clora_harness::harness::manifest;
 use clora_harness::harness::table::{col_f64, col_str, read_parquet};
@@ -240,10 +240,16 @@ impl Generator for Recorder {
             let v = (job.noise_seed as usize).wrapping_add(i * 7) as u8;
             *p = image::Rgb([v, (h >> 8) as u8, (h >> 16) as u8 ^ (i as u8)]);
         }
+        // as the real generator: the files it saved, recorded whenever the job asks for attention maps
+        let details = if job.params.get("save_attention") == Some(&ParamValue::Bool(true)) {
+            serde_json::json!({ "attention_files": [] })
+        } else {
+            serde_json::Value::Null
+        };
         Ok(GeneratedImage {
             image: img,
             timings: BTreeMap::from([("total".to_string(), 0.0)]),
-            details: serde_json::Value::Null,
+            details,
         })
     }
 }
@@ -300,6 +306,41 @@ fn the_runner_skips_done_images_and_reruns_only_affected_jobs() {
     let mut g = Recorder::default();
     session(&exp2, &out, &mut g);
     assert_eq!(g.calls, vec![victim.clone()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn turning_save_attention_on_remakes_the_images_without_their_maps_once() {
+    let dir = folder("attention");
+    let out = dir.join("results");
+    let model = dir.join("cat.safetensors");
+    let mut g = Recorder::default();
+    session(&experiment(&dir, &model, METHODS), &out, &mut g);
+    assert_eq!(g.calls.len(), 88);
+    // the same jobs (the knob is not in their hashes), but the CLoRA images have no maps yet: only they
+    let with_maps = experiment(
+        &dir,
+        &model,
+        &METHODS.replace("save_attention = false", "save_attention = true"),
+    );
+    let mut g = Recorder::default();
+    let o = session(&with_maps, &out, &mut g);
+    assert_eq!(g.calls.len(), 32);
+    assert_eq!(o.generation.skipped, 56);
+    let rows = manifest::read(&o.run).unwrap();
+    let clora: Vec<_> = rows
+        .iter()
+        .filter(|r| r.kind == "clora")
+        .map(|r| &r.hash)
+        .collect();
+    assert!(g.calls.iter().all(|h| clora.contains(&h)));
+    // now they have them: nothing to do, and turning the knob off again keeps them
+    let mut g = Recorder::default();
+    session(&with_maps, &out, &mut g);
+    assert!(g.calls.is_empty());
+    let mut g = Recorder::default();
+    session(&experiment(&dir, &model, METHODS), &out, &mut g);
+    assert!(g.calls.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

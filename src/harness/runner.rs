@@ -9,8 +9,10 @@ use super::error::{HarnessError, HarnessResult};
 use super::generator::{Generator, JobContext, JobError};
 use super::hash::{sha256_hex, GENERATION_CODE_VERSION};
 use super::interrupt::Interrupt;
+use super::job::Job;
 use super::layout::RunDir;
 use super::manifest;
+use super::method_job::save_attention;
 use super::plan::Plan;
 use super::progress::Progress;
 use super::provenance::{now, FailureRecord, ImageRecord, ProvenanceWriter};
@@ -116,7 +118,7 @@ pub fn generate(
             s.interrupted = true;
             break;
         }
-        if Sidecar::read_valid(run, &job.hash).is_some() {
+        if Sidecar::read_valid(run, &job.hash).is_some_and(|sc| !lacks_attention(job, &sc)) {
             s.skipped += 1;
             progress.advance();
             continue;
@@ -216,4 +218,11 @@ pub fn generate(
     }
     provenance.save()?;
     Ok(s)
+}
+
+/// Whether a finished image lacks the attention maps its job now asks for: `save_attention` does not change
+/// the pixels, so it is not in the job's hash, and turning it on for a finished run would otherwise leave the
+/// images without their maps. The generator records `attention_files` (possibly empty) whenever it saved them.
+fn lacks_attention(job: &Job, sidecar: &Sidecar) -> bool {
+    save_attention(job) && sidecar.details.get("attention_files").is_none()
 }
