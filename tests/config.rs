@@ -479,3 +479,42 @@ fn baseline_parameter_names_match_the_methods() {
         );
     }
 }
+
+#[test]
+fn hand_given_token_positions_come_in_pairs() {
+    // mask positions without the loss's groups: rejected when the config is read, not by every CLoRA job
+    let m = one_error(
+        load_with(
+            "maskonly",
+            r#"[[prompt_sets]]
+name = "by-hand"
+prompts = [{ text = "a {cat} and a {dog}", mask_indices = [[], [3], [6]] }]
+"#,
+        ),
+        &[
+            "exp.toml",
+            "prompt_sets[1].prompts[0].token_indices",
+            "go together",
+        ],
+    );
+    assert!(m.contains("missing"), "{m}");
+    one_error(
+        load_with(
+            "groupsonly",
+            r#"[[prompt_sets]]
+name = "by-hand"
+prompts = [{ text = "a {cat} and a {dog}", token_indices = [[[2], [2, 3], [2]], [[5], [6], [5, 6]]] }]
+"#,
+        ),
+        &["prompt_sets[1].prompts[0].mask_indices", "go together"],
+    );
+    // both: accepted
+    load_with(
+        "both",
+        r#"[[prompt_sets]]
+name = "by-hand"
+prompts = [{ text = "a {cat} and a {dog}", token_indices = [[[2], [2, 3], [2]], [[5], [6], [5, 6]]], mask_indices = [[], [3], [6]] }]
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -13,7 +13,8 @@ Usage (Python 3 standard library only; never needed by CI):
                LD_LIBRARY_PATH (README, Backends)
 Prints a Markdown table: one row per (method, prompt set), one column per shape the oracle found, each cell the
 readings with their counts, most common first ("blue stripes 13, purple stripes 2"); a shape drawn twice in
-one image counts twice, and `none` counts the images without that shape.
+one image counts twice, and `none` counts the images without that shape. Every sidecar in the run's `images/`
+is read, those of earlier configs saved under the same run name included: give a new config its own `[run] name`.
 """
 import argparse
 import collections
