@@ -673,17 +673,10 @@ fn check_prompt(p: &mut Problems, file: &Path, field: &str, spec: &PromptSpec, l
             );
         }
     }
+    const PAIR: &str = "missing: `token_indices` and `mask_indices` go together (give both, or neither to have them found from the words)";
     match (&spec.token_indices, &spec.mask_indices) {
-        (Some(_), None) => p.add(
-            file,
-            format!("{field}.mask_indices"),
-            "missing: `token_indices` and `mask_indices` go together (give both, or neither to have them found from the words)",
-        ),
-        (None, Some(_)) => p.add(
-            file,
-            format!("{field}.token_indices"),
-            "missing: `token_indices` and `mask_indices` go together (give both, or neither to have them found from the words)",
-        ),
+        (Some(_), None) => p.add(file, format!("{field}.mask_indices"), PAIR),
+        (None, Some(_)) => p.add(file, format!("{field}.token_indices"), PAIR),
         _ => {}
     }
 }
