@@ -19,7 +19,7 @@ use clora_common::*;
 use clora_harness::methods::clora::engine::{forward_all, fuse, masks_for, update_once, Branches};
 use clora_harness::methods::clora::masks::upsample_nearest;
 use clora_harness::methods::clora::params::MapsChoice;
-use clora_harness::methods::clora::tokens::concept_groups;
+use clora_harness::methods::clora::tokens::{concept_groups, MaskWords};
 use clora_harness::methods::clora::{Clora, CloraParams};
 use clora_harness::methods::compose;
 use clora_harness::schedulers::{self, SchedulerKind};
@@ -62,7 +62,13 @@ fn token_groups_from_words_equal_the_indices_given_to_the_official_code() {
         .collect();
     assert_eq!(prompts, want, "branch prompts built from the concept words");
     let concepts: Vec<_> = job.loras.iter().map(|l| l.concept.clone()).collect();
-    let (groups, masks) = concept_groups(&sd.tokenizer, &prompts, &concepts).unwrap();
+    let (groups, masks) = concept_groups(
+        &sd.tokenizer,
+        &prompts,
+        &concepts,
+        MaskWords::TriggerAndNoun,
+    )
+    .unwrap();
     let groups_ref: Vec<Vec<Vec<usize>>> =
         serde_json::from_value(doc["important_token_indices"].clone()).unwrap();
     let masks_ref: Vec<Vec<usize>> = serde_json::from_value(doc["mask_indices"].clone()).unwrap();

@@ -251,6 +251,11 @@ const CLORA: &[ParamDef] = &[
         ParamType::Choice(&["threshold", "argmax"]),
         "threshold (official, masks may overlap) or argmax (each cell to one branch)",
     ),
+    p(
+        "mask_words",
+        ParamType::Choice(&["trigger_and_noun", "class_noun"]),
+        "the words whose attention makes each branch's mask: trigger word(s) and class noun (official) or the class noun alone",
+    ),
     p("erode", ParamType::Bool, "3x3 erosion of the masks"),
     p("dilate", ParamType::Bool, "3x3 dilation of the masks"),
     p("opening", ParamType::Bool, "3x3 opening of the masks"),

@@ -96,7 +96,7 @@ impl<B: AutodiffBackend> Clora<B> {
                 check_indices(ti, prompts.len(), sd.tokenizer.max_length())?;
                 (ti.groups.clone(), ti.masks.clone())
             }
-            None => concept_groups(&sd.tokenizer, &prompts, &concepts)?,
+            None => concept_groups(&sd.tokenizer, &prompts, &concepts, self.params.mask_words)?,
         };
         // Every branch LoRA at its weight (the weights per-row selection uses), and the global scale.
         let mut weights: Vec<(AdapterId, f64)> =

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::maps::MapRows;
 use super::masks::{MaskMode, Morphology};
+use super::tokens::MaskWords;
 use crate::error::{Error, Result};
 
 /// CLoRA parameters.
@@ -32,6 +33,10 @@ pub struct CloraParams {
     /// may overlap) or `argmax` (not in the official code: only the branch with the highest normalised
     /// attention, if it passes `alpha`; disjoint masks).
     pub mask_mode: MaskMode,
+    /// Which words' attention makes each branch's mask when the harness finds the tokens itself:
+    /// `trigger_and_noun` (official) or `class_noun` (not in the official code). Hand-given `mask_indices`
+    /// take precedence.
+    pub mask_words: MaskWords,
     /// 3x3 erosion of the masks (off in the official code's defaults and notebook).
     pub erode: bool,
     /// 3x3 dilation of the masks (off in the official code).
@@ -84,6 +89,7 @@ impl Default for CloraParams {
             apply_mask_after: 0,
             mask_threshold_alpha: 0.4,
             mask_mode: MaskMode::Threshold,
+            mask_words: MaskWords::TriggerAndNoun,
             erode: false,
             dilate: false,
             opening: false,

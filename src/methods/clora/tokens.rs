@@ -5,6 +5,18 @@
 use crate::error::{Error, Result};
 use crate::models::clip::tokenizer::ClipTokenizer;
 
+/// Which words of a LoRA's concept make its branch's mask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskWords {
+    /// The official rule: the trigger word(s), every BPE piece, and the class noun in the branch's prompt.
+    #[default]
+    TriggerAndNoun,
+    /// Not in the official code: the class noun alone (a trigger word the base model never learnt can
+    /// attend almost evenly over the image; docs/toyworld.md, "Why CLoRA fails on the committed model").
+    ClassNoun,
+}
+
 /// One concept (one LoRA): the words that name it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConceptWords {
@@ -40,12 +52,13 @@ pub type TokenGroups = Vec<Vec<Vec<usize>>>;
 /// `[base, branch of LoRA 1, ..., branch of LoRA N]` and one concept per LoRA.
 ///
 /// Group g holds concept g's class noun in every prompt, plus its trigger words in LoRA g's own prompt.
-/// Branch k's mask tokens are LoRA k's trigger words and class noun in prompt k; the base has none.
-/// Errors name the prompt and the word that is missing.
+/// Branch k's mask tokens are LoRA k's trigger words and class noun in prompt k (`MaskWords::ClassNoun`:
+/// the class noun alone); the base has none. Errors name the prompt and the word that is missing.
 pub fn concept_groups(
     tokenizer: &ClipTokenizer,
     prompts: &[String],
     concepts: &[ConceptWords],
+    mask_words: MaskWords,
 ) -> Result<(TokenGroups, Vec<Vec<usize>>)> {
     if concepts.len() < 2 {
         return Err(Error::invalid(
@@ -99,8 +112,10 @@ pub fn concept_groups(
     for (g, c) in concepts.iter().enumerate() {
         let k = g + 1;
         let mut pos = Vec::new();
-        for t in &c.triggers {
-            pos.extend(find(k, t)?);
+        if mask_words == MaskWords::TriggerAndNoun {
+            for t in &c.triggers {
+                pos.extend(find(k, t)?);
+            }
         }
         pos.extend(find(k, &c.class_noun)?);
         pos.sort_unstable();
@@ -133,12 +148,18 @@ mod tests {
                 class_noun: "cat".into(),
             },
         ];
-        let (groups, masks) = concept_groups(&tok, &prompts, &concepts).unwrap();
+        let (groups, masks) =
+            concept_groups(&tok, &prompts, &concepts, MaskWords::TriggerAndNoun).unwrap();
         // dog group: base "dog"=5; dog prompt "sks dog"=[2,3]; cat prompt "dog"=6
         assert_eq!(groups[0], vec![vec![5], vec![2, 3], vec![6]]);
         // cat group: base "cat"=2; dog prompt "cat"=6; cat prompt "sks cat"=[2,3]
         assert_eq!(groups[1], vec![vec![2], vec![6], vec![2, 3]]);
         assert_eq!(masks, vec![vec![], vec![2, 3], vec![2, 3]]);
+        // the class noun alone: the same groups (the loss), masks without the trigger word
+        let (nouns_groups, nouns_masks) =
+            concept_groups(&tok, &prompts, &concepts, MaskWords::ClassNoun).unwrap();
+        assert_eq!(nouns_groups, groups);
+        assert_eq!(nouns_masks, vec![vec![], vec![3], vec![3]]);
     }
 
     #[test]
@@ -159,7 +180,7 @@ mod tests {
                 class_noun: "dog".into(),
             },
         ];
-        let e = concept_groups(&tok, &prompts, &concepts)
+        let e = concept_groups(&tok, &prompts, &concepts, MaskWords::ClassNoun)
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"dog\"") && e.contains("prompt 0"), "{e}");
