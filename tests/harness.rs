@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use clora_harness::config::{self, Experiment, MethodKind, ParamValue};
+use clora_harness::config::{self, Experiment, MethodKind};
 use clora_harness::harness::filehash::FileHasher;
 use clora_harness::harness::manifest;
 use clora_harness::harness::table::{col_f64, col_str, read_parquet};
@@ -13,6 +13,7 @@ use clora_harness::harness::{
     self, GeneratedImage, Generator, GeneratorInfo, Interrupt, Job, JobContext, JobError, RunDir,
     SessionOptions, Target,
 };
+use clora_harness::harness::{attention_artifacts, method_job};
 
 fn folder(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("clora-harness-{test}-{}", std::process::id()));
@@ -241,8 +242,8 @@ impl Generator for Recorder {
             *p = image::Rgb([v, (h >> 8) as u8, (h >> 16) as u8 ^ (i as u8)]);
         }
         // as the real generator: the files it saved, recorded whenever the job asks for attention maps
-        let details = if job.params.get("save_attention") == Some(&ParamValue::Bool(true)) {
-            serde_json::json!({ "attention_files": [] })
+        let details = if method_job::save_attention(job) {
+            serde_json::json!({ attention_artifacts::DETAILS_KEY: [] })
         } else {
             serde_json::Value::Null
         };

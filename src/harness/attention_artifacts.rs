@@ -13,6 +13,10 @@ use crate::methods::clora::method::CloraStepRecord;
 use crate::report::font::FAMILY;
 use crate::report::plots::render_on;
 
+/// The sidecar `details` key listing the files [`write`] saved for an image (present, possibly empty,
+/// whenever the job asked for them with `save_attention`).
+pub const DETAILS_KEY: &str = "attention_files";
+
 /// At most this many step columns in the PNG grids (first and last step always shown).
 const MAX_COLUMNS: usize = 8;
 const LEFT: u32 = 110;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 
+use super::attention_artifacts;
 use super::error::{HarnessError, HarnessResult};
 use super::generator::{Generator, JobContext, JobError};
 use super::hash::{sha256_hex, GENERATION_CODE_VERSION};
@@ -222,7 +223,11 @@ pub fn generate(
 
 /// Whether a finished image lacks the attention maps its job now asks for: `save_attention` does not change
 /// the pixels, so it is not in the job's hash, and turning it on for a finished run would otherwise leave the
-/// images without their maps. The generator records `attention_files` (possibly empty) whenever it saved them.
+/// images without their maps. The generator records their files (possibly none) whenever it saved them.
 fn lacks_attention(job: &Job, sidecar: &Sidecar) -> bool {
-    save_attention(job) && sidecar.details.get("attention_files").is_none()
+    save_attention(job)
+        && sidecar
+            .details
+            .get(attention_artifacts::DETAILS_KEY)
+            .is_none()
 }

@@ -196,7 +196,7 @@ impl<B: AutodiffBackend> SdGenerator<B> {
                 };
                 let files = attention_artifacts::write(&ctx.artifact_dir, &rec, &image)
                     .map_err(|e| JobError::Failed(format!("saving attention maps: {e}")))?;
-                details["attention_files"] = serde_json::json!(files
+                details[attention_artifacts::DETAILS_KEY] = serde_json::json!(files
                     .iter()
                     .map(|f| f.display().to_string())
                     .collect::<Vec<_>>());
