@@ -20,11 +20,11 @@ Figures of docs/toyworld.md (H: a `harness` built with `--features tch`, README,
       results/toyworld-compare:{base,merge,switch,composite,clora-default,clora-tuned,clora-argmax}:two-concepts
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from PIL import Image
+from run_folder import sidecars
 
 
 def folder_images(src: Path):
@@ -37,10 +37,7 @@ def folder_images(src: Path):
 def run_images(spec: str):
     run, method, prompt_set = spec.rsplit(":", 2)
     images = []
-    for side in sorted(Path(run, "images").glob("*.json")):
-        if side.name.endswith(".error.json"):
-            continue
-        s = json.loads(side.read_text())
+    for s in sidecars(Path(run)):
         job = s["job"]
         if job["method"] == method and job["prompt"]["set"] == prompt_set:
             images.append((job["seed"], job["sample"], Path(run) / s["image"]))

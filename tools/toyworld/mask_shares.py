@@ -25,11 +25,11 @@ import collections
 import json
 import re
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from run_folder import oracle_read, sidecars
 
 BOX = re.compile(r"[\w?]+ [\w?]+ (\w+)(?: outline)? at \((\d+), (\d+), (\d+), (\d+)\)")
 
@@ -49,15 +49,10 @@ def load_safetensors(path: Path):
     return out
 
 
-def boxes(harness: str, image: Path):
-    try:
-        out = subprocess.run([harness, "toyworld", "read", str(image)], capture_output=True, text=True)
-    except FileNotFoundError:
-        sys.exit(f"{harness}: not found (give the binary with --harness)")
-    if out.returncode != 0:
-        sys.exit(f"{harness} toyworld read failed: {out.stderr.strip()}")
+def boxes(reading: str):
+    """Shape -> bounding box of its first object in one line of the oracle's reading."""
     found = {}
-    for shape, *bbox in BOX.findall(out.stdout):
+    for shape, *bbox in BOX.findall(reading):
         found.setdefault(shape, tuple(map(int, bbox)))
     return found
 
@@ -75,20 +70,22 @@ def main():
     branches_of = {}
     # (method, set, branch, token) -> [per image: {"flat": .., concept: mean scaled attention on its object}]
     tokens = collections.defaultdict(list)
-    for side in sorted((args.run / "images").glob("*.json")):
-        if side.name.endswith(".error.json"):
-            continue
-        s = json.loads(side.read_text())
+    # CLoRA images with saved maps: (sidecar, attention file), then the oracle's reading of all of them at once
+    with_maps = []
+    for s in sidecars(args.run):
         clora = s.get("details", {}).get("clora")
         files = [f for f in s.get("details", {}).get("attention_files", []) if f.endswith(".safetensors")]
-        if not clora or not files:
-            continue
+        if clora and files:
+            with_maps.append((s, Path(files[0]).name))
+    readings = oracle_read(args.harness, [args.run / s["image"] for s, _ in with_maps])
+    for (s, att_name), reading in zip(with_maps, readings):
+        clora = s["details"]["clora"]
         job = s["job"]
         # the sidecar names it from where `harness run` ran; it lies in the run folder's artifacts/<hash>/
-        att = load_safetensors(args.run / "artifacts" / s["hash"] / Path(files[0]).name)
+        att = load_safetensors(args.run / "artifacts" / s["hash"] / att_name)
         masks = att["masks"]  # [S, N, h, w]
         _, n_branch, h, w = masks.shape
-        found = boxes(args.harness, args.run / s["image"])
+        found = boxes(reading)
         cell_h, cell_w = 64 // h, 64 // w  # `toyworld read` boxes are in 64x64 pixels
         branches = clora["branches"]
         objects = {}  # concept -> its object's cells, flattened like the maps' rows

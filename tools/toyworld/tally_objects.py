@@ -18,11 +18,11 @@ is read, those of earlier configs saved under the same run name included: give a
 """
 import argparse
 import collections
-import json
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+from run_folder import oracle_read, sidecars
 
 # "orange dots circle at (29, 42, 49, 61) (335 px)": colour, pattern, shape and an optional " outline"; `?` where
 # the oracle could not tell (src/cli/toyworld.rs, `read_cmd`).
@@ -31,10 +31,7 @@ OBJECT = re.compile(r"([\w?]+) ([\w?]+) ([\w?]+)( outline)? at \(")
 
 def images_by_group(run: Path):
     groups = collections.defaultdict(list)
-    for side in sorted((run / "images").glob("*.json")):
-        if side.name.endswith(".error.json"):
-            continue
-        s = json.loads(side.read_text())
+    for s in sidecars(run):
         job = s["job"]
         groups[(job["method"], job["prompt"]["set"])].append((job["seed"], job["sample"], run / s["image"]))
     if not groups:
@@ -43,16 +40,7 @@ def images_by_group(run: Path):
 
 
 def read(harness: str, images):
-    try:
-        out = subprocess.run([harness, "toyworld", "read", *map(str, images)], capture_output=True, text=True)
-    except FileNotFoundError:
-        sys.exit(f"{harness}: not found (give the binary with --harness)")
-    if out.returncode != 0:
-        sys.exit(f"{harness} toyworld read failed: {out.stderr.strip()}")
-    lines = out.stdout.splitlines()
-    if len(lines) != len(images):
-        sys.exit(f"{harness} toyworld read: {len(lines)} lines for {len(images)} images")
-    return [OBJECT.findall(line) for line in lines]
+    return [OBJECT.findall(line) for line in oracle_read(harness, images)]
 
 
 def main():

@@ -1,0 +1,32 @@
+"""What the toyworld tools read from a `harness run` folder: the finished images' sidecars, and the oracle's
+reading of images (`harness toyworld read`). Imported by contact_sheet.py, tally_objects.py and
+mask_shares.py (Python 3 standard library only)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def sidecars(run: Path):
+    """The sidecar (`images/<hash>.json`) of every finished image of `run`, in file-name order; failed jobs'
+    `.error.json` records are left out."""
+    for side in sorted(Path(run, "images").glob("*.json")):
+        if not side.name.endswith(".error.json"):
+            yield json.loads(side.read_text())
+
+
+def oracle_read(harness: str, images):
+    """The oracle's reading of each image, one line per image, from one `harness toyworld read` call."""
+    images = [str(p) for p in images]
+    if not images:
+        return []
+    try:
+        out = subprocess.run([harness, "toyworld", "read", *images], capture_output=True, text=True)
+    except FileNotFoundError:
+        sys.exit(f"{harness}: not found (give the binary with --harness)")
+    if out.returncode != 0:
+        sys.exit(f"{harness} toyworld read failed: {out.stderr.strip()}")
+    lines = out.stdout.splitlines()
+    if len(lines) != len(images):
+        sys.exit(f"{harness} toyworld read: {len(lines)} lines for {len(images)} images")
+    return lines
