@@ -18,6 +18,12 @@ use clora_harness::methods::MethodSpec;
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
 use safetensors::SafeTensors;
 
+mod clora_common;
+mod common;
+
+use clora_common::max_diff;
+use common::Reference;
+
 type AD = Autodiff<Cpu>;
 
 fn fixtures() -> PathBuf {
@@ -162,6 +168,37 @@ params = { latent_update = true, max_iter_to_alter = 1, iterative_steps_steps = 
     let a = SafeTensors::deserialize(&a).unwrap();
     assert_eq!(a.tensor("masks").unwrap().shape(), &[8, 3, 4, 4]);
     assert_eq!(a.tensor("maps").unwrap().shape(), &[8, 3, 16, 77]);
+    // the latent each step received and what the update moved it by, against the official pipeline's
+    let saved = Reference::open(&dir.join("artifacts/attention.safetensors"));
+    let official = Reference::open(&fixtures().join("clora/single_update.safetensors"));
+    let ((ours_in, in_shape), (ours_shift, shift_shape)) =
+        (saved.f32("latent_in"), saved.f32("latent_shift"));
+    assert_eq!(
+        (in_shape, shift_shape),
+        (vec![8, 4, 16, 16], vec![8, 4, 16, 16])
+    );
+    let in_err = max_diff(&ours_in, &official.f32("latents_in").0);
+    let want_shift: Vec<f32> = official
+        .f32("update_out")
+        .0
+        .iter()
+        .zip(official.f32("update_in").0)
+        .map(|(o, i)| o - i)
+        .collect();
+    let per_step = 4 * 16 * 16;
+    let shift_err = max_diff(&ours_shift[..per_step], &want_shift);
+    println!("saved latents: latent_in max abs error {in_err:.2e}, step 0's latent_shift {shift_err:.2e}");
+    // the same tolerance as the final latent's in clora_parity (single_update): 8 steps of f32 drift
+    assert!(in_err <= 1e-3, "latent_in error {in_err:e}");
+    assert!(shift_err <= 1e-4, "latent_shift error {shift_err:e}");
+    assert!(
+        want_shift.iter().any(|x| x.abs() > 1e-3),
+        "the reference update moves the latent"
+    );
+    assert!(
+        ours_shift[per_step..].iter().all(|&x| x == 0.0),
+        "no update after step 0, so no shift"
+    );
     let png = image::open(dir.join("artifacts/masks.png")).unwrap();
     assert!(png.width() > 8 * 96 && png.height() > 3 * 96);
     std::fs::remove_dir_all(&dir).unwrap();

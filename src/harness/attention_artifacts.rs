@@ -1,5 +1,6 @@
 //! CLoRA's attention maps and masks over the steps of one image, saved beside it (`save_attention = true`):
-//! `attention.safetensors` with every step's aggregated maps and masks, and two labelled PNG grids over the
+//! `attention.safetensors` with every step's aggregated maps and masks, the latent it received and what the latent
+//! update moved it by (`tools/toyworld/latent_shift.py` reads them), and two labelled PNG grids over the
 //! image, branches (rows) x steps (columns): `masks.png` (the image dimmed outside each branch's mask) and
 //! `attention.png` (each LoRA branch's mask-token attention as a heat map).
 
@@ -60,16 +61,22 @@ pub fn write(
         return Ok(Vec::new());
     }
     let tokens = rec.records[0].maps.len() / (n * q).max(1);
-    // attention.safetensors: maps [S, N, h*w, 77], masks [S, N, h, w], timesteps [S]
+    let [lc, lh, lw] = rec.records[0].latent_chw;
+    // attention.safetensors: maps [S, N, h*w, 77], masks [S, N, h, w], timesteps [S], and the latent each
+    // step received and what its updates moved it by, latent_in / latent_shift [S, c, lh, lw]
     let mut maps = Vec::with_capacity(s * n * q * tokens);
     let mut masks = Vec::with_capacity(s * n * q);
     let mut ts = Vec::with_capacity(s);
+    let mut latent_in = Vec::with_capacity(s * lc * lh * lw);
+    let mut latent_shift = Vec::with_capacity(s * lc * lh * lw);
     for r in rec.records {
         maps.extend_from_slice(&r.maps);
         for m in &r.masks {
             masks.extend_from_slice(m);
         }
         ts.push(r.t as f32);
+        latent_in.extend_from_slice(&r.latent_in);
+        latent_shift.extend_from_slice(&r.latent_shift);
     }
     let st = dir.join("attention.safetensors");
     write_f32_safetensors(
@@ -78,6 +85,8 @@ pub fn write(
             ("maps", vec![s, n, q, tokens], &maps),
             ("masks", vec![s, n, h, w], &masks),
             ("timesteps", vec![s], &ts),
+            ("latent_in", vec![s, lc, lh, lw], &latent_in),
+            ("latent_shift", vec![s, lc, lh, lw], &latent_shift),
         ],
         None,
     )?;

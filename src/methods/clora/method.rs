@@ -23,6 +23,13 @@ pub struct CloraStepRecord {
     pub losses: Vec<f32>,
     /// The latent after each update (`[1, 4, h, w]` flattened), when latents are recorded.
     pub latents: Vec<Vec<f32>>,
+    /// Channels, height and width of the latent (`[1, c, h, w]`).
+    pub latent_chw: [usize; 3],
+    /// The latent this step received, `z_t` before any update (`[1, c, h, w]` flattened).
+    pub latent_in: Vec<f32>,
+    /// What this step's updates moved it by, `z_t(updated) - z_t` (`[1, c, h, w]` flattened; zeros without
+    /// updates): where and how far the contrastive loss pushed the latent.
+    pub latent_shift: Vec<f32>,
     /// Aggregated maps `[N, map_h * map_w, 77]` flattened (those the masks were made from).
     pub maps: Vec<f32>,
     /// Masks at map resolution, one `map_h * map_w` vector per branch.
@@ -174,7 +181,8 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Clora<B> {
         let br = self.branches.clone().expect("prepare ran");
         let p = self.params.clone();
         let (i, t) = (ctx.index, ctx.t);
-        let mut z = latent.detach();
+        let z_in = latent.detach();
+        let mut z = z_in.clone();
         let mut losses = Vec::new();
         let mut latents = Vec::new();
         let mut fwd = None;
@@ -200,11 +208,18 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Clora<B> {
         };
         let (masks, small) = masks_for(&fwd.maps, &br, &p, i, z.dims())?;
         let eps = fuse(fwd.eps, masks, ctx.guidance);
+        let latent_shift = to_vec(&(z.clone() - z_in.clone()))?;
         self.records.push(CloraStepRecord {
             index: i,
             t,
             losses,
             latents,
+            latent_chw: {
+                let [_, c, h, w] = z_in.dims();
+                [c, h, w]
+            },
+            latent_in: to_vec(&z_in)?,
+            latent_shift,
             maps: to_vec(&fwd.maps)?,
             masks: small,
         });
