@@ -9,6 +9,7 @@
 #   # there (OUT: a folder for the results; the device tool sets it):
 #   bash tools/gpu/toyworld_cuda_check.sh          # everything, about 7 minutes
 #   bash tools/gpu/toyworld_cuda_check.sh clora    # the CLoRA diagnosis alone
+#   bash tools/gpu/toyworld_cuda_check.sh batch    # training step cost at batch 64, 256, 1024 alone
 #
 # Then compare, here:
 # - clora-check.tgz and smoke-run.tgz against CPU runs of the same configs (`harness run
@@ -69,6 +70,19 @@ for t in backend_grads clora_loss clora_parity; do
 done
 # Without a harness binary (only test binaries carried, to stay under the 64 MiB) the tests are all.
 [ -x $H ] || { echo "no .gpu/harness.xz: tests only; total $(ms $T0) ms"; exit 0; }
+# `batch` as the first argument: what a base training step costs at larger batches, 25 steps each at batch 64,
+# 256 and 1024 from the committed model (about 4 minutes). Session 14 measured 0.36 s per step at batch 64 on an
+# H200, bound by kernel launches; if a step of 1024 costs little more, training in well under an hour is a
+# matter of batch size there (docs/toyworld.md, "How to go on"). The s/step are the loss logs' clocks
+# (train-batch.tgz; the first steps include compiling kernels: read the last ten).
+if [ "${1:-}" = batch ]; then
+  for b in 64 256 1024; do
+    step batch$b 150 $H toyworld train --device cuda --work /tmp/wb$b --out /tmp/wb$b/model \
+      --from-model assets/toyworld/model --from-step 0 --base-steps 25 --dataset 2048 --batch $b
+  done
+  (cd /tmp && tar czf "$R/train-batch.tgz" $(find wb64 wb256 wb1024 -name '*.csv' 2>/dev/null))
+  echo "total $(ms $T0) ms"; exit 0
+fi
 # CLoRA on cuda against the CPU backends (session 14 found it apart, session 15 found why and fixed it): its
 # images and saved attention maps and masks come back for tools/gpu/compare_runs.py: with the latent update,
 # without it, unbatched.
