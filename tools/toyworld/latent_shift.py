@@ -73,8 +73,8 @@ def main():
     for k in keys:
         if "latent_shift" not in tensors[k]:
             sys.exit(f"{jobs[k][1]}: no latent_shift (saved by an older harness); run the config again")
-    side = tensors[keys[0]]["latent_in"].shape[-1]
-    image_px = 64
+    side = tensors[keys[0]]["latent_in"].shape[-1]  # latent cells per side (16 on the toyworld)
+    image_px = 64  # the oracle reads every image at 64x64 (its boxes are in those pixels)
 
     direction = None
     if a.toward:
