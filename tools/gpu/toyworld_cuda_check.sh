@@ -71,7 +71,7 @@ done
 # Without a harness binary (only test binaries carried, to stay under the 64 MiB) the tests are all.
 [ -x $H ] || { echo "no .gpu/harness.xz: tests only; total $(ms $T0) ms"; exit 0; }
 # `batch` as the first argument: what a base training step costs at larger batches, 25 steps each at batch 64,
-# 256 and 1024 from the committed model (about 4 minutes). Session 14 measured 0.36 s per step at batch 64 on an
+# 256 and 1024 from the committed model (a few minutes; each has its own limit). Session 14 measured 0.36 s per step at batch 64 on an
 # H200, bound by kernel launches; if a step of 1024 costs little more, training in well under an hour is a
 # matter of batch size there (docs/toyworld.md, "How to go on"). The s/step are the loss logs' clocks
 # (train-batch.tgz; the first steps include compiling kernels: read the last ten).
