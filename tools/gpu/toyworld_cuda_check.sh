@@ -9,7 +9,8 @@
 #   # there (OUT: a folder for the results; the device tool sets it):
 #   bash tools/gpu/toyworld_cuda_check.sh          # everything, about 7 minutes
 #   bash tools/gpu/toyworld_cuda_check.sh clora    # the CLoRA diagnosis alone
-#   bash tools/gpu/toyworld_cuda_check.sh batch    # training step cost at batch 64, 256, 1024 alone
+#   bash tools/gpu/toyworld_cuda_check.sh batch    # training step cost at batch 64, 256, 1024 (after the
+#                                                  # `tiny` check, and the tests when their binaries are carried)
 #
 # Then compare, here:
 # - clora-check.tgz and smoke-run.tgz against CPU runs of the same configs (`harness run

@@ -5,13 +5,14 @@
 
 Per (method, prompt set), over the images with an update: the size of the shift summed over the steps against
 the initial latent's (RMS), the share of its energy on one object's latent cells against the object's area, the
-mean shift over those cells against the mean that the initial noise has there by chance (N(0, 1) noise averaged
-over n cells: norm 2/sqrt(n) over 4 channels), and, with `--toward`/`--away`, the cosine between that mean
-shift and a colour direction in the latent: the mean final latent over the object's cells in the run's images
-where the oracle reads the object as `--toward`, minus the same where it reads `--away` (e.g. "blue plain"
-minus "purple stripes"). The object's cells are those its bounding box touches in the oracle's reading
-(`harness toyworld read`) of the same seed's image made by `--reference` (a method without the update, so the
-cells are where the object would have been), or of the image itself when not given. docs/toyworld.md ("Why
+norm of the mean shift over those cells against the norm that the mean of N(0, 1) noise over n cells has by
+chance (sqrt(c/n) over c channels), and, with `--toward`/`--away`, the cosine between that mean shift and a
+colour direction in the latent: the mean over the object's cells of the latent entering the last step, in the
+run's images where the oracle reads the object as `--toward`, minus the same where it reads `--away` (e.g.
+"blue plain" minus "purple stripes"). One row sums over a set's prompts, seeds and samples. The object's cells
+are those its bounding box touches in the oracle's reading (`harness toyworld read`) of the same prompt, seed
+and sample's image made by `--reference` (a method without the update, so the cells are where the object would
+have been), or of the image itself when not given. docs/toyworld.md ("Why
 CLoRA fails on the committed model") reads the `stripes` square this way.
 
 Usage (Python 3 with NumPy; never needed by CI):
@@ -63,7 +64,8 @@ def main():
         files = [f for f in s["details"].get("attention_files", []) if f.endswith(".safetensors")]
         if not files:
             continue
-        key = (s["job"]["method"], s["job"]["prompt"]["set"], s["job"]["seed"])
+        job = s["job"]
+        key = (job["method"], job["prompt"]["set"], job["prompt"]["index_in_set"], job["seed"], job["sample"])
         jobs[key] = (a.run / "images" / Path(s["image"]).name, a.run / "artifacts" / Path(files[0]).parent.name)
     if not jobs:
         sys.exit(f"{a.run}: no CLoRA images saved with save_attention")
@@ -78,7 +80,7 @@ def main():
 
     direction = None
     if a.toward:
-        final = collections.defaultdict(list)
+        final = collections.defaultdict(list)  # reading -> the latent entering the last step, mean over the cells
         for k in keys:
             found = cells(reading[k], a.shape, side, image_px)
             if found:
@@ -87,12 +89,12 @@ def main():
             if not final[name]:
                 sys.exit(f"no image reads the {a.shape} as {name!r} (readings: {sorted(final)})")
         direction = np.mean(final[a.toward], 0) - np.mean(final[a.away], 0)
-        print(f"colour direction: mean final latent over the {a.shape} read as {a.toward!r} ({len(final[a.toward])} "
+        print(f"colour direction: mean latent entering the last step over the {a.shape} read as {a.toward!r} ({len(final[a.toward])} "
               f"images) minus {a.away!r} ({len(final[a.away])}): {[round(float(x), 3) for x in direction]}\n")
 
     rows = collections.defaultdict(lambda: collections.defaultdict(list))
     for k in keys:
-        m, pset, seed = k
+        m, pset = k[:2]
         r = rows[(m, pset)]
         found = cells(reading[k], a.shape, side, image_px)
         r["drawn"].append(found[1] if found else "none")
@@ -102,7 +104,7 @@ def main():
             continue
         z0 = t["latent_in"][0]
         r["rel"].append(np.sqrt((total**2).mean() / (z0**2).mean()))
-        ref = (a.reference, pset, seed) if a.reference else k
+        ref = (a.reference, *k[1:]) if a.reference else k
         if ref not in reading:
             continue
         where = cells(reading[ref], a.shape, side, image_px)
@@ -113,7 +115,7 @@ def main():
         r["share"].append(energy[c].sum() / energy.sum())
         r["area"].append(c.mean())
         mean_shift = total[:, c].mean(1)
-        r["vs_noise"].append(np.linalg.norm(mean_shift) / (2 / np.sqrt(c.sum())))
+        r["vs_noise"].append(np.linalg.norm(mean_shift) / np.sqrt(total.shape[0] / c.sum()))
         if direction is not None:
             r["cos"].append(mean_shift @ direction / (np.linalg.norm(mean_shift) * np.linalg.norm(direction)))
 
