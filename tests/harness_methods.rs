@@ -16,19 +16,14 @@ use clora_harness::harness::{self, Generator, Interrupt, JobContext, SessionOpti
 use clora_harness::latent_io;
 use clora_harness::methods::MethodSpec;
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
-use safetensors::SafeTensors;
 
 mod clora_common;
 mod common;
 
 use clora_common::max_diff;
-use common::Reference;
+use common::{fixtures, Reference};
 
 type AD = Autodiff<Cpu>;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn folder(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("clora-methods-{test}-{}", std::process::id()));
@@ -85,18 +80,10 @@ fn generator() -> harness::SdGenerator<AD> {
     harness::SdGenerator::<AD>::new(Default::default(), "flex", "cpu", config::RunDtype::F32)
 }
 
-fn tensor(st: &SafeTensors<'_>, name: &str) -> Tensor<AD, 4> {
-    let t = st.tensor(name).unwrap();
-    let v: Vec<f32> = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let s = t.shape();
-    Tensor::from_data(
-        TensorData::new(v, [s[0], s[1], s[2], s[3]]),
-        &Default::default(),
-    )
+/// A fixture tensor `(values, shape)` as a latent `[1, 4, h, w]`.
+fn tensor((values, shape): (Vec<f32>, Vec<usize>)) -> Tensor<AD, 4> {
+    assert_eq!(shape.len(), 4, "a latent is [1, c, h, w]");
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
 }
 
 #[test]
@@ -123,14 +110,13 @@ params = { latent_update = true, max_iter_to_alter = 1, iterative_steps_steps = 
         job.prompt.branches,
         vec!["A sks cat and a dog", "A cat and a sks dog"]
     );
-    let bytes = std::fs::read(fixtures().join("clora/single_update.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let official = Reference::open(&fixtures().join("clora/single_update.safetensors"));
     let ctx = JobContext {
         steps: &harness::generator::NoSteps,
         interrupt: &Interrupt::new(),
         artifact_dir: dir.join("artifacts"),
     };
-    let noise = tensor(&st, "init_noise");
+    let noise = tensor(official.f32("init_noise"));
     let out = g
         .generate_from(job, Some(&|_| Ok(noise.clone())), &ctx)
         .unwrap();
@@ -141,7 +127,11 @@ params = { latent_update = true, max_iter_to_alter = 1, iterative_steps_steps = 
         &Default::default(),
     )
     .unwrap();
-    let want = latent_io::to_rgb8(&sd.decode_latent(tensor(&st, "final_latent")).unwrap()).unwrap();
+    let want = latent_io::to_rgb8(
+        &sd.decode_latent(tensor(official.f32("final_latent")))
+            .unwrap(),
+    )
+    .unwrap();
     let worst = out
         .image
         .pixels()
@@ -164,13 +154,10 @@ params = { latent_update = true, max_iter_to_alter = 1, iterative_steps_steps = 
     for f in ["attention.safetensors", "masks.png", "attention.png"] {
         assert!(dir.join("artifacts").join(f).is_file(), "{f}");
     }
-    let a = std::fs::read(dir.join("artifacts/attention.safetensors")).unwrap();
-    let a = SafeTensors::deserialize(&a).unwrap();
-    assert_eq!(a.tensor("masks").unwrap().shape(), &[8, 3, 4, 4]);
-    assert_eq!(a.tensor("maps").unwrap().shape(), &[8, 3, 16, 77]);
-    // the latent each step received and what the update moved it by, against the official pipeline's
     let saved = Reference::open(&dir.join("artifacts/attention.safetensors"));
-    let official = Reference::open(&fixtures().join("clora/single_update.safetensors"));
+    assert_eq!(saved.f32("masks").1, [8, 3, 4, 4]);
+    assert_eq!(saved.f32("maps").1, [8, 3, 16, 77]);
+    // the latent each step received and what the update moved it by, against the official pipeline's
     let ((ours_in, in_shape), (ours_shift, shift_shape)) =
         (saved.f32("latent_in"), saved.f32("latent_shift"));
     assert_eq!(
