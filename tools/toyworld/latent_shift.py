@@ -23,22 +23,19 @@ give a new config its own `[run] name`.
 """
 import argparse
 import collections
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 from mask_shares import load_safetensors
-from run_folder import oracle_read, sidecars
-
-OBJECT = re.compile(r"([\w?]+) ([\w?]+) (\w+)(?: outline)? at \((\d+), (\d+), (\d+), (\d+)\)")
+from run_folder import objects, oracle_read, sidecars
 
 
 def cells(reading: str, shape: str, side: int, image_px: int):
     """(latent cells the first `shape` object's box touches as a bool [side, side], 'colour pattern') or None."""
-    for colour, pattern, sh, *bbox in OBJECT.findall(reading):
+    for colour, pattern, sh, _, bbox in objects(reading):
         if sh == shape:
-            x0, y0, x1, y1 = [int(v) * side // image_px for v in bbox]
+            x0, y0, x1, y1 = [v * side // image_px for v in bbox]
             c = np.zeros((side, side), bool)
             c[y0 : y1 + 1, x0 : x1 + 1] = True
             return c, f"{colour} {pattern}"

@@ -23,15 +23,12 @@ everywhere alike and its scaled map is high in every cell).
 import argparse
 import collections
 import json
-import re
 import struct
 import sys
 from pathlib import Path
 
 import numpy as np
-from run_folder import oracle_read, sidecars
-
-BOX = re.compile(r"[\w?]+ [\w?]+ (\w+)(?: outline)? at \((\d+), (\d+), (\d+), (\d+)\)")
+from run_folder import objects, oracle_read, sidecars
 
 
 def load_safetensors(path: Path):
@@ -52,8 +49,8 @@ def load_safetensors(path: Path):
 def boxes(reading: str):
     """Shape -> bounding box of its first object in one line of the oracle's reading."""
     found = {}
-    for shape, *bbox in BOX.findall(reading):
-        found.setdefault(shape, tuple(map(int, bbox)))
+    for _, _, shape, _, bbox in objects(reading):
+        found.setdefault(shape, bbox)
     return found
 
 

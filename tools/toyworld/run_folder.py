@@ -2,6 +2,7 @@
 reading of images (`harness toyworld read`). Imported by contact_sheet.py, tally_objects.py and
 mask_shares.py (Python 3 standard library only)."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,15 @@ def oracle_read(harness: str, images):
     if len(lines) != len(images):
         sys.exit(f"{harness} toyworld read: {len(lines)} lines for {len(images)} images")
     return lines
+
+
+# One object of the oracle's reading, e.g. "orange dots circle at (29, 42, 49, 61) (335 px)": colour, pattern,
+# shape, " outline" for an outline drawing, and its bounding box in the 64x64 image; `?` where the oracle could
+# not tell (src/cli/toyworld.rs, `read_cmd`).
+OBJECT = re.compile(r"([\w?]+) ([\w?]+) ([\w?]+)( outline)? at \((\d+), (\d+), (\d+), (\d+)\)")
+
+
+def objects(reading: str):
+    """The objects of one line of the oracle's reading, in its order: (colour, pattern, shape, outline,
+    (x0, y0, x1, y1)), outline " outline" or ""."""
+    return [(c, p, s, o, tuple(map(int, box))) for c, p, s, o, *box in OBJECT.findall(reading)]

@@ -18,15 +18,10 @@ is read, those of earlier configs saved under the same run name included: give a
 """
 import argparse
 import collections
-import re
 import sys
 from pathlib import Path
 
-from run_folder import oracle_read, sidecars
-
-# "orange dots circle at (29, 42, 49, 61) (335 px)": colour, pattern, shape and an optional " outline"; `?` where
-# the oracle could not tell (src/cli/toyworld.rs, `read_cmd`).
-OBJECT = re.compile(r"([\w?]+) ([\w?]+) ([\w?]+)( outline)? at \(")
+from run_folder import objects, oracle_read, sidecars
 
 
 def images_by_group(run: Path):
@@ -40,7 +35,7 @@ def images_by_group(run: Path):
 
 
 def read(harness: str, images):
-    return [OBJECT.findall(line) for line in oracle_read(harness, images)]
+    return [objects(line) for line in oracle_read(harness, images)]
 
 
 def main():
@@ -52,9 +47,9 @@ def main():
     rows, shapes = [], set()
     for (method, prompt_set), images in sorted(groups.items()):
         tally = collections.defaultdict(collections.Counter)
-        for objects in read(args.harness, images):
+        for found in read(args.harness, images):
             seen = set()
-            for colour, pattern, shape, outline in objects:
+            for colour, pattern, shape, outline, _ in found:
                 tally[shape][f"{colour} {pattern}{outline}"] += 1
                 seen.add(shape)
             for shape in {"circle", "square", "triangle"} - seen:
