@@ -1,6 +1,6 @@
-"""What the toyworld tools read from a `harness run` folder: the finished images' sidecars, and the oracle's
-reading of images (`harness toyworld read`). Imported by contact_sheet.py, tally_objects.py and
-mask_shares.py (Python 3 standard library only)."""
+"""What the toyworld tools read from a `harness run` folder: the finished images' sidecars, the oracle's
+reading of images (`harness toyworld read`) and the objects in one line of that reading. Imported by
+contact_sheet.py, tally_objects.py, mask_shares.py and latent_shift.py (Python 3 standard library only)."""
 import json
 import re
 import subprocess
