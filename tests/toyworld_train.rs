@@ -19,8 +19,8 @@ use clora_harness::toyworld::seed_work::ModelStart;
 use clora_harness::toyworld::text_unet::{TextUnet, TextUnetNames};
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
-    alphas_cumprod, diffusion_batch, epsilon_loss, weighted_epsilon_loss, BaseTrainConfig,
-    DiffusionBatch,
+    alphas_cumprod, checkpoint_dir, diffusion_batch, ema_dir, epsilon_loss, train_base,
+    weighted_epsilon_loss, BaseTrainConfig, DiffusionBatch,
 };
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
@@ -706,5 +706,106 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
         );
     }
     StableDiffusion::<Cpu>::load(&tuned, &LoadOptions::default(), &device).unwrap();
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// Every tensor of a safetensors file as f32 values, by name.
+fn f32_tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect()
+}
+
+#[test]
+fn compact_token_embeddings_train_the_same_weights() {
+    let arch = tiny_arch();
+    let device = Default::default();
+    let data = fake_latents(&arch, 8);
+    let tok = ClipTokenizer::embedded().unwrap();
+    let root = std::env::temp_dir().join(format!("toyworld-vocab-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let run = |compact: bool| {
+        let work = root.join(if compact { "compact" } else { "whole" });
+        std::fs::create_dir_all(&work).unwrap();
+        let cfg = BaseTrainConfig {
+            steps: 4,
+            batch: 4,
+            dataset: 8,
+            warmup: 2,
+            checkpoint_every: 2,
+            compact_vocab: compact,
+            ..BaseTrainConfig::default()
+        };
+        train_base::<A>(&arch, &cfg, &data, 1.0, &tok, &work, &device, &mut |_| {}).unwrap();
+        work
+    };
+    let (compact, whole) = (run(true), run(false));
+    let emb = "text_model.embeddings.token_embedding.weight";
+    let used: std::collections::BTreeSet<usize> = data
+        .ids
+        .iter()
+        .chain(&tok.encode(""))
+        .map(|&i| i as usize)
+        .collect();
+    let d = arch.text_hidden;
+    for (dir_of, file) in [
+        (
+            checkpoint_dir as fn(&std::path::Path) -> std::path::PathBuf,
+            "text_encoder/model.safetensors",
+        ),
+        (checkpoint_dir, "unet/diffusion_pytorch_model.safetensors"),
+        (ema_dir, "text_encoder/model.safetensors"),
+        (ema_dir, "unet/diffusion_pytorch_model.safetensors"),
+    ] {
+        let a = f32_tensors(&dir_of(&compact).join(file));
+        let b = f32_tensors(&dir_of(&whole).join(file));
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{file}"
+        );
+        for (name, x) in &a {
+            let y = &b[name];
+            assert_eq!(x.len(), y.len(), "{file}: {name}");
+            let worst = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-6, "{file}: {name} differs by {worst}");
+        }
+    }
+    // Used rows trained; every other row of the compact run's table is its initial value, bit for bit.
+    let init: Vec<f32> = TextUnet::<Cpu>::random(&arch, BaseTrainConfig::default().seed, &device)
+        .unwrap()
+        .text_encoder
+        .token_embedding
+        .weight
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let table = &f32_tensors(&checkpoint_dir(&compact).join("text_encoder/model.safetensors"))[emb];
+    assert_eq!(table.len(), init.len());
+    let moved: Vec<usize> = (0..table.len() / d)
+        .filter(|&row| table[row * d..(row + 1) * d] != init[row * d..(row + 1) * d])
+        .collect();
+    // (A used token moves once a batch has drawn a caption with it.)
+    assert!(!moved.is_empty(), "no token embedding trained");
+    assert!(
+        moved.iter().all(|row| used.contains(row)),
+        "unused tokens moved: {moved:?}"
+    );
     std::fs::remove_dir_all(&root).ok();
 }

@@ -38,6 +38,7 @@ pub mod train_base;
 pub mod train_decoder;
 pub mod train_lora;
 pub mod train_vae;
+pub mod train_vocab;
 pub mod trainable;
 
 pub use error::{ToyError, ToyResult};

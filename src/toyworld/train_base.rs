@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::{backend::AutodiffBackend, ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    ElementConversion, Int, Tensor, TensorData,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -20,6 +23,7 @@ use super::latent_data::LatentSet;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::scene::PlainWorld;
 use super::text_unet::{TextUnet, TextUnetNames, UNET_FILE};
+use super::train_vocab::{FullTable, TrainVocab};
 use super::trainable::trainable;
 use crate::models::clip::tokenizer::ClipTokenizer;
 use crate::schedulers::{numerics, SchedulerConfig};
@@ -49,6 +53,8 @@ pub struct BaseTrainConfig {
     pub ema_decay: f64,
     /// Min-SNR-gamma loss weighting (see [`weighted_epsilon_loss`]); `None`: plain MSE.
     pub min_snr_gamma: Option<f64>,
+    /// Train only the token-embedding rows the captions use ([`TrainVocab`]; the same numbers, faster steps).
+    pub compact_vocab: bool,
 }
 
 impl Default for BaseTrainConfig {
@@ -67,6 +73,7 @@ impl Default for BaseTrainConfig {
             log_every: 25,
             ema_decay: 0.999,
             min_snr_gamma: Some(5.0),
+            compact_vocab: true,
         }
     }
 }
@@ -185,6 +192,20 @@ pub fn weighted_epsilon_loss<B: AutodiffBackend>(
     Ok((per_row * weights).mean())
 }
 
+/// Writes `model`'s checkpoint below `dir`, its token embedding made whole again when it trains a compact one.
+fn save_whole<B: Backend>(
+    names: &TextUnetNames,
+    model: &TextUnet<B>,
+    vocab: &Option<TrainVocab>,
+    table: &Option<FullTable>,
+    dir: &Path,
+) -> ToyResult<()> {
+    match (vocab, table) {
+        (Some(v), Some(t)) => names.save(&v.expand(model, t)?, dir, false),
+        _ => names.save(model, dir, false),
+    }
+}
+
 /// What the base training produced.
 #[derive(Debug, Clone)]
 pub struct BaseOutcome {
@@ -221,7 +242,7 @@ pub fn train_base<B: AutodiffBackend>(
     // A checkpoint is where the phase goes on: one it wrote, or the weights a start from a model folder put there
     // (at any step of the schedule, step 0 included).
     let resumed = state.step > 0 || dir.join("unet").join(UNET_FILE).is_file();
-    let mut model: TextUnet<B> = if resumed {
+    let model: TextUnet<B> = if resumed {
         log(&format!(
             "base: resuming at step {}/{}",
             state.step, cfg.steps
@@ -230,18 +251,44 @@ pub fn train_base<B: AutodiffBackend>(
     } else {
         TextUnet::random(arch, cfg.seed, device)?
     };
-    let mut ema = if cfg.ema_decay > 0.0 {
-        let avg = if resumed && ema_dir(work).is_dir() {
-            TextUnet::<B::InnerBackend>::load(arch, &ema_dir(work), device)?
-        } else {
-            model.valid()
-        };
-        Some(Ema::new(avg, cfg.ema_decay, state.step as u64))
+    let avg = if cfg.ema_decay <= 0.0 {
+        None
+    } else if resumed && ema_dir(work).is_dir() {
+        Some(TextUnet::<B::InnerBackend>::load(
+            arch,
+            &ema_dir(work),
+            device,
+        )?)
+    } else {
+        Some(model.valid())
+    };
+    let empty = tokenizer.encode("");
+    // The live model and its average train compact token embeddings; each keeps its whole table for saving.
+    let vocab = if cfg.compact_vocab {
+        let n = model.text_encoder.token_embedding.weight.dims()[0];
+        Some(TrainVocab::of(data.ids.iter().chain(&empty), n)?)
     } else {
         None
     };
+    let (mut model, model_table) = match &vocab {
+        Some(v) => {
+            let (m, table) = v.compact(model)?;
+            (trainable(m), Some(table))
+        }
+        None => (model, None),
+    };
+    let (mut ema, ema_table) = match (avg, &vocab) {
+        (Some(avg), Some(v)) => {
+            let (avg, table) = v.compact(avg)?;
+            (
+                Some(Ema::new(avg, cfg.ema_decay, state.step as u64)),
+                Some(table),
+            )
+        }
+        (Some(avg), None) => (Some(Ema::new(avg, cfg.ema_decay, state.step as u64)), None),
+        (None, _) => (None, None),
+    };
     let alphas = alphas_cumprod(&ToyArch::scheduler_config()?)?;
-    let empty = tokenizer.encode("");
     let ls = arch.latent_size();
     let latent_shape = [arch.latent_channels, ls, ls];
     let mut optim = AdamConfig::new().init::<B, TextUnet<B>>();
@@ -252,7 +299,7 @@ pub fn train_base<B: AutodiffBackend>(
     for step in state.step..cfg.steps {
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-        let batch = diffusion_batch::<B>(
+        let mut batch = diffusion_batch::<B>(
             data,
             latent_shape,
             cfg.batch,
@@ -263,6 +310,9 @@ pub fn train_base<B: AutodiffBackend>(
             &mut rng,
             device,
         );
+        if let Some(v) = &vocab {
+            batch.ids = v.remap(batch.ids)?;
+        }
         let loss = weighted_epsilon_loss(&model, batch, cfg.min_snr_gamma)?;
         let value = loss.clone().into_scalar().elem::<f64>();
         check_finite(PHASE, step, value)?;
@@ -290,9 +340,9 @@ pub fn train_base<B: AutodiffBackend>(
             ));
         }
         if done % cfg.checkpoint_every == 0 || done == cfg.steps {
-            names.save(&model, &dir, false)?;
+            save_whole(&names, &model, &vocab, &model_table, &dir)?;
             if let Some(ema) = &ema {
-                names.save(&ema.model, &ema_dir(work), false)?;
+                save_whole(&names, &ema.model, &vocab, &ema_table, &ema_dir(work))?;
             }
             state.step = done;
             state.seconds = losses.seconds();
