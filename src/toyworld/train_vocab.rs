@@ -9,7 +9,7 @@
 //! whenever it saves ([`TrainVocab::expand`]). The training computes the same numbers either way (tested).
 
 use burn::module::Param;
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Element, Int, Tensor, TensorData};
 
 use super::error::{ToyError, ToyResult};
 use super::text_unet::TextUnet;
@@ -54,28 +54,17 @@ impl TrainVocab {
     pub fn remap<B: Backend>(&self, ids: Tensor<B, 2, Int>) -> ToyResult<Tensor<B, 2, Int>> {
         let [b, s] = ids.dims();
         let device = ids.device();
-        let ids: Vec<i64> = ids
-            .into_data()
-            .convert::<i64>()
-            .to_vec()
-            .map_err(|e| ToyError::Training(format!("token ids: {e:?}")))?;
+        let ids: Vec<i64> = host_values(ids.into_data(), "token ids")?;
         let rows: Vec<i64> = ids.iter().map(|&i| self.rows[i as usize]).collect();
         Ok(Tensor::from_data(TensorData::new(rows, [b, s]), &device))
     }
 
     /// `model` with its token embedding cut to the used rows, and the whole table it had.
-    pub fn compact<B: Backend>(
-        &self,
-        mut model: TextUnet<B>,
-    ) -> ToyResult<(TextUnet<B>, FullTable)> {
+    pub fn compact<B: Backend>(&self, model: TextUnet<B>) -> ToyResult<(TextUnet<B>, FullTable)> {
         let weight = model.text_encoder.token_embedding.weight.val();
         let [n, d] = weight.dims();
         let device = weight.device();
-        let values: Vec<f32> = weight
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| ToyError::Training(format!("token embedding: {e:?}")))?;
+        let values: Vec<f32> = host_values(weight.into_data(), "token embedding")?;
         // [used, d]
         let compact: Vec<f32> = self
             .used
@@ -87,12 +76,8 @@ impl TrainVocab {
             })
             .collect();
         let rows = self.used.len();
-        model.text_encoder.token_embedding.weight = Param::from_tensor(Tensor::from_data(
-            TensorData::new(compact, [rows, d]),
-            &device,
-        ));
         Ok((
-            model,
+            with_table(model, compact, [rows, d], &device),
             FullTable {
                 values,
                 dims: [n, d],
@@ -109,23 +94,33 @@ impl TrainVocab {
         let weight = model.text_encoder.token_embedding.weight.val();
         let device = weight.device();
         let d = full.dims[1];
-        let compact: Vec<f32> = weight
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| ToyError::Training(format!("token embedding: {e:?}")))?;
+        let compact: Vec<f32> = host_values(weight.into_data(), "token embedding")?;
         let mut values = full.values.clone();
         for (row, &id) in self.used.iter().enumerate() {
             values[id as usize * d..(id as usize + 1) * d]
                 .copy_from_slice(&compact[row * d..(row + 1) * d]);
         }
-        let mut out = model.clone();
-        out.text_encoder.token_embedding.weight = Param::from_tensor(Tensor::from_data(
-            TensorData::new(values, full.dims),
-            &device,
-        ));
-        Ok(out)
+        Ok(with_table(model.clone(), values, full.dims, &device))
     }
+}
+
+/// A tensor's values on the host, as `E`.
+fn host_values<E: Element>(data: TensorData, what: &str) -> ToyResult<Vec<E>> {
+    data.convert::<E>()
+        .to_vec()
+        .map_err(|e| ToyError::Training(format!("{what}: {e:?}")))
+}
+
+/// `model` with the token-embedding table `values` (`dims`).
+fn with_table<B: Backend>(
+    mut model: TextUnet<B>,
+    values: Vec<f32>,
+    dims: [usize; 2],
+    device: &B::Device,
+) -> TextUnet<B> {
+    model.text_encoder.token_embedding.weight =
+        Param::from_tensor(Tensor::from_data(TensorData::new(values, dims), device));
+    model
 }
 
 #[cfg(test)]
@@ -134,19 +129,17 @@ mod tests {
     use crate::backend::Cpu;
     use crate::toyworld::arch::ToyArch;
 
+    fn table_of(model: &TextUnet<Cpu>) -> Vec<f32> {
+        let weight = model.text_encoder.token_embedding.weight.val();
+        host_values(weight.into_data(), "token embedding").unwrap()
+    }
+
     #[test]
     fn compacts_to_the_used_rows_and_expands_back() {
         let device = Default::default();
         let arch = ToyArch::default();
         let model = TextUnet::<Cpu>::random(&arch, 3, &device).unwrap();
-        let whole: Vec<f32> = model
-            .text_encoder
-            .token_embedding
-            .weight
-            .val()
-            .into_data()
-            .to_vec()
-            .unwrap();
+        let whole = table_of(&model);
         let d = whole.len() / 49408;
         let vocab = TrainVocab::of(&[49407, 320, 320, 49406], 49408).unwrap();
         assert_eq!(vocab.used, vec![320, 49406, 49407]);
@@ -163,14 +156,7 @@ mod tests {
             .unwrap();
         assert_eq!(rows, vec![1, 0, 2, 2]);
         let (compact, table) = vocab.compact(model).unwrap();
-        let small: Vec<f32> = compact
-            .text_encoder
-            .token_embedding
-            .weight
-            .val()
-            .into_data()
-            .to_vec()
-            .unwrap();
+        let small = table_of(&compact);
         assert_eq!(small.len(), 3 * d);
         assert_eq!(&small[..d], &whole[320 * d..321 * d]);
         // A trained compact row goes back to its id; the others are as they were.
@@ -183,16 +169,7 @@ mod tests {
                 .val()
                 .add_scalar(1.0),
         );
-        let back: Vec<f32> = vocab
-            .expand(&moved, &table)
-            .unwrap()
-            .text_encoder
-            .token_embedding
-            .weight
-            .val()
-            .into_data()
-            .to_vec()
-            .unwrap();
+        let back = table_of(&vocab.expand(&moved, &table).unwrap());
         for id in 0..49408 {
             let (b, w) = (&back[id * d..(id + 1) * d], &whole[id * d..(id + 1) * d]);
             if vocab.used.contains(&(id as u32)) {
