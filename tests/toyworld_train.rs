@@ -8,7 +8,7 @@ use clora_harness::lora::file::LoraFile;
 use clora_harness::lora::resolve::Unmatched;
 use clora_harness::models::clip::tokenizer::ClipTokenizer;
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
-use clora_harness::models::weights::WeightStore;
+use clora_harness::models::weights::{decode_f32, WeightStore};
 use clora_harness::pipeline::GenerateParams;
 use clora_harness::toyworld::arch::ToyArch;
 use clora_harness::toyworld::concept::Concept;
@@ -717,12 +717,7 @@ fn f32_tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec
         .into_iter()
         .map(|(name, view)| {
             assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, values)
+            (name, decode_f32(view.data(), view.dtype()).unwrap())
         })
         .collect()
 }

@@ -192,17 +192,17 @@ pub fn weighted_epsilon_loss<B: AutodiffBackend>(
     Ok((per_row * weights).mean())
 }
 
-/// Writes `model`'s checkpoint below `dir`, its token embedding made whole again when it trains a compact one.
+/// Writes `model`'s checkpoint below `dir`; a compact token embedding (`compact`: its vocabulary and the
+/// whole table it was cut from) is made whole again first.
 fn save_whole<B: Backend>(
     names: &TextUnetNames,
     model: &TextUnet<B>,
-    vocab: &Option<TrainVocab>,
-    table: &Option<FullTable>,
+    compact: Option<(&TrainVocab, &FullTable)>,
     dir: &Path,
 ) -> ToyResult<()> {
-    match (vocab, table) {
-        (Some(v), Some(t)) => names.save(&v.expand(model, t)?, dir, false),
-        _ => names.save(model, dir, false),
+    match compact {
+        Some((vocab, table)) => names.save(&vocab.expand(model, table)?, dir, false),
+        None => names.save(model, dir, false),
     }
 }
 
@@ -340,9 +340,15 @@ pub fn train_base<B: AutodiffBackend>(
             ));
         }
         if done % cfg.checkpoint_every == 0 || done == cfg.steps {
-            save_whole(&names, &model, &vocab, &model_table, &dir)?;
+            save_whole(
+                &names,
+                &model,
+                vocab.as_ref().zip(model_table.as_ref()),
+                &dir,
+            )?;
             if let Some(ema) = &ema {
-                save_whole(&names, &ema.model, &vocab, &ema_table, &ema_dir(work))?;
+                let compact = vocab.as_ref().zip(ema_table.as_ref());
+                save_whole(&names, &ema.model, compact, &ema_dir(work))?;
             }
             state.step = done;
             state.seconds = losses.seconds();
