@@ -10,7 +10,7 @@ use super::error::{ToyError, ToyResult};
 use super::param_names::write_safetensors;
 use super::render::render;
 use super::scene::PlainWorld;
-use super::tensors::images_to_tensor;
+use super::tensors::{host_values, images_to_tensor};
 use crate::models::clip::tokenizer::ClipTokenizer;
 use crate::models::vae::AutoencoderKL;
 use crate::models::weights::WeightStore;
@@ -180,11 +180,7 @@ fn encode_chunks<B: Backend>(
         let post = vae.encode(images_to_tensor::<B>(&images, device))?;
         latent_shape = post.mean.dims()[1..].to_vec();
         let f = |t: burn::tensor::Tensor<B, 4>| {
-            t.cast(DType::F32)
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .map_err(|e| ToyError::Training(format!("latent data: {e:?}")))
+            host_values::<f32>(t.cast(DType::F32).into_data(), "latent data")
         };
         means.extend(f(post.mean.clone())?);
         stds.extend(f(post.std())?);

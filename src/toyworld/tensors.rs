@@ -1,9 +1,18 @@
-//! Conversions between images of the world and tensors: `[b, 3, H, W]` in [-1, 1] for the VAE, and back.
+//! Conversions between tensors and the host: images of the world to `[b, 3, H, W]` tensors in [-1, 1] for the
+//! VAE and back, and any tensor's values to a `Vec` ([`host_values`]).
 
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Element, Tensor, TensorData};
 use image::RgbImage;
 
+use super::error::{ToyError, ToyResult};
 use super::palette::is_dark;
+
+/// A tensor's values on the host, as `E` (`what` names them in the error).
+pub fn host_values<E: Element>(data: TensorData, what: &str) -> ToyResult<Vec<E>> {
+    data.convert::<E>()
+        .into_vec::<E>()
+        .map_err(|e| ToyError::Training(format!("{what}: {e:?}")))
+}
 
 /// Images (all the same size) to a `[b, 3, H, W]` tensor in [-1, 1].
 pub fn images_to_tensor<B: Backend>(images: &[RgbImage], device: &B::Device) -> Tensor<B, 4> {

@@ -26,6 +26,7 @@ use super::latent_data::{LatentSet, TRAIN_SEED_BASE};
 use super::progress::{check_finite, learning_rate, LossLog};
 use super::render::render;
 use super::scene::{concept_scene_among, PlainWorld, MAX_COMPANIONS};
+use super::tensors::host_values;
 use super::text_unet::TextUnet;
 use super::train_base::{alphas_cumprod, diffusion_batch, epsilon_loss};
 use super::train_vae::vae_model;
@@ -593,10 +594,7 @@ pub fn read_scaling_factor(model_dir: &Path) -> ToyResult<f64> {
 }
 
 fn to_vec<B: Backend>(t: Tensor<B, 2>) -> ToyResult<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| ToyError::Training(format!("LoRA factors: {e:?}")))
+    host_values(t.into_data(), "LoRA factors")
 }
 
 /// Writes the adapters in `layout`: PyTorch layout (`down`/`lora_A` `[r, d_in]`, `up`/`lora_B` `[d_out, r]`),

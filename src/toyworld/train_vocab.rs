@@ -9,9 +9,10 @@
 //! whenever it saves ([`TrainVocab::expand`]). The training computes the same numbers either way (tested).
 
 use burn::module::Param;
-use burn::tensor::{backend::Backend, Element, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use super::error::{ToyError, ToyResult};
+use super::tensors::host_values;
 use super::text_unet::TextUnet;
 
 /// The vocabulary ids the training captions use, and where each sits in the compact table.
@@ -102,13 +103,6 @@ impl TrainVocab {
         }
         Ok(with_table(model.clone(), values, full.dims, &device))
     }
-}
-
-/// A tensor's values on the host, as `E`.
-fn host_values<E: Element>(data: TensorData, what: &str) -> ToyResult<Vec<E>> {
-    data.convert::<E>()
-        .to_vec()
-        .map_err(|e| ToyError::Training(format!("{what}: {e:?}")))
 }
 
 /// `model` with the token-embedding table `values` (`dims`).
