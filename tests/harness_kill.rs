@@ -227,7 +227,19 @@ fn killed_and_restarted_runs_end_like_an_uninterrupted_one() {
 
 #[test]
 fn ctrl_c_finishes_the_current_image_and_stops_cleanly() {
-    let dir = std::env::temp_dir().join(format!("clora-sigint-{}", std::process::id()));
+    interrupt_after_two_images("sigint", 1);
+}
+
+/// `timeout` and job schedulers signal the process and its group: two signals at once are one request.
+#[test]
+fn two_signals_sent_together_stop_like_one() {
+    interrupt_after_two_images("sigint-twice", 2);
+}
+
+/// Sends `signals` SIGINTs 20 ms apart (the first handled, the next not merged into it by the kernel) once two
+/// images are done, and checks the run stopped cleanly.
+fn interrupt_after_two_images(tag: &str, signals: usize) {
+    let dir = std::env::temp_dir().join(format!("clora-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = setup(&dir);
     let out = dir.join("out");
@@ -242,11 +254,8 @@ fn ctrl_c_finishes_the_current_image_and_stops_cleanly() {
         assert!(t0.elapsed() < Duration::from_secs(300));
         std::thread::sleep(Duration::from_millis(5));
     }
-    let sent = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    let kill = vec![format!("kill -INT {}", child.id()); signals].join("; sleep 0.02; ");
+    let sent = Command::new("sh").arg("-c").arg(kill).status().unwrap();
     assert!(sent.success());
     let status = child.wait().unwrap();
     assert_eq!(
