@@ -18,7 +18,7 @@ pub const SAME_REQUEST: Duration = Duration::from_millis(500);
 
 /// What a signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalAction {
+enum SignalAction {
     /// The first: finish the current image, then stop.
     Stop,
     /// Sent together with the first (within [`SAME_REQUEST`]): nothing more.
@@ -28,7 +28,7 @@ pub enum SignalAction {
 }
 
 /// The action of a signal arriving `now`, when the first arrived at `first` (`None`: this is the first).
-pub fn signal_action(first: Option<Instant>, now: Instant) -> SignalAction {
+fn signal_action(first: Option<Instant>, now: Instant) -> SignalAction {
     match first {
         None => SignalAction::Stop,
         Some(first) if now.saturating_duration_since(first) < SAME_REQUEST => SignalAction::Same,
