@@ -6,21 +6,26 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use clora_harness::backend::{Cpu, CpuAutodiff};
 use clora_harness::lora::file::LoraFile;
 use clora_harness::lora::resolve::Unmatched;
+use clora_harness::models::blocks::probe::AttentionProbe;
 use clora_harness::models::clip::tokenizer::ClipTokenizer;
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
 use clora_harness::models::weights::{decode_f32, WeightStore};
 use clora_harness::pipeline::GenerateParams;
 use clora_harness::toyworld::arch::ToyArch;
+use clora_harness::toyworld::caption::{training_caption, CaptionOrder};
 use clora_harness::toyworld::concept::Concept;
+use clora_harness::toyworld::grounding::Grounding;
 use clora_harness::toyworld::grow::grow_unet;
-use clora_harness::toyworld::latent_data::LatentSet;
+use clora_harness::toyworld::latent_data::{LatentSet, BARE_RATE, TRAIN_SEED_BASE};
 use clora_harness::toyworld::progress::PhaseState;
+use clora_harness::toyworld::scene::PlainWorld;
 use clora_harness::toyworld::seed_work::ModelStart;
 use clora_harness::toyworld::text_unet::{TextUnet, TextUnetNames};
+use clora_harness::toyworld::token_attention::grounded_token_loss;
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
     alphas_cumprod, checkpoint_dir, diffusion_batch, ema_dir, epsilon_loss, train_base,
-    weighted_epsilon_loss, BaseTrainConfig, DiffusionBatch,
+    weighted_epsilon_loss, weighted_epsilon_loss_probed, BaseTrainConfig, DiffusionBatch,
 };
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
@@ -803,4 +808,125 @@ fn compact_token_embeddings_train_the_same_weights() {
         "unused tokens moved: {moved:?}"
     );
     std::fs::remove_dir_all(&root).ok();
+}
+
+/// A training set of real scenes and captions (seeds `TRAIN_SEED_BASE + i`, as the cache) with random latents.
+fn scene_latents(arch: &ToyArch, world: &PlainWorld, n: usize) -> LatentSet {
+    let l = arch.latent_channels * arch.latent_size() * arch.latent_size();
+    let tok = ClipTokenizer::embedded().unwrap();
+    let captions: Vec<String> = (0..n as u64)
+        .map(|i| {
+            let scene = world.sample(TRAIN_SEED_BASE + i).unwrap();
+            training_caption(&scene, i, BARE_RATE, CaptionOrder::LeftToRight)
+        })
+        .collect();
+    LatentSet {
+        means: clora_harness::noise::gaussian_values(9, n * l),
+        stds: vec![0.05; n * l],
+        latent_len: l,
+        ids: captions.iter().flat_map(|c| tok.encode(c)).collect(),
+        captions,
+    }
+}
+
+#[test]
+fn token_attention_loss_trains_the_cross_attention_and_runs_in_the_base_phase() {
+    let arch = tiny_arch();
+    let device = Default::default();
+    let world = PlainWorld {
+        object_counts: [0.0, 0.5, 0.5],
+        ..PlainWorld::default()
+    };
+    let data = scene_latents(&arch, &world, 8);
+    let tok = ClipTokenizer::embedded().unwrap();
+    let grid = arch.finest_attention_side().unwrap();
+    assert_eq!(grid, arch.latent_size() / 2);
+    let grounding = Grounding::of_training_set(
+        &world,
+        &data.captions,
+        CaptionOrder::LeftToRight,
+        &tok,
+        grid,
+    )
+    .unwrap();
+    let batch = fixed_batch(&arch, &data, 5, &device);
+    let mut model = TextUnet::<A>::random(&arch, 7, &device).unwrap();
+    let mut optim = AdamConfig::new().init::<A, TextUnet<A>>();
+    let mut losses = Vec::new();
+    for _ in 0..15 {
+        let b = batch();
+        let rows = b.captioned.clone();
+        assert!(rows.iter().all(|r| r.is_some()), "no caption dropout here");
+        let mut probe = AttentionProbe::at_query_len(grid * grid);
+        weighted_epsilon_loss_probed(&model, b, None, &mut probe).unwrap();
+        // The finest level's cross-attention layers: down, and two in the up block.
+        assert_eq!(probe.maps.len(), 3);
+        let loss = grounded_token_loss(&grounding, &rows, &probe.maps, &device);
+        losses.push(loss.clone().into_scalar().elem::<f64>());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-2, model, grads);
+    }
+    eprintln!("token-attention losses: {losses:?}");
+    assert!(losses[0] > 0.3, "{losses:?}");
+    assert!(losses[14] < 0.7 * losses[0], "{losses:?}");
+
+    // In the base phase: trained with the epsilon loss, reported on its log lines.
+    let work =
+        std::env::temp_dir().join(format!("toyworld-token-attention-{}", std::process::id()));
+    std::fs::remove_dir_all(&work).ok();
+    std::fs::create_dir_all(&work).unwrap();
+    let cfg = BaseTrainConfig {
+        steps: 4,
+        batch: 4,
+        dataset: 8,
+        warmup: 2,
+        log_every: 2,
+        world,
+        token_attention_weight: 0.5,
+        ..BaseTrainConfig::default()
+    };
+    let mut lines = Vec::new();
+    let outcome = train_base::<A>(
+        &arch,
+        &cfg,
+        &data,
+        1.0,
+        &tok,
+        &work,
+        &device,
+        &mut |l: &str| lines.push(l.to_string()),
+    )
+    .unwrap();
+    assert!(outcome.final_loss.is_finite());
+    assert!(
+        lines.iter().any(|l| l.contains("8 captions grounded")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("base 4/4") && l.contains("token-attention loss")),
+        "{lines:?}"
+    );
+    // Another world's scenes are not these captions' scenes.
+    let other = BaseTrainConfig {
+        world: PlainWorld::default(),
+        ..cfg
+    };
+    std::fs::remove_dir_all(&work).ok();
+    std::fs::create_dir_all(&work).unwrap();
+    let err = train_base::<A>(
+        &arch,
+        &other,
+        &data,
+        1.0,
+        &tok,
+        &work,
+        &device,
+        &mut |_: &str| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("is not its scene's"), "{err}");
+    std::fs::remove_dir_all(&work).ok();
 }

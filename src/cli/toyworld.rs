@@ -266,6 +266,11 @@ pub struct TrainArgs {
     /// Min-SNR-gamma loss weighting of the text encoder + UNet (0: plain MSE).
     #[arg(long)]
     pub min_snr_gamma: Option<f64>,
+    /// Weight of the token-attention loss (TokenCompose's token loss: each caption word's cross-attention mass
+    /// inside its object, on the finest cross-attention maps) added to the text encoder + UNet's loss (default
+    /// 0: off; an experiment, docs/toyworld.md).
+    #[arg(long)]
+    pub token_attention_weight: Option<f64>,
     /// Latent channels of the VAE (and the UNet's input and output).
     #[arg(long)]
     pub latent_channels: Option<usize>,
@@ -473,6 +478,12 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.min_snr_gamma {
         base.min_snr_gamma = (v > 0.0).then_some(v);
+    }
+    if let Some(v) = a.token_attention_weight {
+        if !v.is_finite() || v < 0.0 {
+            anyhow::bail!("--token-attention-weight {v}: expected a weight >= 0");
+        }
+        base.token_attention_weight = v;
     }
     let mut arch = ToyArch::default();
     if let Some(v) = a.latent_channels {

@@ -77,6 +77,12 @@ impl ToyArch {
         self.image_size / self.vae_scale_factor()
     }
 
+    /// Cells per side of the UNet's finest cross-attention maps (`None`: no level has cross-attention).
+    pub fn finest_attention_side(&self) -> Option<usize> {
+        let level = self.unet_cross_attention.iter().position(|&a| a)?;
+        Some(self.latent_size() >> level)
+    }
+
     /// diffusers `unet/config.json`.
     pub fn unet_json(&self) -> Value {
         let down: Vec<&str> = self

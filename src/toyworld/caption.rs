@@ -58,39 +58,64 @@ pub fn caption(scene: &Scene, seed: u64) -> String {
 /// circle") with probability `bare_rate`, so the model also knows the nouns without their adjectives, and the
 /// objects are named in `order`.
 pub fn training_caption(scene: &Scene, seed: u64, bare_rate: f64, order: CaptionOrder) -> String {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut placed: Vec<&super::scene::Object> = scene.objects.iter().collect();
-    placed.sort_by(|a, b| a.cx.total_cmp(&b.cx).then(a.cy.total_cmp(&b.cy)));
-    if order == CaptionOrder::Shuffled {
-        placed.shuffle(&mut rng);
-    }
-    let objects: Vec<ObjectRequest> = placed
+    let phrases: Vec<String> = caption_phrases(scene, seed, bare_rate, order)
         .into_iter()
-        .map(|o| ObjectRequest {
-            shape: o.shape,
-            colour: o.colour,
-            pattern: o.pattern,
-            concept: o.concept,
-        })
-        .collect();
-    let phrases: Vec<String> = objects
-        .iter()
-        .map(|o| {
-            if o.concept.is_none() && bare_rate > 0.0 && rng.random_bool(bare_rate) {
-                format!("a {}", o.shape.name())
-            } else {
-                object_phrase(o)
-            }
-        })
+        .map(|(_, phrase)| phrase)
         .collect();
     let mut text = join_phrases(&phrases);
     if scene.style == Style::Outline {
-        text = format!("an {} of {text}", Concept::Outline.phrase());
+        text = format!("{}{text}", style_prefix());
     }
     if scene.background == Background::Grey {
-        text.push_str(" on a grey background");
+        text.push_str(GREY_SUFFIX);
     }
     text
+}
+
+/// What an outline scene's caption starts with: "an olz drawing of ".
+pub fn style_prefix() -> String {
+    format!("an {} of ", Concept::Outline.phrase())
+}
+
+/// What a grey-background scene's caption ends with.
+pub const GREY_SUFFIX: &str = " on a grey background";
+
+/// The object phrases of [`training_caption`], in the caption's order, each with the index of its object in
+/// `scene.objects`.
+pub fn caption_phrases(
+    scene: &Scene,
+    seed: u64,
+    bare_rate: f64,
+    order: CaptionOrder,
+) -> Vec<(usize, String)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let objects = &scene.objects;
+    let mut placed: Vec<usize> = (0..objects.len()).collect();
+    placed.sort_by(|&a, &b| {
+        let (a, b) = (&objects[a], &objects[b]);
+        a.cx.total_cmp(&b.cx).then(a.cy.total_cmp(&b.cy))
+    });
+    if order == CaptionOrder::Shuffled {
+        placed.shuffle(&mut rng);
+    }
+    placed
+        .into_iter()
+        .map(|k| {
+            let o = &objects[k];
+            let request = ObjectRequest {
+                shape: o.shape,
+                colour: o.colour,
+                pattern: o.pattern,
+                concept: o.concept,
+            };
+            let phrase = if o.concept.is_none() && bare_rate > 0.0 && rng.random_bool(bare_rate) {
+                format!("a {}", o.shape.name())
+            } else {
+                object_phrase(&request)
+            };
+            (k, phrase)
+        })
+        .collect()
 }
 
 /// One object a prompt asks for; `None` leaves that attribute free.
@@ -149,8 +174,7 @@ pub fn parse(prompt: &str) -> ToyResult<PromptSpec> {
         }
     }
     let mut style = Style::Solid;
-    let style_prefix = format!("an {} of ", Concept::Outline.phrase());
-    if let Some(rest) = text.strip_prefix(&style_prefix) {
+    if let Some(rest) = text.strip_prefix(&style_prefix()) {
         style = Style::Outline;
         text = rest.to_string();
     }

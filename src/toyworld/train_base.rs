@@ -18,13 +18,16 @@ use rand_chacha::ChaCha8Rng;
 use super::arch::ToyArch;
 use super::caption::CaptionOrder;
 use super::ema::Ema;
-use super::error::ToyResult;
+use super::error::{ToyError, ToyResult};
+use super::grounding::Grounding;
 use super::latent_data::LatentSet;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::scene::PlainWorld;
 use super::text_unet::{TextUnet, TextUnetNames, UNET_FILE};
+use super::token_attention::grounded_token_loss;
 use super::train_vocab::{FullTable, TrainVocab};
 use super::trainable::trainable;
+use crate::models::blocks::probe::AttentionProbe;
 use crate::models::clip::tokenizer::ClipTokenizer;
 use crate::schedulers::{numerics, SchedulerConfig};
 
@@ -55,6 +58,9 @@ pub struct BaseTrainConfig {
     pub min_snr_gamma: Option<f64>,
     /// Train only the token-embedding rows the captions use ([`TrainVocab`]; the same numbers, faster steps).
     pub compact_vocab: bool,
+    /// Weight of the token-attention loss ([`token_attention_loss`]) on the UNet's finest cross-attention maps,
+    /// added to the epsilon loss (0: off).
+    pub token_attention_weight: f64,
 }
 
 impl Default for BaseTrainConfig {
@@ -74,6 +80,7 @@ impl Default for BaseTrainConfig {
             ema_decay: 0.999,
             min_snr_gamma: Some(5.0),
             compact_vocab: true,
+            token_attention_weight: 0.0,
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct DiffusionBatch<B: AutodiffBackend> {
     /// Signal-to-noise ratio `alphas_cumprod[t] / (1 - alphas_cumprod[t])` of each row's timestep.
     pub snr: Vec<f32>,
     pub ids: Tensor<B, 2, Int>,
+    /// Per row, the example it shows when its caption was kept (`None`: trained on the empty prompt).
+    pub captioned: Vec<Option<usize>>,
 }
 
 /// Draws a batch: examples, posterior samples scaled by `scaling_factor`, timesteps, noise, noisy latents.
@@ -125,6 +134,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
     let mut timesteps = Vec::with_capacity(batch);
     let mut snr = Vec::with_capacity(batch);
     let mut ids: Vec<i64> = Vec::with_capacity(batch * 77);
+    let mut captioned = Vec::with_capacity(batch);
     for _ in 0..batch {
         let i = rng.random_range(0..data.len());
         let t = rng.random_range(0..alphas_cumprod.len());
@@ -139,11 +149,13 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         }
         timesteps.push(t as f32);
         snr.push(a / (1.0 - a));
-        let row: &[u32] = if rng.random_bool(caption_dropout) {
+        let dropped = rng.random_bool(caption_dropout);
+        let row: &[u32] = if dropped {
             empty_ids
         } else {
             &data.ids[i * 77..(i + 1) * 77]
         };
+        captioned.push((!dropped).then_some(i));
         ids.extend(row.iter().map(|&x| x as i64));
     }
     let shape = [batch, latent_shape[0], latent_shape[1], latent_shape[2]];
@@ -153,6 +165,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         timesteps,
         snr,
         ids: Tensor::from_data(TensorData::new(ids, [batch, 77]), device),
+        captioned,
     }
 }
 
@@ -173,9 +186,21 @@ pub fn weighted_epsilon_loss<B: AutodiffBackend>(
     b: DiffusionBatch<B>,
     min_snr_gamma: Option<f64>,
 ) -> ToyResult<Tensor<B, 1>> {
+    weighted_epsilon_loss_probed(model, b, min_snr_gamma, &mut AttentionProbe::none())
+}
+
+/// As [`weighted_epsilon_loss`], handing the UNet's probed cross-attention maps to `probe`.
+pub fn weighted_epsilon_loss_probed<B: AutodiffBackend>(
+    model: &TextUnet<B>,
+    b: DiffusionBatch<B>,
+    min_snr_gamma: Option<f64>,
+    probe: &mut AttentionProbe<B>,
+) -> ToyResult<Tensor<B, 1>> {
     let context = model.text_encoder.forward(b.ids, None)?;
     let device = b.noisy.device();
-    let pred = model.unet.forward(b.noisy, &b.timesteps, context)?;
+    let pred = model
+        .unet
+        .forward_probed(b.noisy, &b.timesteps, context, probe)?;
     let sq = (pred - b.noise).powf_scalar(2.0);
     let Some(gamma) = min_snr_gamma else {
         return Ok(sq.mean());
@@ -291,6 +316,33 @@ pub fn train_base<B: AutodiffBackend>(
     let alphas = alphas_cumprod(&ToyArch::scheduler_config()?)?;
     let ls = arch.latent_size();
     let latent_shape = [arch.latent_channels, ls, ls];
+    // The token-attention loss's targets: which caption object each token names, where each object lies.
+    let grounding = if cfg.token_attention_weight > 0.0 {
+        let grid = arch.finest_attention_side().ok_or_else(|| {
+            ToyError::Training(
+                "the token-attention loss needs a UNet level with cross-attention".into(),
+            )
+        })?;
+        let t = Instant::now();
+        let g = Grounding::of_training_set(
+            &cfg.world,
+            &data.captions,
+            cfg.caption_order,
+            tokenizer,
+            grid,
+        )?;
+        log(&format!(
+            "base: token-attention loss (weight {}) on the {grid}x{grid} cross-attention maps; {} captions grounded in {:.1} s",
+            cfg.token_attention_weight,
+            g.examples.len(),
+            t.elapsed().as_secs_f64()
+        ));
+        Some(g)
+    } else {
+        None
+    };
+    // (sum, count) of the token-attention loss since the last log line.
+    let mut token_window = (0.0f64, 0usize);
     let mut optim = AdamConfig::new().init::<B, TextUnet<B>>();
     let mut losses = LossLog::open(work, PHASE, state.seconds)?;
     let mut last = f64::NAN;
@@ -313,8 +365,24 @@ pub fn train_base<B: AutodiffBackend>(
         if let Some(v) = &vocab {
             batch.ids = v.remap(batch.ids)?;
         }
-        let loss = weighted_epsilon_loss(&model, batch, cfg.min_snr_gamma)?;
-        let value = loss.clone().into_scalar().elem::<f64>();
+        let (loss, value) = match &grounding {
+            None => {
+                let loss = weighted_epsilon_loss(&model, batch, cfg.min_snr_gamma)?;
+                let value = loss.clone().into_scalar().elem::<f64>();
+                (loss, value)
+            }
+            Some(g) => {
+                let rows = batch.captioned.clone();
+                let mut probe = AttentionProbe::at_query_len(g.grid * g.grid);
+                let eps =
+                    weighted_epsilon_loss_probed(&model, batch, cfg.min_snr_gamma, &mut probe)?;
+                let tokens = grounded_token_loss(g, &rows, &probe.maps, device);
+                let value = eps.clone().into_scalar().elem::<f64>();
+                token_window.0 += tokens.clone().into_scalar().elem::<f64>();
+                token_window.1 += 1;
+                (eps + tokens * cfg.token_attention_weight, value)
+            }
+        };
         check_finite(PHASE, step, value)?;
         // After a resume, warm up again: the Adam moments start from zero.
         let rewarm = if resumed {
@@ -332,8 +400,12 @@ pub fn train_base<B: AutodiffBackend>(
         let done = step + 1;
         if done % cfg.log_every == 0 || done == cfg.steps {
             let per = t0.elapsed().as_secs_f64() / (done - start) as f64;
+            let tokens = match std::mem::take(&mut token_window) {
+                (_, 0) => String::new(),
+                (sum, n) => format!(", token-attention loss {:.4}", sum / n as f64),
+            };
             log(&format!(
-                "base {done}/{}: loss {:.4} (smoothed {last:.4}), lr {lr:.2e}, {per:.2} s/step, ~{:.0} s left",
+                "base {done}/{}: loss {:.4} (smoothed {last:.4}){tokens}, lr {lr:.2e}, {per:.2} s/step, ~{:.0} s left",
                 cfg.steps,
                 losses.take_window_mean(),
                 per * (cfg.steps - done) as f64

@@ -570,6 +570,9 @@ fn lora_loss<B: AutodiffBackend>(
     timesteps.extend(p.timesteps);
     let mut snr = own.snr;
     snr.extend(p.snr);
+    // Each row's example in its own set (the LoRA's loss grounds nothing).
+    let mut captioned = own.captioned;
+    captioned.extend(p.captioned);
     epsilon_loss(
         model,
         super::train_base::DiffusionBatch {
@@ -578,6 +581,7 @@ fn lora_loss<B: AutodiffBackend>(
             timesteps,
             snr,
             ids: Tensor::cat(vec![own.ids, p.ids], 0),
+            captioned,
         },
     )
 }
