@@ -98,7 +98,7 @@ pub fn ground(
     tokenizer: &ClipTokenizer,
     grid: usize,
 ) -> ToyResult<ExampleGrounding> {
-    if grid == 0 || CANVAS % grid != 0 {
+    if grid == 0 || !CANVAS.is_multiple_of(grid) {
         return Err(ToyError::Training(format!(
             "a grounding grid of {grid} cells per side does not divide the {CANVAS}-pixel canvas"
         )));
