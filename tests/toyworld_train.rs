@@ -82,6 +82,7 @@ fn fixed_batch<'a>(
             &alphas,
             &empty,
             0.0,
+            None,
             &mut rng,
             device,
         )

@@ -39,6 +39,7 @@ use clora_harness::toyworld::render::render;
 use clora_harness::toyworld::scene::{concept_scene, PlainWorld, MAX_COMPANIONS};
 use clora_harness::toyworld::seed_work::ModelStart;
 use clora_harness::toyworld::tensors::{images_to_tensor, tensor_to_images};
+use clora_harness::toyworld::timestep_sampling::TimestepSampling;
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::BaseTrainConfig;
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
@@ -204,6 +205,14 @@ pub enum CaptionOrderArg {
     Shuffled,
 }
 
+/// `--timestep-sampling`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TimestepSamplingArg {
+    Uniform,
+    MinSnr,
+    Loss,
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Checkpoints, caches and loss logs (`*.loss.csv`).
@@ -266,6 +275,15 @@ pub struct TrainArgs {
     /// Min-SNR-gamma loss weighting of the text encoder + UNet (0: plain MSE).
     #[arg(long)]
     pub min_snr_gamma: Option<f64>,
+    /// How the text encoder + UNet's training draws its timesteps: `uniform` (every committed model),
+    /// `min-snr` (in proportion to the Min-SNR weights, each row then weighed alike) or `loss` (in proportion to
+    /// recent weighted losses per bucket of 10 timesteps, Improved DDPM's importance sampling); an experiment,
+    /// docs/toyworld.md.
+    #[arg(long, value_enum)]
+    pub timestep_sampling: Option<TimestepSamplingArg>,
+    /// Seed of the text encoder + UNet's initial weights and of their batches (default 2).
+    #[arg(long)]
+    pub base_seed: Option<u64>,
     /// Weight of the token-attention loss (TokenCompose's token loss: each caption word's cross-attention mass
     /// inside its object, on the finest cross-attention maps) added to the text encoder + UNet's loss (default
     /// 0: off; an experiment, docs/toyworld.md).
@@ -478,6 +496,16 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.min_snr_gamma {
         base.min_snr_gamma = (v > 0.0).then_some(v);
+    }
+    if let Some(v) = a.timestep_sampling {
+        base.timestep_sampling = match v {
+            TimestepSamplingArg::Uniform => TimestepSampling::Uniform,
+            TimestepSamplingArg::MinSnr => TimestepSampling::MinSnr,
+            TimestepSamplingArg::Loss => TimestepSampling::Loss,
+        };
+    }
+    if let Some(v) = a.base_seed {
+        base.seed = v;
     }
     if let Some(v) = a.token_attention_weight {
         if !v.is_finite() || v < 0.0 {

@@ -34,6 +34,7 @@ pub mod seed_work;
 pub mod shape;
 pub mod tensors;
 pub mod text_unet;
+pub mod timestep_sampling;
 pub mod token_attention;
 pub mod train;
 pub mod train_base;

@@ -24,6 +24,7 @@ use super::latent_data::LatentSet;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::scene::PlainWorld;
 use super::text_unet::{TextUnet, TextUnetNames, UNET_FILE};
+use super::timestep_sampling::{Draw, TimestepSampler, TimestepSampling};
 use super::token_attention::grounded_token_loss;
 use super::train_vocab::{FullTable, TrainVocab};
 use super::trainable::trainable;
@@ -56,6 +57,8 @@ pub struct BaseTrainConfig {
     pub ema_decay: f64,
     /// Min-SNR-gamma loss weighting (see [`weighted_epsilon_loss`]); `None`: plain MSE.
     pub min_snr_gamma: Option<f64>,
+    /// How the timesteps are drawn ([`TimestepSampling`]; uniform for every committed model).
+    pub timestep_sampling: TimestepSampling,
     /// Train only the token-embedding rows the captions use ([`TrainVocab`]; the same numbers, faster steps).
     pub compact_vocab: bool,
     /// Weight of the token-attention loss ([`token_attention_loss`]) on the UNet's finest cross-attention maps,
@@ -79,6 +82,7 @@ impl Default for BaseTrainConfig {
             log_every: 25,
             ema_decay: 0.999,
             min_snr_gamma: Some(5.0),
+            timestep_sampling: TimestepSampling::Uniform,
             compact_vocab: true,
             token_attention_weight: 0.0,
         }
@@ -107,12 +111,15 @@ pub struct DiffusionBatch<B: AutodiffBackend> {
     pub timesteps: Vec<f32>,
     /// Signal-to-noise ratio `alphas_cumprod[t] / (1 - alphas_cumprod[t])` of each row's timestep.
     pub snr: Vec<f32>,
+    /// Each row's importance `1 / (T * p_t)` under the timestep sampler (1 under the uniform draw).
+    pub importance: Vec<f32>,
     pub ids: Tensor<B, 2, Int>,
     /// Per row, the example it shows when its caption was kept (`None`: trained on the empty prompt).
     pub captioned: Vec<Option<usize>>,
 }
 
 /// Draws a batch: examples, posterior samples scaled by `scaling_factor`, timesteps, noise, noisy latents.
+/// The timesteps are `draws` (one per row) when given, else drawn uniformly row by row.
 pub fn diffusion_batch<B: AutodiffBackend>(
     data: &LatentSet,
     latent_shape: [usize; 3],
@@ -121,6 +128,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
     alphas_cumprod: &[f32],
     empty_ids: &[u32],
     caption_dropout: f64,
+    draws: Option<&[Draw]>,
     rng: &mut ChaCha8Rng,
     device: &B::Device,
 ) -> DiffusionBatch<B> {
@@ -133,11 +141,15 @@ pub fn diffusion_batch<B: AutodiffBackend>(
     let mut noise = Vec::with_capacity(batch * l);
     let mut timesteps = Vec::with_capacity(batch);
     let mut snr = Vec::with_capacity(batch);
+    let mut importance = Vec::with_capacity(batch);
     let mut ids: Vec<i64> = Vec::with_capacity(batch * 77);
     let mut captioned = Vec::with_capacity(batch);
-    for _ in 0..batch {
+    for row in 0..batch {
         let i = rng.random_range(0..data.len());
-        let t = rng.random_range(0..alphas_cumprod.len());
+        let (t, imp) = match draws {
+            Some(d) => (d[row].t, d[row].importance),
+            None => (rng.random_range(0..alphas_cumprod.len()), 1.0),
+        };
         let a = alphas_cumprod[t];
         let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
         for k in 0..l {
@@ -149,6 +161,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         }
         timesteps.push(t as f32);
         snr.push(a / (1.0 - a));
+        importance.push(imp);
         let dropped = rng.random_bool(caption_dropout);
         let row: &[u32] = if dropped {
             empty_ids
@@ -164,6 +177,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         noise: Tensor::from_data(TensorData::new(noise, shape), device),
         timesteps,
         snr,
+        importance,
         ids: Tensor::from_data(TensorData::new(ids, [batch, 77]), device),
         captioned,
     }
@@ -196,25 +210,57 @@ pub fn weighted_epsilon_loss_probed<B: AutodiffBackend>(
     min_snr_gamma: Option<f64>,
     probe: &mut AttentionProbe<B>,
 ) -> ToyResult<Tensor<B, 1>> {
+    Ok(epsilon_objective(model, b, min_snr_gamma, probe)?.loss)
+}
+
+/// The Min-SNR weight `min(SNR_t, gamma) / SNR_t` of a row's squared error (1 without gamma).
+pub fn min_snr_weight(snr: f32, min_snr_gamma: Option<f64>) -> f32 {
+    match min_snr_gamma {
+        Some(gamma) => snr.min(gamma as f32) / snr.max(1e-12),
+        None => 1.0,
+    }
+}
+
+/// The base training's objective on a batch, and its rows.
+pub struct EpsilonObjective<B: AutodiffBackend> {
+    /// What is minimised: the mean over rows of `w_t * l_t * importance_t` (`l_t` the row's mean squared
+    /// error, `w_t` its Min-SNR weight).
+    pub loss: Tensor<B, 1>,
+    /// `w_t * l_t` per row, `[n]` (what the loss-aware timestep sampler learns from).
+    pub rows: Tensor<B, 1>,
+}
+
+/// The Min-SNR-weighted epsilon loss of a batch, each row weighed by its importance too, handing the UNet's
+/// probed cross-attention maps to `probe`. Without gamma and with every importance 1 the loss is the plain
+/// mean over all elements.
+pub fn epsilon_objective<B: AutodiffBackend>(
+    model: &TextUnet<B>,
+    b: DiffusionBatch<B>,
+    min_snr_gamma: Option<f64>,
+    probe: &mut AttentionProbe<B>,
+) -> ToyResult<EpsilonObjective<B>> {
     let context = model.text_encoder.forward(b.ids, None)?;
     let device = b.noisy.device();
     let pred = model
         .unet
         .forward_probed(b.noisy, &b.timesteps, context, probe)?;
     let sq = (pred - b.noise).powf_scalar(2.0);
-    let Some(gamma) = min_snr_gamma else {
-        return Ok(sq.mean());
-    };
     let n = b.snr.len();
     // Per-row mean of [n, c, h, w] -> [n].
-    let per_row = sq.reshape([n as i32, -1]).mean_dim(1).reshape([n]);
+    let per_row = sq.clone().reshape([n as i32, -1]).mean_dim(1).reshape([n]);
     let weights: Vec<f32> = b
         .snr
         .iter()
-        .map(|&s| s.min(gamma as f32) / s.max(1e-12))
+        .map(|&s| min_snr_weight(s, min_snr_gamma))
         .collect();
-    let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), &device);
-    Ok((per_row * weights).mean())
+    let rows = per_row * Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), &device);
+    let loss = if min_snr_gamma.is_none() && b.importance.iter().all(|&i| i == 1.0) {
+        sq.mean()
+    } else {
+        let importance = Tensor::<B, 1>::from_data(TensorData::new(b.importance, [n]), &device);
+        (rows.clone() * importance).mean()
+    };
+    Ok(EpsilonObjective { loss, rows })
 }
 
 /// Writes `model`'s checkpoint below `dir`; a compact token embedding (`compact`: its vocabulary and the
@@ -314,6 +360,17 @@ pub fn train_base<B: AutodiffBackend>(
         (None, _) => (None, None),
     };
     let alphas = alphas_cumprod(&ToyArch::scheduler_config()?)?;
+    if cfg.timestep_sampling == TimestepSampling::MinSnr && cfg.min_snr_gamma.is_none() {
+        return Err(ToyError::Training(
+            "timestep sampling min-snr draws timesteps by their Min-SNR weights: set min_snr_gamma"
+                .into(),
+        ));
+    }
+    let loss_weights: Vec<f64> = alphas
+        .iter()
+        .map(|&a| min_snr_weight(a / (1.0 - a), cfg.min_snr_gamma) as f64)
+        .collect();
+    let mut sampler = TimestepSampler::new(cfg.timestep_sampling, &loss_weights)?;
     let ls = arch.latent_size();
     let latent_shape = [arch.latent_channels, ls, ls];
     // The token-attention loss's targets: which caption object each token names, where each object lies.
@@ -351,6 +408,7 @@ pub fn train_base<B: AutodiffBackend>(
     for step in state.step..cfg.steps {
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let draws = sampler.draw(cfg.batch, &mut rng);
         let mut batch = diffusion_batch::<B>(
             data,
             latent_shape,
@@ -359,28 +417,40 @@ pub fn train_base<B: AutodiffBackend>(
             &alphas,
             &empty,
             cfg.caption_dropout,
+            draws.as_deref(),
             &mut rng,
             device,
         );
+        let timesteps: Vec<usize> = batch.timesteps.iter().map(|&t| t as usize).collect();
         if let Some(v) = &vocab {
             batch.ids = v.remap(batch.ids)?;
         }
-        let (loss, value) = match &grounding {
-            None => {
-                let loss = weighted_epsilon_loss(&model, batch, cfg.min_snr_gamma)?;
-                let value = loss.clone().into_scalar().elem::<f64>();
-                (loss, value)
-            }
+        let captioned = batch.captioned.clone();
+        let mut probe = match &grounding {
+            Some(g) => AttentionProbe::at_query_len(g.grid * g.grid),
+            None => AttentionProbe::none(),
+        };
+        let eps = epsilon_objective(&model, batch, cfg.min_snr_gamma, &mut probe)?;
+        let value = eps.loss.clone().into_scalar().elem::<f64>();
+        if sampler.learns() {
+            let rows = eps
+                .rows
+                .clone()
+                .into_data()
+                .convert::<f64>()
+                .to_vec::<f64>();
+            sampler.observe(
+                &timesteps,
+                &rows.map_err(|e| ToyError::Training(format!("{e:?}")))?,
+            );
+        }
+        let loss = match &grounding {
+            None => eps.loss,
             Some(g) => {
-                let rows = batch.captioned.clone();
-                let mut probe = AttentionProbe::at_query_len(g.grid * g.grid);
-                let eps =
-                    weighted_epsilon_loss_probed(&model, batch, cfg.min_snr_gamma, &mut probe)?;
-                let tokens = grounded_token_loss(g, &rows, &probe.maps, device);
-                let value = eps.clone().into_scalar().elem::<f64>();
+                let tokens = grounded_token_loss(g, &captioned, &probe.maps, device);
                 token_window.0 += tokens.clone().into_scalar().elem::<f64>();
                 token_window.1 += 1;
-                (eps + tokens * cfg.token_attention_weight, value)
+                eps.loss + tokens * cfg.token_attention_weight
             }
         };
         check_finite(PHASE, step, value)?;
@@ -404,8 +474,14 @@ pub fn train_base<B: AutodiffBackend>(
                 (_, 0) => String::new(),
                 (sum, n) => format!(", token-attention loss {:.4}", sum / n as f64),
             };
+            let draws = if sampler.sampling() == TimestepSampling::Uniform {
+                String::new()
+            } else {
+                let q = sampler.quarters().map(|p| format!("{:.0}%", 100.0 * p));
+                format!(", timesteps by quarter {}", q.join("/"))
+            };
             log(&format!(
-                "base {done}/{}: loss {:.4} (smoothed {last:.4}){tokens}, lr {lr:.2e}, {per:.2} s/step, ~{:.0} s left",
+                "base {done}/{}: loss {:.4} (smoothed {last:.4}){tokens}{draws}, lr {lr:.2e}, {per:.2} s/step, ~{:.0} s left",
                 cfg.steps,
                 losses.take_window_mean(),
                 per * (cfg.steps - done) as f64

@@ -549,6 +549,7 @@ fn lora_loss<B: AutodiffBackend>(
         alphas,
         empty,
         0.0,
+        None,
         rng,
         device,
     );
@@ -563,6 +564,7 @@ fn lora_loss<B: AutodiffBackend>(
         alphas,
         empty,
         0.0,
+        None,
         rng,
         device,
     );
@@ -570,6 +572,8 @@ fn lora_loss<B: AutodiffBackend>(
     timesteps.extend(p.timesteps);
     let mut snr = own.snr;
     snr.extend(p.snr);
+    let mut importance = own.importance;
+    importance.extend(p.importance);
     // Each row's example in its own set (the LoRA's loss grounds nothing).
     let mut captioned = own.captioned;
     captioned.extend(p.captioned);
@@ -580,6 +584,7 @@ fn lora_loss<B: AutodiffBackend>(
             noise: Tensor::cat(vec![own.noise, p.noise], 0),
             timesteps,
             snr,
+            importance,
             ids: Tensor::cat(vec![own.ids, p.ids], 0),
             captioned,
         },
