@@ -6,7 +6,6 @@ use clora_harness::backend::CpuAutodiff;
 use clora_harness::models::blocks::probe::AttentionProbe;
 use clora_harness::models::clip::tokenizer::ClipTokenizer;
 use clora_harness::toyworld::arch::ToyArch;
-use clora_harness::toyworld::latent_data::LatentSet;
 use clora_harness::toyworld::text_unet::TextUnet;
 use clora_harness::toyworld::timestep_sampling::{
     TimestepSampler, TimestepSampling, BUCKET, HISTORY, UNIFORM_SHARE,
@@ -19,6 +18,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 type A = CpuAutodiff;
+
+mod toy_common;
+use toy_common::{fake_latents, tiny_arch};
 
 /// The toyworld schedule's Min-SNR weights at `gamma`.
 fn weights(gamma: f64) -> Vec<f64> {
@@ -137,31 +139,6 @@ fn the_loss_sampler_draws_where_the_losses_are_once_it_has_their_history() {
     let before = m.probabilities().to_vec();
     m.observe(&all, &losses);
     assert_eq!(m.probabilities(), &before[..]);
-}
-
-fn tiny_arch() -> ToyArch {
-    ToyArch {
-        vae_channels: vec![8, 8, 8],
-        unet_channels: vec![16, 32, 32],
-        unet_heads: vec![1, 2, 2],
-        text_hidden: 32,
-        text_layers: 1,
-        text_intermediate: 64,
-        ..ToyArch::default()
-    }
-}
-
-fn fake_latents(arch: &ToyArch, n: usize) -> LatentSet {
-    let l = arch.latent_channels * arch.latent_size() * arch.latent_size();
-    let tok = ClipTokenizer::embedded().unwrap();
-    let captions: Vec<String> = (0..n).map(|i| format!("a blue square {i}")).collect();
-    LatentSet {
-        means: clora_harness::noise::gaussian_values(3, n * l),
-        stds: vec![0.05; n * l],
-        latent_len: l,
-        ids: captions.iter().flat_map(|c| tok.encode(c)).collect(),
-        captions,
-    }
 }
 
 #[test]

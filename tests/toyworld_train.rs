@@ -36,31 +36,8 @@ use rand_chacha::ChaCha8Rng;
 
 type A = CpuAutodiff;
 
-/// A much smaller model of the same kind, for fast tests.
-fn tiny_arch() -> ToyArch {
-    ToyArch {
-        vae_channels: vec![8, 8, 8],
-        unet_channels: vec![16, 32, 32],
-        unet_heads: vec![1, 2, 2],
-        text_hidden: 32,
-        text_layers: 1,
-        text_intermediate: 64,
-        ..ToyArch::default()
-    }
-}
-
-fn fake_latents(arch: &ToyArch, n: usize) -> LatentSet {
-    let l = arch.latent_channels * arch.latent_size() * arch.latent_size();
-    let tok = ClipTokenizer::embedded().unwrap();
-    let captions: Vec<String> = (0..n).map(|i| format!("a red circle {i}")).collect();
-    LatentSet {
-        means: clora_harness::noise::gaussian_values(5, n * l),
-        stds: vec![0.05; n * l],
-        latent_len: l,
-        ids: captions.iter().flat_map(|c| tok.encode(c)).collect(),
-        captions,
-    }
-}
+mod toy_common;
+use toy_common::{fake_latents, tiny_arch};
 
 /// The same diffusion batch of 8 rows of `data` on every call (rng seeded with `seed`).
 fn fixed_batch<'a>(
