@@ -11,8 +11,8 @@ use clora_harness::toyworld::timestep_sampling::{
     TimestepSampler, TimestepSampling, BUCKET, HISTORY, UNIFORM_SHARE,
 };
 use clora_harness::toyworld::train_base::{
-    alphas_cumprod, diffusion_batch, epsilon_objective, min_snr_weight, train_base,
-    weighted_epsilon_loss, BaseTrainConfig,
+    alphas_cumprod, diffusion_batch, epsilon_objective, min_snr_weight, weighted_epsilon_loss,
+    BaseTrainConfig,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 type A = CpuAutodiff;
 
 mod toy_common;
-use toy_common::{fake_latents, tiny_arch};
+use toy_common::{fake_latents, tiny_arch, tiny_base_config, train_base_logged};
 
 /// The toyworld schedule's Min-SNR weights at `gamma`.
 fn weights(gamma: f64) -> Vec<f64> {
@@ -198,36 +198,18 @@ fn drawn_timesteps_and_their_importance_reach_the_objective() {
 #[test]
 fn the_base_phase_trains_with_each_sampler_and_refuses_min_snr_sampling_without_gamma() {
     let arch = tiny_arch();
-    let device = Default::default();
     let data = fake_latents(&arch, 8);
-    let tok = ClipTokenizer::embedded().unwrap();
     let root = std::env::temp_dir().join(format!("toyworld-timesteps-{}", std::process::id()));
     std::fs::remove_dir_all(&root).ok();
     let run = |name: &str, sampling, gamma| {
         let work = root.join(name);
         std::fs::create_dir_all(&work).unwrap();
         let cfg = BaseTrainConfig {
-            steps: 4,
-            batch: 4,
-            dataset: 8,
-            warmup: 2,
-            log_every: 2,
             min_snr_gamma: gamma,
             timestep_sampling: sampling,
-            ..BaseTrainConfig::default()
+            ..tiny_base_config()
         };
-        let mut lines = Vec::new();
-        let out = train_base::<A>(
-            &arch,
-            &cfg,
-            &data,
-            1.0,
-            &tok,
-            &work,
-            &device,
-            &mut |l: &str| lines.push(l.to_string()),
-        );
-        (out, lines)
+        train_base_logged(&arch, &cfg, &data, &work)
     };
     let (out, lines) = run("min-snr", TimestepSampling::MinSnr, Some(0.5));
     assert!(out.unwrap().final_loss.is_finite());

@@ -24,8 +24,8 @@ use clora_harness::toyworld::text_unet::{TextUnet, TextUnetNames};
 use clora_harness::toyworld::token_attention::grounded_token_loss;
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
-    alphas_cumprod, checkpoint_dir, diffusion_batch, ema_dir, epsilon_loss, train_base,
-    weighted_epsilon_loss, weighted_epsilon_loss_probed, BaseTrainConfig, DiffusionBatch,
+    alphas_cumprod, checkpoint_dir, diffusion_batch, ema_dir, epsilon_loss, weighted_epsilon_loss,
+    weighted_epsilon_loss_probed, BaseTrainConfig, DiffusionBatch,
 };
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
@@ -37,7 +37,7 @@ use rand_chacha::ChaCha8Rng;
 type A = CpuAutodiff;
 
 mod toy_common;
-use toy_common::{fake_latents, tiny_arch};
+use toy_common::{captioned_latents, fake_latents, tiny_arch, tiny_base_config, train_base_logged};
 
 /// The same diffusion batch of 8 rows of `data` on every call (rng seeded with `seed`).
 fn fixed_batch<'a>(
@@ -717,15 +717,11 @@ fn compact_token_embeddings_train_the_same_weights() {
         let work = root.join(if compact { "compact" } else { "whole" });
         std::fs::create_dir_all(&work).unwrap();
         let cfg = BaseTrainConfig {
-            steps: 4,
-            batch: 4,
-            dataset: 8,
-            warmup: 2,
             checkpoint_every: 2,
             compact_vocab: compact,
-            ..BaseTrainConfig::default()
+            ..tiny_base_config()
         };
-        train_base::<A>(&arch, &cfg, &data, 1.0, &tok, &work, &device, &mut |_| {}).unwrap();
+        train_base_logged(&arch, &cfg, &data, &work).0.unwrap();
         work
     };
     let (compact, whole) = (run(true), run(false));
@@ -790,21 +786,13 @@ fn compact_token_embeddings_train_the_same_weights() {
 
 /// A training set of real scenes and captions (seeds `TRAIN_SEED_BASE + i`, as the cache) with random latents.
 fn scene_latents(arch: &ToyArch, world: &PlainWorld, n: usize) -> LatentSet {
-    let l = arch.latent_channels * arch.latent_size() * arch.latent_size();
-    let tok = ClipTokenizer::embedded().unwrap();
     let captions: Vec<String> = (0..n as u64)
         .map(|i| {
             let scene = world.sample(TRAIN_SEED_BASE + i).unwrap();
             training_caption(&scene, i, BARE_RATE, CaptionOrder::LeftToRight)
         })
         .collect();
-    LatentSet {
-        means: clora_harness::noise::gaussian_values(9, n * l),
-        stds: vec![0.05; n * l],
-        latent_len: l,
-        ids: captions.iter().flat_map(|c| tok.encode(c)).collect(),
-        captions,
-    }
+    captioned_latents(arch, captions, 9)
 }
 
 #[test]
@@ -854,28 +842,12 @@ fn token_attention_loss_trains_the_cross_attention_and_runs_in_the_base_phase() 
     std::fs::remove_dir_all(&work).ok();
     std::fs::create_dir_all(&work).unwrap();
     let cfg = BaseTrainConfig {
-        steps: 4,
-        batch: 4,
-        dataset: 8,
-        warmup: 2,
-        log_every: 2,
         world,
         token_attention_weight: 0.5,
-        ..BaseTrainConfig::default()
+        ..tiny_base_config()
     };
-    let mut lines = Vec::new();
-    let outcome = train_base::<A>(
-        &arch,
-        &cfg,
-        &data,
-        1.0,
-        &tok,
-        &work,
-        &device,
-        &mut |l: &str| lines.push(l.to_string()),
-    )
-    .unwrap();
-    assert!(outcome.final_loss.is_finite());
+    let (outcome, lines) = train_base_logged(&arch, &cfg, &data, &work);
+    assert!(outcome.unwrap().final_loss.is_finite());
     assert!(
         lines.iter().any(|l| l.contains("8 captions grounded")),
         "{lines:?}"
@@ -893,18 +865,10 @@ fn token_attention_loss_trains_the_cross_attention_and_runs_in_the_base_phase() 
     };
     std::fs::remove_dir_all(&work).ok();
     std::fs::create_dir_all(&work).unwrap();
-    let err = train_base::<A>(
-        &arch,
-        &other,
-        &data,
-        1.0,
-        &tok,
-        &work,
-        &device,
-        &mut |_: &str| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = train_base_logged(&arch, &other, &data, &work)
+        .0
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("is not its scene's"), "{err}");
     std::fs::remove_dir_all(&work).ok();
 }
