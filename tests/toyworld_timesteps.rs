@@ -8,7 +8,7 @@ use clora_harness::models::clip::tokenizer::ClipTokenizer;
 use clora_harness::toyworld::arch::ToyArch;
 use clora_harness::toyworld::text_unet::TextUnet;
 use clora_harness::toyworld::timestep_sampling::{
-    TimestepSampler, TimestepSampling, BUCKET, HISTORY, UNIFORM_SHARE,
+    TimestepSampler, TimestepSampling, BUCKET, DEFAULT_UNIFORM_SHARE, HISTORY,
 };
 use clora_harness::toyworld::train_base::{
     alphas_cumprod, diffusion_batch, epsilon_objective, min_snr_weight, weighted_epsilon_loss,
@@ -115,15 +115,15 @@ fn the_loss_sampler_draws_where_the_losses_are_once_it_has_their_history() {
     let p = s.probabilities().to_vec();
     assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     // Bucket 50: 0.9 * 1 / (1 + 99 * 0.01) / 10 + 0.1 / 1000 per timestep.
-    let hot = 0.9 / 1.99 / BUCKET as f64 + UNIFORM_SHARE / n as f64;
-    let cold = 0.9 * 0.01 / 1.99 / BUCKET as f64 + UNIFORM_SHARE / n as f64;
+    let hot = 0.9 / 1.99 / BUCKET as f64 + DEFAULT_UNIFORM_SHARE / n as f64;
+    let cold = 0.9 * 0.01 / 1.99 / BUCKET as f64 + DEFAULT_UNIFORM_SHARE / n as f64;
     assert!((p[505] - hot).abs() < 1e-12, "{}", p[505]);
     assert!((p[0] - cold).abs() < 1e-12 && (p[999] - cold).abs() < 1e-12);
-    // No timestep's importance exceeds 1 / UNIFORM_SHARE.
+    // No timestep's importance exceeds 1 / DEFAULT_UNIFORM_SHARE.
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     for _ in 0..50 {
         for d in s.draw(16, &mut rng).unwrap() {
-            assert!(d.importance as f64 <= 1.0 / UNIFORM_SHARE + 1e-6);
+            assert!(d.importance as f64 <= 1.0 / DEFAULT_UNIFORM_SHARE + 1e-6);
         }
     }
     // Newer losses replace the old: the same losses everywhere make it uniform again.
@@ -139,6 +139,67 @@ fn the_loss_sampler_draws_where_the_losses_are_once_it_has_their_history() {
     let before = m.probabilities().to_vec();
     m.observe(&all, &losses);
     assert_eq!(m.probabilities(), &before[..]);
+}
+
+#[test]
+fn the_loss_samplers_uniform_share_bounds_the_importance_and_is_checked() {
+    let n = 1000;
+    // Losses of 1 in bucket 50, 0.01 elsewhere, until the history is full.
+    let all: Vec<usize> = (0..n / BUCKET).map(|b| b * BUCKET).collect();
+    let losses: Vec<f64> = all
+        .iter()
+        .map(|&t| if t / BUCKET == 50 { 1.0 } else { 0.01 })
+        .collect();
+    let learned = |share: f64| {
+        let mut s = TimestepSampler::new(TimestepSampling::Loss, &vec![1.0; n])
+            .unwrap()
+            .with_uniform_share(share)
+            .unwrap();
+        for _ in 0..HISTORY {
+            s.observe(&all, &losses);
+        }
+        s
+    };
+    let s = learned(0.3);
+    let cold = 0.7 * 0.01 / 1.99 / BUCKET as f64 + 0.3 / n as f64;
+    assert!(
+        (s.probabilities()[0] - cold).abs() < 1e-12,
+        "{}",
+        s.probabilities()[0]
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let max = (0..50)
+        .flat_map(|_| s.draw(16, &mut rng).unwrap())
+        .map(|d| d.importance as f64)
+        .fold(0.0, f64::max);
+    // The cold timesteps weigh 1 / (T p_t), within the cap of 1 / 0.3.
+    assert!(
+        (max - 1.0 / (n as f64 * cold)).abs() < 1e-5 && max <= 1.0 / 0.3,
+        "{max}"
+    );
+    // Share 1: uniform, whatever the losses.
+    assert!(learned(1.0)
+        .probabilities()
+        .iter()
+        .all(|&p| (p - 1.0 / n as f64).abs() < 1e-15));
+    // Shares outside (0, 1], and a share for a sampler that has none, are refused.
+    for bad in [0.0, -0.1, 1.5, f64::NAN] {
+        let e = TimestepSampler::new(TimestepSampling::Loss, &weights(0.5))
+            .unwrap()
+            .with_uniform_share(bad);
+        assert!(e.is_err(), "{bad}");
+    }
+    let e = TimestepSampler::new(TimestepSampling::MinSnr, &weights(0.5))
+        .unwrap()
+        .with_uniform_share(0.3)
+        .unwrap_err();
+    assert!(e.to_string().contains("loss-aware sampler only"), "{e}");
+    assert!(
+        TimestepSampler::new(TimestepSampling::Uniform, &weights(0.5))
+            .unwrap()
+            .with_uniform_share(DEFAULT_UNIFORM_SHARE)
+            .is_ok()
+    );
 }
 
 #[test]

@@ -281,6 +281,10 @@ pub struct TrainArgs {
     /// docs/toyworld.md.
     #[arg(long, value_enum)]
     pub timestep_sampling: Option<TimestepSamplingArg>,
+    /// The uniform draw's share of `--timestep-sampling loss`'s distribution, in (0, 1]: no row's importance
+    /// exceeds 1 / share (default 0.1).
+    #[arg(long)]
+    pub timestep_uniform_share: Option<f64>,
     /// Seed of the text encoder + UNet's initial weights and of their batches (default 2).
     #[arg(long)]
     pub base_seed: Option<u64>,
@@ -503,6 +507,9 @@ fn train(a: TrainArgs) -> Result<()> {
             TimestepSamplingArg::MinSnr => TimestepSampling::MinSnr,
             TimestepSamplingArg::Loss => TimestepSampling::Loss,
         };
+    }
+    if let Some(v) = a.timestep_uniform_share {
+        base.timestep_uniform_share = v;
     }
     if let Some(v) = a.base_seed {
         base.seed = v;

@@ -9,7 +9,8 @@
 //!   At gamma 0.5 on the toyworld's schedule the uniform draw's effective sample size is 80% of the batch.
 //! - [`TimestepSampling::Loss`]: `p_t` proportional to the root mean square of recent `w_t * l_t` in `t`'s
 //!   bucket of [`BUCKET`] timesteps (Nichol and Dhariwal 2021, "Improved DDPM", section 3.3), mixed with
-//!   [`UNIFORM_SHARE`] of the uniform draw so that no timestep's importance exceeds `1 / UNIFORM_SHARE`; until
+//!   a share of the uniform draw ([`DEFAULT_UNIFORM_SHARE`] unless [`TimestepSampler::with_uniform_share`]
+//!   sets another) so that no timestep's importance exceeds `1 / share`; until
 //!   every bucket has [`HISTORY`] losses it draws uniformly. The history is not saved: a resumed run learns it
 //!   again (about a hundred batch-16 steps).
 //!
@@ -27,8 +28,8 @@ use super::error::{ToyError, ToyResult};
 pub const BUCKET: usize = 10;
 /// Losses kept per bucket by the loss-aware sampler.
 pub const HISTORY: usize = 10;
-/// The uniform draw's share in the loss-aware sampler's distribution.
-pub const UNIFORM_SHARE: f64 = 0.1;
+/// The uniform draw's share in the loss-aware sampler's distribution, unless set.
+pub const DEFAULT_UNIFORM_SHARE: f64 = 0.1;
 
 /// How the base training draws its timesteps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +55,8 @@ pub struct TimestepSampler {
     probs: Vec<f64>,
     /// Recent `w_t * l_t` per bucket (loss-aware sampler only).
     history: Vec<VecDeque<f64>>,
+    /// The uniform draw's share in the loss-aware sampler's `p`.
+    uniform_share: f64,
 }
 
 impl TimestepSampler {
@@ -82,7 +85,26 @@ impl TimestepSampler {
             sampling,
             probs,
             history: vec![VecDeque::with_capacity(HISTORY); n.div_ceil(BUCKET)],
+            uniform_share: DEFAULT_UNIFORM_SHARE,
         })
+    }
+
+    /// The same sampler with the uniform draw's share of the loss-aware `p` set to `share` (in `(0, 1]`; 1 draws
+    /// uniformly, stratified). The other samplers have no such share and refuse one other than the default.
+    pub fn with_uniform_share(mut self, share: f64) -> ToyResult<Self> {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ToyError::Training(format!(
+                "timestep_uniform_share: expected a share in (0, 1], got {share}"
+            )));
+        }
+        if !self.learns() && share != DEFAULT_UNIFORM_SHARE {
+            return Err(ToyError::Training(format!(
+                "timestep_uniform_share {share}: applies to the loss-aware sampler only, not to {:?}",
+                self.sampling
+            )));
+        }
+        self.uniform_share = share;
+        Ok(self)
     }
 
     pub fn sampling(&self) -> TimestepSampling {
@@ -157,7 +179,7 @@ impl TimestepSampler {
             } else {
                 1.0 / n as f64
             };
-            *p = (1.0 - UNIFORM_SHARE) * learned + UNIFORM_SHARE / n as f64;
+            *p = (1.0 - self.uniform_share) * learned + self.uniform_share / n as f64;
         }
     }
 

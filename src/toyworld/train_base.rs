@@ -24,7 +24,7 @@ use super::latent_data::LatentSet;
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::scene::PlainWorld;
 use super::text_unet::{TextUnet, TextUnetNames, UNET_FILE};
-use super::timestep_sampling::{Draw, TimestepSampler, TimestepSampling};
+use super::timestep_sampling::{Draw, TimestepSampler, TimestepSampling, DEFAULT_UNIFORM_SHARE};
 use super::token_attention::grounded_token_loss;
 use super::train_vocab::{FullTable, TrainVocab};
 use super::trainable::trainable;
@@ -59,6 +59,8 @@ pub struct BaseTrainConfig {
     pub min_snr_gamma: Option<f64>,
     /// How the timesteps are drawn ([`TimestepSampling`]; uniform for every committed model).
     pub timestep_sampling: TimestepSampling,
+    /// The uniform draw's share in the loss-aware sampler's distribution ([`TimestepSampler::with_uniform_share`]).
+    pub timestep_uniform_share: f64,
     /// Train only the token-embedding rows the captions use ([`TrainVocab`]; the same numbers, faster steps).
     pub compact_vocab: bool,
     /// Weight of the token-attention loss ([`token_attention_loss`]) on the UNet's finest cross-attention maps,
@@ -83,6 +85,7 @@ impl Default for BaseTrainConfig {
             ema_decay: 0.999,
             min_snr_gamma: Some(5.0),
             timestep_sampling: TimestepSampling::Uniform,
+            timestep_uniform_share: DEFAULT_UNIFORM_SHARE,
             compact_vocab: true,
             token_attention_weight: 0.0,
         }
@@ -370,7 +373,8 @@ pub fn train_base<B: AutodiffBackend>(
         .iter()
         .map(|&a| min_snr_weight(a / (1.0 - a), cfg.min_snr_gamma) as f64)
         .collect();
-    let mut sampler = TimestepSampler::new(cfg.timestep_sampling, &loss_weights)?;
+    let mut sampler = TimestepSampler::new(cfg.timestep_sampling, &loss_weights)?
+        .with_uniform_share(cfg.timestep_uniform_share)?;
     let ls = arch.latent_size();
     let latent_shape = [arch.latent_channels, ls, ls];
     // The token-attention loss's targets: which caption object each token names, where each object lies.
