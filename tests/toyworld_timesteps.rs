@@ -93,16 +93,23 @@ fn the_uniform_sampler_leaves_the_draw_to_the_rows() {
     assert!(TimestepSampler::new(TimestepSampling::Loss, &[]).is_err());
 }
 
+/// A batch of one timestep from each bucket of a schedule of `n`, and its losses: 1 in the bucket of timesteps
+/// 500..510, 0.01 elsewhere.
+fn one_hot_bucket(n: usize) -> (Vec<usize>, Vec<f64>) {
+    let all: Vec<usize> = (0..n / BUCKET).map(|b| b * BUCKET + b % BUCKET).collect();
+    let losses = all
+        .iter()
+        .map(|&t| if t / BUCKET == 50 { 1.0 } else { 0.01 })
+        .collect();
+    (all, losses)
+}
+
 #[test]
 fn the_loss_sampler_draws_where_the_losses_are_once_it_has_their_history() {
     let n = 1000;
     let mut s = TimestepSampler::new(TimestepSampling::Loss, &vec![1.0; n]).unwrap();
     assert!(s.learns());
-    // Losses of 1 in the bucket of timesteps 500..510, 0.01 elsewhere.
-    let loss = |t: usize| if t / BUCKET == 50 { 1.0 } else { 0.01 };
-    // One timestep of each bucket per batch.
-    let all: Vec<usize> = (0..n / BUCKET).map(|b| b * BUCKET + b % BUCKET).collect();
-    let losses: Vec<f64> = all.iter().map(|&t| loss(t)).collect();
+    let (all, losses) = one_hot_bucket(n);
     for _ in 0..HISTORY - 1 {
         s.observe(&all, &losses);
         // Uniform until every bucket holds its history.
@@ -144,12 +151,7 @@ fn the_loss_sampler_draws_where_the_losses_are_once_it_has_their_history() {
 #[test]
 fn the_loss_samplers_uniform_share_bounds_the_importance_and_is_checked() {
     let n = 1000;
-    // Losses of 1 in bucket 50, 0.01 elsewhere, until the history is full.
-    let all: Vec<usize> = (0..n / BUCKET).map(|b| b * BUCKET).collect();
-    let losses: Vec<f64> = all
-        .iter()
-        .map(|&t| if t / BUCKET == 50 { 1.0 } else { 0.01 })
-        .collect();
+    let (all, losses) = one_hot_bucket(n);
     let learned = |share: f64| {
         let mut s = TimestepSampler::new(TimestepSampling::Loss, &vec![1.0; n])
             .unwrap()
