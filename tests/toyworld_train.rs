@@ -17,6 +17,7 @@ use clora_harness::toyworld::concept::Concept;
 use clora_harness::toyworld::grounding::Grounding;
 use clora_harness::toyworld::grow::grow_unet;
 use clora_harness::toyworld::latent_data::{LatentSet, BARE_RATE, TRAIN_SEED_BASE};
+use clora_harness::toyworld::lora_select::best;
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::scene::PlainWorld;
 use clora_harness::toyworld::seed_work::ModelStart;
@@ -28,7 +29,9 @@ use clora_harness::toyworld::train_base::{
     weighted_epsilon_loss_probed, BaseTrainConfig, DiffusionBatch,
 };
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
-use clora_harness::toyworld::train_lora::{train_lora, LoraLayout, LoraTrainConfig};
+use clora_harness::toyworld::train_lora::{
+    checkpoint_path, train_lora, LoraLayout, LoraTrainConfig,
+};
 use clora_harness::toyworld::train_vae::{vae_model, VaeTrainConfig};
 use clora_harness::toyworld::trainable::trainable;
 use rand::SeedableRng;
@@ -640,6 +643,73 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
     let err = err.unwrap_err();
     assert!(err.to_string().contains("companions 3"), "{err}");
     assert!(!refused.exists());
+
+    // Checkpoints every step and the choice among them by the oracle on held-out seeds: each is scored, the
+    // best (ties: the latest) ends up in the output file, and a later training removes the earlier's files.
+    let out = root.join("stripes.safetensors");
+    let mut lines = Vec::new();
+    let o = train_lora::<A>(
+        &arch,
+        &plan.out,
+        Concept::Stripes,
+        &LoraTrainConfig {
+            select_every: 1,
+            select_seeds: 1,
+            ..cfg.clone()
+        },
+        LoraLayout::Kohya,
+        &out,
+        &plan.work,
+        &device,
+        &mut |l: &str| lines.push(l.to_string()),
+    )
+    .unwrap();
+    let steps: Vec<usize> = o.selection.iter().map(|s| s.checkpoint.step).collect();
+    assert_eq!(steps, [1, 2, 3]);
+    assert!(
+        o.selection.iter().all(|s| s.images == 1 && s.matched <= 1),
+        "{o:?}"
+    );
+    let chosen = best(&o.selection).unwrap();
+    assert_eq!(o.kept_step, chosen.checkpoint.step);
+    let paths: Vec<_> = (1..=3)
+        .map(|step| checkpoint_path(&plan.work, Concept::Stripes, step))
+        .collect();
+    assert!(o
+        .selection
+        .iter()
+        .zip(&paths)
+        .all(|(s, p)| &s.checkpoint.path == p));
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("match their prompt"))
+            .count(),
+        3,
+        "{lines:?}"
+    );
+    assert_eq!(
+        std::fs::read(&chosen.checkpoint.path).unwrap(),
+        std::fs::read(&out).unwrap()
+    );
+    assert_ne!(
+        std::fs::read(&paths[0]).unwrap(),
+        std::fs::read(&paths[2]).unwrap()
+    );
+    LoraFile::open(&out).unwrap();
+    train_lora::<A>(
+        &arch,
+        &plan.out,
+        Concept::Stripes,
+        &cfg,
+        LoraLayout::Kohya,
+        &out,
+        &plan.work,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(!checkpoint_path(&plan.work, Concept::Stripes, 1).exists());
 
     // Decoder fine-tuning: the encoder (and so the latents the base model and LoRAs know) stays bit for bit,
     // the decoder changes, every other file is copied, and the folder loads.

@@ -193,6 +193,18 @@ pub struct TrainLoraArgs {
     /// the trigger phrase is learnt at every place of a prompt (default 0: the subject alone, as shipped).
     #[arg(long, default_value_t = 0, value_parser = parse_companions)]
     pub companions: usize,
+    /// Save the adapters every N steps and at the last, and keep the checkpoint whose images the oracle finds
+    /// to match the concept's prompts most often on `--select-seeds` seeds from 1000 (apart from the seeds
+    /// 0..32 the figures report); the checkpoints stay in `--work`. 0: the last step's adapters, no choice.
+    /// Default: the concept's recipe (`dots` 250, the others 0).
+    #[arg(long)]
+    pub select_every: Option<usize>,
+    /// Seeds per prompt that `--select-every` judges each checkpoint on (default 32).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub select_seeds: Option<u64>,
+    /// Seed of the adapters' initialization and of the batches drawn (default 5, the shipped LoRAs').
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Where to train (cuda: build with `--features cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
@@ -1118,6 +1130,9 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
             prior_rows: a.prior_rows,
             no_resnet_convs: a.no_resnet_convs,
             companions: a.companions,
+            select_every: a.select_every,
+            select_seeds: a.select_seeds,
+            seed: a.seed,
         },
         layout,
         force: a.force,
@@ -1134,6 +1149,9 @@ struct LoraOverrides {
     prior_rows: Option<usize>,
     no_resnet_convs: bool,
     companions: usize,
+    select_every: Option<usize>,
+    select_seeds: Option<u64>,
+    seed: Option<u64>,
 }
 
 impl LoraOverrides {
@@ -1144,6 +1162,9 @@ impl LoraOverrides {
         cfg.prior_rows = self.prior_rows.unwrap_or(cfg.prior_rows);
         cfg.resnet_convs &= !self.no_resnet_convs;
         cfg.companions = self.companions;
+        cfg.select_every = self.select_every.unwrap_or(cfg.select_every);
+        cfg.select_seeds = self.select_seeds.unwrap_or(cfg.select_seeds);
+        cfg.seed = self.seed.unwrap_or(cfg.seed);
         cfg
     }
 }
@@ -1196,6 +1217,20 @@ fn train_loras<B: burn::tensor::backend::AutodiffBackend>(
             o.final_loss,
             o.seconds
         );
+        if let Some(kept) = o
+            .selection
+            .iter()
+            .find(|s| s.checkpoint.step == o.kept_step)
+        {
+            println!(
+                "{}: kept step {} of {} ({}/{} images on held-out seeds match their prompt)",
+                out.display(),
+                o.kept_step,
+                o.selection.last().map_or(0, |s| s.checkpoint.step),
+                kept.matched,
+                kept.images
+            );
+        }
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod grounding;
 pub mod grow;
 pub mod heldout;
 pub mod latent_data;
+pub mod lora_select;
 pub mod misses;
 pub mod oracle;
 pub mod palette;
