@@ -117,8 +117,8 @@ impl LoraTrainConfig {
     /// for each of the four, but the `dots` and `stripes` so trained no longer compose when merged (1/32).
     ///
     /// Since session 35 `dots` trains at lr 5e-3 and keeps the best of its checkpoints every 250 steps by the
-    /// oracle on held-out seeds: over five hour-trained base models its concept then shows in 89.6-100% of 96
-    /// seeds, where at lr 3e-3 and the last step one model fell to 72% and at 1e-2 three to 17-55%
+    /// oracle on held-out seeds: over ten trainings on five hour-trained base models its concept then shows in
+    /// 87.5-100% of 96 seeds, where at lr 3e-3 and the last step one model fell to 70% and at 1e-2 three to 17-55%
     /// (docs/toyworld.md, "Choosing a LoRA's checkpoint with the oracle"). The shipped `dots` file predates it.
     pub fn for_concept(concept: Concept) -> Self {
         match concept {
