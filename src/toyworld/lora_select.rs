@@ -80,15 +80,14 @@ impl SelectConfig {
     }
 }
 
-/// Samples the model in `model_dir` with the LoRA file `lora` attached at weight 1 and counts the images the
-/// oracle finds to match their prompt.
+/// Samples `sd` with the LoRA file `lora` attached at weight 1 in place of any adapter it had and counts the
+/// images the oracle finds to match their prompt.
 pub fn score_lora<B: Backend>(
-    model_dir: &Path,
+    sd: &mut StableDiffusion<B>,
     lora: &Path,
     cfg: &SelectConfig,
-    device: &B::Device,
 ) -> ToyResult<(usize, usize)> {
-    let mut sd = StableDiffusion::<B>::load(model_dir, &LoadOptions::default(), device)?;
+    sd.remove_loras();
     sd.add_lora("checkpoint", &LoraFile::open(lora)?, 1.0, Unmatched::Error)?;
     let (mut matched, mut images) = (0, 0);
     for prompt in &cfg.prompts {
@@ -112,8 +111,8 @@ pub fn score_lora<B: Backend>(
     Ok((matched, images))
 }
 
-/// Scores each checkpoint ([`score_lora`]) and writes the best ([`best`]) to `out` ([`keep_best`]). Returns
-/// every score, in the order of `checkpoints`.
+/// Scores each checkpoint ([`score_lora`], on the model in `model_dir` loaded once) and writes the best
+/// ([`best`]) to `out` ([`keep_best`]). Returns every score, in the order of `checkpoints`.
 pub fn select_checkpoint<B: Backend>(
     model_dir: &Path,
     checkpoints: &[Checkpoint],
@@ -122,9 +121,10 @@ pub fn select_checkpoint<B: Backend>(
     device: &B::Device,
     log: &mut dyn FnMut(&str),
 ) -> ToyResult<Vec<CheckpointScore>> {
+    let mut sd = StableDiffusion::<B>::load(model_dir, &LoadOptions::default(), device)?;
     let mut scores = Vec::with_capacity(checkpoints.len());
     for c in checkpoints {
-        let (matched, images) = score_lora::<B>(model_dir, &c.path, cfg, device)?;
+        let (matched, images) = score_lora(&mut sd, &c.path, cfg)?;
         log(&format!(
             "step {}: {matched}/{images} images match their prompt",
             c.step
