@@ -23,7 +23,6 @@ use clora_harness::methods::{compose, CompositionJob, LoraRef};
 use clora_harness::models::sd::{LoadOptions, StableDiffusion};
 use clora_harness::models::vae::{AutoencoderKL, VaeConfig};
 use clora_harness::models::weights::{VarBuilder, WeightStore};
-use clora_harness::pipeline::GenerateParams;
 use clora_harness::report::stats::wilson_interval;
 use clora_harness::schedulers::SchedulerKind;
 use clora_harness::toyworld::arch::ToyArch;
@@ -36,6 +35,7 @@ use clora_harness::toyworld::oracle::{judge, judge_prompt, read, read_generated}
 use clora_harness::toyworld::pattern::Pattern;
 use clora_harness::toyworld::progress::PhaseState;
 use clora_harness::toyworld::render::render;
+use clora_harness::toyworld::sample::JudgeSampler;
 use clora_harness::toyworld::scene::{concept_scene, PlainWorld, MAX_COMPANIONS};
 use clora_harness::toyworld::seed_work::ModelStart;
 use clora_harness::toyworld::tensors::{images_to_tensor, tensor_to_images};
@@ -859,20 +859,12 @@ fn judge_model<B: Backend>(
 /// The judge's images from the pipeline (with the `--lora` files attached).
 fn judge_plain<B: Backend>(a: &JudgeArgs, device: &B::Device) -> Result<()> {
     let (sd, _) = judge_model::<B>(a, device)?;
-    judge_images(a, &mut |prompt, seed| {
-        let params = GenerateParams {
-            prompt: prompt.to_string(),
-            steps: a.steps,
-            guidance: a.guidance,
-            scheduler: a.scheduler,
-            width: 64,
-            height: 64,
-            seed,
-            ..GenerateParams::default()
-        };
-        let latent = sd.generate_latent(&params, None)?.latent;
-        Ok(tensor_to_images(sd.decode_latent(latent)?).remove(0))
-    })
+    let sampler = JudgeSampler {
+        steps: a.steps,
+        guidance: a.guidance,
+        scheduler: a.scheduler,
+    };
+    judge_images(a, &mut |prompt, seed| Ok(sampler.draw(&sd, prompt, seed)?))
 }
 
 /// The judge's images sampled with Attend-and-Excite on the words `--excite` names (on the `--lora` files

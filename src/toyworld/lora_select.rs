@@ -15,12 +15,10 @@ use burn::tensor::backend::Backend;
 use super::concept::Concept;
 use super::error::{ToyError, ToyResult};
 use super::oracle::judge_prompt;
-use super::tensors::tensor_to_images;
+use super::sample::JudgeSampler;
 use crate::lora::file::LoraFile;
 use crate::lora::resolve::Unmatched;
 use crate::models::sd::{LoadOptions, StableDiffusion};
-use crate::pipeline::GenerateParams;
-use crate::schedulers::SchedulerKind;
 
 /// The first seed the selection samples: the figures judge a concept's LoRA on seeds 0..32, so a checkpoint
 /// chosen on seeds from here on is not chosen on the images it is reported by.
@@ -58,14 +56,12 @@ pub struct CheckpointScore {
     pub images: usize,
 }
 
-/// How the selection samples: the judge's sampler (DPM-Solver++ 2M, 25 steps, guidance 5) on `seeds` of each
-/// of `prompts`.
+/// How the selection samples: `sampler` (the judge's) on `seeds` of each of `prompts`.
 #[derive(Debug, Clone)]
 pub struct SelectConfig {
     pub prompts: Vec<String>,
     pub seeds: Range<u64>,
-    pub steps: usize,
-    pub guidance: f64,
+    pub sampler: JudgeSampler,
 }
 
 impl SelectConfig {
@@ -74,8 +70,7 @@ impl SelectConfig {
         Self {
             prompts: concept_prompts(concept),
             seeds: SELECT_FIRST_SEED..SELECT_FIRST_SEED + seeds,
-            steps: 25,
-            guidance: 5.0,
+            sampler: JudgeSampler::default(),
         }
     }
 }
@@ -92,18 +87,7 @@ pub fn score_lora<B: Backend>(
     let (mut matched, mut images) = (0, 0);
     for prompt in &cfg.prompts {
         for seed in cfg.seeds.clone() {
-            let params = GenerateParams {
-                prompt: prompt.clone(),
-                steps: cfg.steps,
-                guidance: cfg.guidance,
-                scheduler: SchedulerKind::DpmPp2m,
-                width: 64,
-                height: 64,
-                seed,
-                ..GenerateParams::default()
-            };
-            let latent = sd.generate_latent(&params, None)?.latent;
-            let image = tensor_to_images(sd.decode_latent(latent)?).remove(0);
+            let image = cfg.sampler.draw(sd, prompt, seed)?;
             matched += judge_prompt(&image, prompt)?.exact as usize;
             images += 1;
         }

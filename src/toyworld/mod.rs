@@ -30,6 +30,7 @@ pub mod param_names;
 pub mod pattern;
 pub mod progress;
 pub mod render;
+pub mod sample;
 pub mod scene;
 pub mod seed_work;
 pub mod shape;

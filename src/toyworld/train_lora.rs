@@ -436,7 +436,12 @@ pub struct LoraOutcome {
 
 /// Where a training saves its adapters at `step` (`cfg.select_every`).
 pub fn checkpoint_path(work: &Path, concept: Concept, step: usize) -> PathBuf {
-    work.join(format!("lora_{}.step{step}.safetensors", concept.name()))
+    work.join(format!("{}{step}.safetensors", checkpoint_prefix(concept)))
+}
+
+/// The file names of `concept`'s checkpoints start so ([`checkpoint_path`]).
+fn checkpoint_prefix(concept: Concept) -> String {
+    format!("lora_{}.step", concept.name())
 }
 
 /// Trains the LoRA of `concept` on the model in `model_dir` (a diffusers folder of the toy architecture) and
@@ -500,13 +505,14 @@ pub fn train_lora<B: AutodiffBackend>(
         std::fs::remove_file(&loss_path).map_err(|e| ToyError::io(&loss_path, e))?;
     }
     // checkpoints of an earlier training of this concept are not this one's
+    let prefix = checkpoint_prefix(concept);
     for entry in std::fs::read_dir(work).map_err(|e| ToyError::io(work, e))? {
         let path = entry.map_err(|e| ToyError::io(work, e))?.path();
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if name.starts_with(&format!("{phase}.step")) && name.ends_with(".safetensors") {
+        if name.starts_with(&prefix) && name.ends_with(".safetensors") {
             std::fs::remove_file(&path).map_err(|e| ToyError::io(&path, e))?;
         }
     }
