@@ -322,6 +322,10 @@ pub struct TrainArgs {
     /// `--from-model`, added levels and layers grow the model's UNet: they start as identities.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4))]
     pub unet_transformer_layers: Option<u64>,
+    /// UNet channels per level, highest resolution first, comma-separated (default `32,64,64`); each a
+    /// multiple of the group norms' 8 groups and of the level's 2 attention heads. A new work folder only.
+    #[arg(long, value_delimiter = ',')]
+    pub unet_channels: Option<Vec<usize>>,
     /// Write f32 weights instead of f16.
     #[arg(long)]
     pub f32: bool,
@@ -557,6 +561,10 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.unet_transformer_layers {
         arch.unet_transformer_layers = v as usize;
+    }
+    if let Some(v) = &a.unet_channels {
+        arch.set_unet_channels(v)
+            .map_err(|why| anyhow::anyhow!("--unet-channels {v:?}: {why}"))?;
     }
     let plan = TrainPlan {
         arch,

@@ -77,6 +77,27 @@ impl ToyArch {
         self.image_size / self.vae_scale_factor()
     }
 
+    /// Sets the UNet's channels per level (`--unet-channels`); `Err` says why `widths` do not fit: one per
+    /// level, each a positive multiple of the norm groups and of the level's attention heads.
+    pub fn set_unet_channels(&mut self, widths: &[usize]) -> Result<(), String> {
+        if widths.len() != self.unet_channels.len() {
+            return Err(format!(
+                "expected {} widths, one per UNet level",
+                self.unet_channels.len()
+            ));
+        }
+        for (&c, &heads) in widths.iter().zip(&self.unet_heads) {
+            if c == 0 || c % self.unet_groups != 0 || c % heads != 0 {
+                return Err(format!(
+                    "{c} is not a positive multiple of the {} norm groups and the level's {heads} heads",
+                    self.unet_groups
+                ));
+            }
+        }
+        self.unet_channels = widths.to_vec();
+        Ok(())
+    }
+
     /// Cells per side of the UNet's finest cross-attention maps (`None`: no level has cross-attention).
     pub fn finest_attention_side(&self) -> Option<usize> {
         let level = self.unet_cross_attention.iter().position(|&a| a)?;
@@ -340,5 +361,30 @@ fn json_config(value: Value, name: &str) -> JsonConfig {
     JsonConfig {
         path: Path::new("<toyworld>").join(name),
         map,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ToyArch;
+
+    #[test]
+    fn unet_channels_are_checked_against_levels_groups_and_heads() {
+        let mut arch = ToyArch::default();
+        arch.set_unet_channels(&[48, 96, 96]).unwrap();
+        assert_eq!(arch.unet_channels, vec![48, 96, 96]);
+        assert_eq!(
+            arch.unet_config().unwrap().block_out_channels,
+            vec![48, 96, 96]
+        );
+        let kept = arch.clone();
+        for bad in [&[48, 96][..], &[48, 96, 100], &[0, 64, 64]] {
+            let why = arch.set_unet_channels(bad).unwrap_err();
+            assert!(why.contains("widths") || why.contains("multiple"), "{why}");
+            assert_eq!(
+                arch, kept,
+                "a refused width leaves the architecture as it was"
+            );
+        }
     }
 }
