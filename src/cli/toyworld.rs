@@ -563,8 +563,7 @@ fn train(a: TrainArgs) -> Result<()> {
         arch.unet_transformer_layers = v as usize;
     }
     if let Some(v) = &a.unet_channels {
-        arch.set_unet_channels(v)
-            .map_err(|why| anyhow::anyhow!("--unet-channels {v:?}: {why}"))?;
+        arch.set_unet_channels(v).context("--unet-channels")?;
     }
     let plan = TrainPlan {
         arch,

@@ -11,7 +11,7 @@ use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
 use crate::schedulers::SchedulerConfig;
 
-use super::error::ToyResult;
+use super::error::{ToyError, ToyResult};
 
 /// Sizes of the miniature pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,21 +77,21 @@ impl ToyArch {
         self.image_size / self.vae_scale_factor()
     }
 
-    /// Sets the UNet's channels per level (`--unet-channels`); `Err` says why `widths` do not fit: one per
+    /// Sets the UNet's channels per level (`--unet-channels`); an error says why `widths` do not fit: one per
     /// level, each a positive multiple of the norm groups and of the level's attention heads.
-    pub fn set_unet_channels(&mut self, widths: &[usize]) -> Result<(), String> {
+    pub fn set_unet_channels(&mut self, widths: &[usize]) -> ToyResult<()> {
         if widths.len() != self.unet_channels.len() {
-            return Err(format!(
-                "expected {} widths, one per UNet level",
+            return Err(ToyError::Training(format!(
+                "UNet channels {widths:?}: expected {} widths, one per UNet level",
                 self.unet_channels.len()
-            ));
+            )));
         }
         for (&c, &heads) in widths.iter().zip(&self.unet_heads) {
             if c == 0 || c % self.unet_groups != 0 || c % heads != 0 {
-                return Err(format!(
-                    "{c} is not a positive multiple of the {} norm groups and the level's {heads} heads",
+                return Err(ToyError::Training(format!(
+                    "UNet channels {widths:?}: {c} is not a positive multiple of the {} norm groups and the level's {heads} heads",
                     self.unet_groups
-                ));
+                )));
             }
         }
         self.unet_channels = widths.to_vec();
@@ -379,7 +379,7 @@ mod tests {
         );
         let kept = arch.clone();
         for bad in [&[48, 96][..], &[48, 96, 100], &[0, 64, 64]] {
-            let why = arch.set_unet_channels(bad).unwrap_err();
+            let why = arch.set_unet_channels(bad).unwrap_err().to_string();
             assert!(why.contains("widths") || why.contains("multiple"), "{why}");
             assert_eq!(
                 arch, kept,
