@@ -391,6 +391,59 @@ fn includes_merge_and_errors_name_the_included_file() {
 }
 
 #[test]
+fn lora_weights_name_loras_of_the_config_and_sweep_as_a_list_of_tables() {
+    let e = load_with(
+        "loraweights",
+        "[[methods]]\nmethod = \"merge\"\nparams = { lora_weights = [{ dog = 1.5 }, { cat = 0.5, dog = 2 }] }\n",
+    )
+    .unwrap();
+    let v = e.method("merge").unwrap().grid.expand("merge");
+    let weights = |i: usize| match &v[i].params["lora_weights"] {
+        ParamValue::LoraWeights(w) => w.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(v.len(), 2);
+    assert_eq!(weights(0), [("dog".to_string(), 1.5)].into());
+    assert_eq!(
+        weights(1),
+        [("cat".to_string(), 0.5), ("dog".to_string(), 2.0)].into()
+    );
+    assert_eq!(v[1].label, "merge[lora_weights={cat=0.5 dog=2}]");
+    one_error(
+        load_with(
+            "loraweights-name",
+            "[[methods]]\nmethod = \"merge\"\nparams = { lora_weights = { horse = 1.0 } }\n",
+        ),
+        &[
+            "methods[1].params.lora_weights",
+            "no LoRA is called \"horse\"",
+            "\"cat\"",
+        ],
+    );
+    one_error(
+        load_with(
+            "loraweights-value",
+            "[[methods]]\nmethod = \"clora\"\nparams = { lora_weights = { cat = \"high\" } }\n",
+        ),
+        &[
+            "methods[1].params.lora_weights",
+            "the weight of LoRA \"cat\": expected a finite number, found the string \"high\"",
+        ],
+    );
+    one_error(
+        load_with(
+            "loraweights-form",
+            "[[methods]]\nmethod = \"composite\"\nparams = { lora_weights = 2.0 }\n",
+        ),
+        &[
+            "methods[1].params.lora_weights",
+            "expected a table of LoRA names to weights",
+            "found the number 2",
+        ],
+    );
+}
+
+#[test]
 fn grids_expand_to_the_cartesian_product() {
     let e = load_with(
         "grid",
@@ -435,6 +488,7 @@ fn clora_parameter_names_match_the_method() {
             ParamType::Choice(c) => toml::Value::String(c[0].to_string()),
             ParamType::Lora => toml::Value::String("x".into()),
             ParamType::IntList { .. } => toml::Value::Array(vec![toml::Value::Integer(0)]),
+            ParamType::LoraWeights => unreachable!("lora_weights is a harness-level parameter"),
         };
         t.insert(def.name.to_string(), value);
     }

@@ -214,6 +214,51 @@ fn a_changed_parameter_changes_only_the_affected_hashes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn lora_weights_set_the_jobs_weights_and_change_only_their_images() {
+    let dir = folder("loraweights");
+    let model = dir.join("cat.safetensors");
+    let plain = hashes(&plan_of(&experiment(&dir, &model, METHODS)));
+    let plan = plan_of(&experiment(
+        &dir,
+        &model,
+        &METHODS.replace(
+            "params = { scale = [0.5, 1.0] }",
+            "params = { scale = [0.5, 1.0], lora_weights = [{ dog = 1.0 }, { dog = 0.25 }] }",
+        ),
+    ));
+    let weighted = hashes(&plan);
+    for j in plan.jobs.iter().filter(|j| j.kind == MethodKind::Merge) {
+        let dog = j.variant.contains("dog=0.25");
+        for l in &j.loras {
+            let w = if dog && l.name == "dog" { 0.25 } else { 1.0 };
+            assert_eq!(l.weight, w, "{} {}", j.variant, l.name);
+        }
+        // the same job without the table: same image where the weights it sets are the [[loras]] ones
+        let unweighted = j
+            .variant
+            .replace("lora_weights={dog=1}, ", "")
+            .replace("lora_weights={dog=0.25}, ", "");
+        let same = plain[&(unweighted, j.prompt.index, j.seed, j.sample)]
+            == weighted[&(j.variant.clone(), j.prompt.index, j.seed, j.sample)];
+        let uses_dog = j.loras.iter().any(|l| l.name == "dog");
+        assert_eq!(
+            same,
+            !(dog && uses_dog),
+            "{} prompt {}",
+            j.variant,
+            j.prompt.index
+        );
+    }
+    // the other methods' images do not move
+    for (k, h) in &plain {
+        if !k.0.starts_with("merge") {
+            assert_eq!(&weighted[k], h, "{k:?}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A generator for runner tests: a flat image whose colour derives from the job's noise seed and hash,
 /// recording every job it is asked for.
 #[derive(Default)]
@@ -549,6 +594,13 @@ fn report_tables_agree_with_the_scores() {
     assert!((row["mean"].parse::<f64>().unwrap() - want.iter().sum::<f64>() / 8.0).abs() < 1e-12);
     let singles = read_csv(&report.join("tables/methods_singles.csv"));
     assert!(singles.iter().all(|r| !r["variant"].starts_with("clora")));
+    // nor a row in its Markdown table: clora runs on `pairs` only
+    let singles_md = std::fs::read_to_string(report.join("tables/methods_singles.md")).unwrap();
+    assert!(
+        singles_md.contains("| merge[scale=0.5] | 4 |"),
+        "{singles_md}"
+    );
+    assert!(!singles_md.contains("| clora"), "{singles_md}");
     assert!(md.contains("### Prompt set `pairs`") && md.contains("### Prompt set `singles`"));
     // seconds per image: one row per variant (the recorder reports 0 s)
     let times = read_csv(&report.join("tables/times.csv"));

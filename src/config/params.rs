@@ -6,6 +6,7 @@
 //! harness-level knobs the method runner reads besides them. Defaults are the method's own: the harness
 //! passes on only what the config sets.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -109,6 +110,8 @@ pub enum ParamType {
     IntList {
         min: i64,
     },
+    /// LoRA names of the config to finite weights, `{ rings = 1.5 }` (a list of such tables is a sweep axis).
+    LoraWeights,
 }
 
 impl ParamType {
@@ -135,6 +138,9 @@ impl ParamType {
             ),
             ParamType::Lora => "the name of a LoRA of the config".into(),
             ParamType::IntList { min } => format!("a list of integers >= {min}"),
+            ParamType::LoraWeights => {
+                "a table of LoRA names to weights, e.g. `{ rings = 1.5 }`".into()
+            }
         }
     }
 }
@@ -174,6 +180,16 @@ const SCALE: ParamDef = p(
     "global LoRA scale s (cross_attention_kwargs scale)",
 );
 
+/// Per-LoRA weights `w_i` in place of the `[[loras]] weight`s (diffusers' `set_adapters(names, adapter_weights)`).
+/// Out of the content hash as a parameter: the weights it sets enter it through the job's LoRAs, so a table
+/// that changes no weight of a prompt's LoRAs makes the same images.
+const LORA_WEIGHTS: ParamDef = ParamDef {
+    name: "lora_weights",
+    ty: ParamType::LoraWeights,
+    pixels: false,
+    help: "per-LoRA weights in place of the [[loras]] weights",
+};
+
 const SINGLE: &[ParamDef] = &[
     p(
         "lora",
@@ -181,9 +197,11 @@ const SINGLE: &[ParamDef] = &[
         "the LoRA to apply (default: one job per LoRA the prompt names)",
     ),
     SCALE,
+    LORA_WEIGHTS,
 ];
 const MERGE: &[ParamDef] = &[
     SCALE,
+    LORA_WEIGHTS,
     p(
         "fuse",
         ParamType::Bool,
@@ -197,9 +215,11 @@ const SWITCH: &[ParamDef] = &[
         "activate the next LoRA every this many steps",
     ),
     SCALE,
+    LORA_WEIGHTS,
 ];
 const COMPOSITE: &[ParamDef] = &[
     SCALE,
+    LORA_WEIGHTS,
     p(
         "batched",
         ParamType::Bool,
@@ -301,6 +321,7 @@ const CLORA: &[ParamDef] = &[
     ),
     p("style_lora_weight", ANY, "the style LoRA's weight"),
     SCALE,
+    LORA_WEIGHTS,
     ParamDef {
         name: "save_attention",
         ty: ParamType::Bool,
@@ -362,18 +383,24 @@ const EXCITE: &[ParamDef] = &[
         "pixels per attention-map cell (32: 16x16 at 512)",
     ),
     SCALE,
+    LORA_WEIGHTS,
 ];
 
 /// `excite` parameters that the harness reads itself (not fields of `ExciteParams`, or filled in by it).
-pub const EXCITE_HARNESS_PARAMS: &[&str] = &["scale", "words"];
+pub const EXCITE_HARNESS_PARAMS: &[&str] = &["scale", "lora_weights", "words"];
 
 /// Parameters of `single`, `merge`, `switch` and `composite` that the harness reads itself (not fields of
 /// `methods::spec::MethodSpec`): the global LoRA scale, and `single`'s LoRA (the job applies only it).
-pub const BASELINE_HARNESS_PARAMS: &[&str] = &["scale", "lora"];
+pub const BASELINE_HARNESS_PARAMS: &[&str] = &["scale", "lora_weights", "lora"];
 
 /// CLoRA parameters that the harness reads itself (not fields of `CloraParams`).
-pub const CLORA_HARNESS_PARAMS: &[&str] =
-    &["scale", "style_lora", "style_lora_weight", "save_attention"];
+pub const CLORA_HARNESS_PARAMS: &[&str] = &[
+    "scale",
+    "lora_weights",
+    "style_lora",
+    "style_lora_weight",
+    "save_attention",
+];
 
 /// A concrete parameter value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -384,6 +411,8 @@ pub enum ParamValue {
     Float(f64),
     Str(String),
     IntList(Vec<i64>),
+    /// `lora_weights`: LoRA name -> weight.
+    LoraWeights(BTreeMap<String, f64>),
 }
 
 impl ParamValue {
@@ -397,6 +426,11 @@ impl ParamValue {
             ParamValue::IntList(v) => {
                 toml::Value::Array(v.iter().map(|&i| toml::Value::Integer(i)).collect())
             }
+            ParamValue::LoraWeights(w) => toml::Value::Table(
+                w.iter()
+                    .map(|(k, &x)| (k.clone(), toml::Value::Float(x)))
+                    .collect(),
+            ),
         }
     }
 
@@ -428,6 +462,14 @@ impl fmt::Display for ParamValue {
                         .join(",")
                 )
             }
+            ParamValue::LoraWeights(w) => write!(
+                f,
+                "{{{}}}",
+                w.iter()
+                    .map(|(k, x)| format!("{k}={x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
         }
     }
 }
@@ -479,6 +521,29 @@ pub fn parse_value(def: &ParamDef, v: &toml::Value) -> Result<ParamValue, String
                 .map(ParamValue::IntList),
             None => Err(wrong()),
         },
+        ParamType::LoraWeights => {
+            let Some(t) = v.as_table().filter(|t| !t.is_empty()) else {
+                return Err(wrong());
+            };
+            t.iter()
+                .map(|(name, w)| {
+                    let x = match w {
+                        toml::Value::Float(x) => *x,
+                        toml::Value::Integer(i) => *i as f64,
+                        _ => f64::NAN,
+                    };
+                    if name.is_empty() || !x.is_finite() {
+                        Err(format!(
+                            "the weight of LoRA \"{name}\": expected a finite number, found {}",
+                            describe(w)
+                        ))
+                    } else {
+                        Ok((name.clone(), x))
+                    }
+                })
+                .collect::<Result<_, _>>()
+                .map(ParamValue::LoraWeights)
+        }
     }
 }
 

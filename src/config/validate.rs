@@ -303,22 +303,31 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
                     ParamGrid::default()
                 }
             };
-        // LoRA-valued parameters must name LoRAs of the config
+        // LoRA-valued parameters (and the keys of `lora_weights`) must name LoRAs of the config
         for axis in &grid.axes {
-            let def = r.method.params().iter().find(|d| d.name == axis.name);
-            if matches!(def.map(|d| d.ty), Some(ParamType::Lora)) {
-                for v in &axis.values {
-                    if let ParamValue::Str(n) = v {
-                        if !loras.iter().any(|l| &l.name == n) {
-                            p.add(
-                                &s.file,
-                                format!("{f}.params.{}", axis.name),
-                                format!(
-                                    "no LoRA is called \"{n}\" (expected one of: {})",
-                                    lora_names(&loras)
-                                ),
-                            );
-                        }
+            for v in &axis.values {
+                let named: Vec<&String> = match v {
+                    ParamValue::Str(n)
+                        if matches!(
+                            r.method.params().iter().find(|d| d.name == axis.name),
+                            Some(d) if d.ty == ParamType::Lora
+                        ) =>
+                    {
+                        vec![n]
+                    }
+                    ParamValue::LoraWeights(w) => w.keys().collect(),
+                    _ => Vec::new(),
+                };
+                for n in named {
+                    if !loras.iter().any(|l| &l.name == n) {
+                        p.add(
+                            &s.file,
+                            format!("{f}.params.{}", axis.name),
+                            format!(
+                                "no LoRA is called \"{n}\" (expected one of: {})",
+                                lora_names(&loras)
+                            ),
+                        );
                     }
                 }
             }

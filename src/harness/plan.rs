@@ -90,11 +90,15 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
     for l in &exp.loras {
         lora_sha.insert(l.name.clone(), hasher.hash(&l.path)?);
     }
-    let job_lora = |l: &LoraSpec| JobLora {
+    // a LoRA of a job, at the weight the method entry's `lora_weights` gives it, else its `[[loras]] weight`
+    let job_lora = |l: &LoraSpec, params: &BTreeMap<String, ParamValue>| JobLora {
         name: l.name.clone(),
         path: l.path.clone(),
         sha256: lora_sha[&l.name].clone(),
-        weight: l.weight,
+        weight: match params.get("lora_weights") {
+            Some(ParamValue::LoraWeights(w)) => w.get(&l.name).copied().unwrap_or(l.weight),
+            _ => l.weight,
+        },
         triggers: l.triggers.clone(),
         class_noun: l.class_noun.clone(),
         references: l.references.clone(),
@@ -195,11 +199,11 @@ pub fn plan(exp: &Experiment, target: &Target, hasher: &mut FileHasher) -> Harne
                     let loras: Vec<JobLora> = active
                         .iter()
                         .filter_map(|n| exp.lora(n))
-                        .map(job_lora)
+                        .map(|l| job_lora(l, &params))
                         .collect();
                     let style_lora = match params.get("style_lora") {
                         Some(ParamValue::Str(n)) => exp.lora(n).map(|l| {
-                            let mut j = job_lora(l);
+                            let mut j = job_lora(l, &params);
                             if let Some(ParamValue::Float(w)) = params.get("style_lora_weight") {
                                 j.weight = *w;
                             }

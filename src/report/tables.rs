@@ -175,9 +175,12 @@ pub fn write_method_table(
     long_csv(&dir.join(format!("{stem}.csv")), "variant", &long)?;
     let mut header = vec!["method".to_string(), "n".to_string()];
     header.extend(data.metrics.iter().cloned());
+    // a variant with no job under `keep` (a method run on other prompt sets only) gets no row; one whose jobs
+    // are not done yet keeps its row, with n = 0
     let md_rows: Vec<Vec<String>> = data
         .variants
         .iter()
+        .filter(|v| data.rows.iter().any(|r| r.variant == v.label && keep(r)))
         .map(|v| {
             let n = data
                 .rows

@@ -11,7 +11,7 @@ Usage (Python 3 standard library only; never needed by CI):
     RUN        a `harness run` output folder (e.g. results/toyworld-branches)
     --harness  the harness binary (default: `harness` on PATH); a `--features tch` build needs libtorch on
                LD_LIBRARY_PATH (README, Backends)
-Prints a Markdown table: one row per (method, prompt set), one column per shape the oracle found, each cell the
+Prints a Markdown table: one row per (method variant, prompt set), one column per shape the oracle found, each cell the
 readings with their counts, most common first ("blue stripes 13, purple stripes 2"); a shape drawn twice in
 one image counts twice, and `none` counts the images without that shape. Every sidecar in the run's `images/`
 is read, those of earlier configs saved under the same run name included: give a new config its own `[run] name`.
@@ -28,7 +28,9 @@ def images_by_group(run: Path):
     groups = collections.defaultdict(list)
     for s in sidecars(run):
         job = s["job"]
-        groups[(job["method"], job["prompt"]["set"])].append((job["seed"], job["sample"], run / s["image"]))
+        # the variant label (`merge[lora_weights={rings=2}]`) tells a sweep's points apart; it is the method's
+        # name where nothing is swept
+        groups[(job["variant"], job["prompt"]["set"])].append((job["seed"], job["sample"], run / s["image"]))
     if not groups:
         sys.exit(f"{run}/images: no image sidecars (is {run} a `harness run` folder?)")
     return {k: [p for _, _, p in sorted(v)] for k, v in groups.items()}
