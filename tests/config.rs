@@ -109,6 +109,9 @@ fn draft_configs_are_valid_but_for_missing_weight_files() {
         "toyworld-companions.toml", // its LoRAs are trained into target/ first
         "toyworld-branches.toml",
         "toyworld-branches-companions.toml", // the same LoRAs as toyworld-companions
+        "toyworld-weights.toml",
+        "toyworld-weights-companions.toml", // the same LoRAs as toyworld-companions
+        "toyworld-update-shift.toml",
         "paper-catdog.toml",
     ] {
         let path = root().join("configs").join(name);

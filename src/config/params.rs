@@ -268,8 +268,8 @@ const CLORA: &[ParamDef] = &[
     ),
     p(
         "mask_mode",
-        ParamType::Choice(&["threshold", "argmax"]),
-        "threshold (official, masks may overlap) or argmax (each cell to one branch)",
+        ParamType::Choice(&["threshold", "argmax", "argmax_minmax"]),
+        "threshold (official, masks may overlap), argmax (each cell to one branch) or argmax_minmax (argmax on maps rescaled by their range)",
     ),
     p(
         "mask_words",

@@ -14,6 +14,11 @@ pub enum MaskMode {
     /// best of its mask tokens) is highest, and only when that exceeds `alpha`; the masks are disjoint
     /// before morphology.
     Argmax,
+    /// Not in the official code: as `Argmax`, with each token's map rescaled by its own range
+    /// (`(a - min) / (max - min)`) instead of its max, so that a token attending everywhere alike (a flat map,
+    /// high in every cell under `a / max`) no longer wins the cells of other concepts' objects.
+    #[serde(rename = "argmax_minmax")]
+    ArgmaxMinmax,
 }
 
 /// Morphology switches (applied in the order dilate, erode, opening, closing, as the reference does).
@@ -73,7 +78,8 @@ pub fn attention_masks(
             .zip(mask_tokens)
             .map(|(map, toks)| threshold_mask(map, tokens, q, toks, threshold_alpha))
             .collect(),
-        MaskMode::Argmax => argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha),
+        MaskMode::Argmax => argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha, false),
+        MaskMode::ArgmaxMinmax => argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha, true),
     };
     let mut masks: Vec<Vec<f32>> = raw
         .into_iter()
@@ -126,14 +132,16 @@ fn threshold_mask(map: &[f32], tokens: usize, q: usize, toks: &[usize], alpha: f
     m
 }
 
-/// Disjoint masks: each cell to the branch with the highest normalised attention `a / max` (best of its
-/// tokens), when that exceeds `alpha`; ties go to the earlier branch.
+/// Disjoint masks: each cell to the branch with the highest normalised attention (best of its tokens), when
+/// that exceeds `alpha`; ties go to the earlier branch. Normalised: `a / max`, or with `minmax`
+/// `(a - min) / (max - min)` (a constant map scores 0).
 fn argmax_masks(
     maps: &[Vec<f32>],
     tokens: usize,
     q: usize,
     mask_tokens: &[Vec<usize>],
     alpha: f32,
+    minmax: bool,
 ) -> Vec<Vec<f32>> {
     // score[k][i]: branch k's normalised attention at cell i (0 for a branch without mask tokens)
     let score: Vec<Vec<f32>> = maps
@@ -143,9 +151,14 @@ fn argmax_masks(
             let mut s = vec![0f32; q];
             for &t in toks {
                 let (col, max) = token_column(map, tokens, q, t);
-                if max > 0.0 {
+                let min = if minmax {
+                    col.iter().cloned().fold(f32::INFINITY, f32::min)
+                } else {
+                    0.0
+                };
+                if max > min {
                     for (si, v) in s.iter_mut().zip(col) {
-                        *si = si.max(v / max);
+                        *si = si.max((v - min) / (max - min));
                     }
                 }
             }
@@ -239,6 +252,26 @@ mod tests {
         assert_eq!(am[2], vec![0.0, 1.0, 0.0, 0.0]);
         // cells no branch claims above alpha go to the base branch
         assert_eq!(am[0], vec![0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn argmax_minmax_keeps_a_flat_token_off_other_objects() {
+        // 4 cells, 2 tokens; branch 1's token 0 peaks on cells 0-1, branch 2's token 1 is flat (0.8-1.0, peak
+        // on cell 3). Under a / max the flat token scores >= 0.8 everywhere and takes cell 1 from branch 1;
+        // rescaled by its range it scores 0, 0, 0.5, 1.
+        let base = vec![0.0; 8];
+        let b1 = vec![1.0, 0.0, 0.7, 0.0, 0.1, 0.0, 0.0, 0.0];
+        let b2 = vec![0.0, 0.8, 0.0, 0.8, 0.0, 0.9, 0.0, 1.0];
+        let maps = [base, b1, b2];
+        let toks = [vec![], vec![0], vec![1]];
+        let masks = |mode| attention_masks(&maps, 2, 2, 2, &toks, 0.3, mode, Morphology::default());
+        let am = masks(MaskMode::Argmax);
+        assert_eq!(am[1], vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(am[2], vec![0.0, 1.0, 1.0, 1.0]);
+        let mm = masks(MaskMode::ArgmaxMinmax);
+        assert_eq!(mm[1], vec![1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(mm[2], vec![0.0, 0.0, 1.0, 1.0]);
+        assert_eq!(mm[0], vec![0.0; 4]);
     }
 
     #[test]
