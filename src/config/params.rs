@@ -268,8 +268,8 @@ const CLORA: &[ParamDef] = &[
     ),
     p(
         "mask_mode",
-        ParamType::Choice(&["threshold", "argmax", "argmax_minmax"]),
-        "threshold (official, masks may overlap), argmax (each cell to one branch) or argmax_minmax (argmax on maps rescaled by their range)",
+        ParamType::Choice(&["threshold", "argmax", "argmax_minmax", "base_nouns"]),
+        "threshold (official, masks may overlap), argmax (each cell to one branch), argmax_minmax (argmax on maps rescaled by their range) or base_nouns (each cell to the class noun with the most of the base branch's attention)",
     ),
     p(
         "mask_words",

@@ -12,7 +12,7 @@ use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor, TensorDa
 
 use super::loss::{min_max_normalise, nt_xent};
 use super::maps::{aggregate, MapRows};
-use super::masks::{attention_masks, upsample_nearest};
+use super::masks::{attention_masks, base_noun_inputs, upsample_nearest, MaskMode};
 use super::params::CloraParams;
 use crate::error::{Error, Result};
 use crate::lora::key::Component;
@@ -216,13 +216,17 @@ pub fn masks_for<B: AutodiffBackend>(
             .convert::<f32>()
             .to_vec::<f32>()
             .map_err(|e| Error::invalid("clora maps", format!("{e:?}")))?;
-        let per: Vec<Vec<f32>> = values.chunks(q * tokens).map(|c| c.to_vec()).collect();
+        let mut per: Vec<Vec<f32>> = values.chunks(q * tokens).map(|c| c.to_vec()).collect();
+        let mut mask_tokens = br.mask_tokens.clone();
+        if params.mask_mode == MaskMode::BaseNouns {
+            (per, mask_tokens) = base_noun_inputs(&per, &br.groups);
+        }
         attention_masks(
             &per,
             tokens,
             mh,
             mw,
-            &br.mask_tokens,
+            &mask_tokens,
             params.mask_threshold_alpha as f32,
             params.mask_mode,
             params.morphology(),

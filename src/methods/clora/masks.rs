@@ -19,6 +19,41 @@ pub enum MaskMode {
     /// high in every cell under `a / max`) no longer wins the cells of other concepts' objects.
     #[serde(rename = "argmax_minmax")]
     ArgmaxMinmax,
+    /// Not in the official code: every LoRA branch scored on the base branch's maps, by its concept's
+    /// class-noun tokens in the base prompt (see [`base_noun_inputs`]); a cell goes to the concept whose noun
+    /// takes the most of its attention (the raw softmax shares, which compete within one prompt), when that
+    /// exceeds `alpha` times the noun's own maximum.
+    #[serde(rename = "base_nouns")]
+    BaseNouns,
+}
+
+/// How `argmax_masks` scores a token's attention at a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Score {
+    /// `a / max`, threshold `alpha`.
+    Max,
+    /// `(a - min) / (max - min)`, threshold `alpha`.
+    MinMax,
+    /// `a` itself, threshold `alpha` times the branch's highest score.
+    Raw,
+}
+
+/// The maps and mask tokens of [`MaskMode::BaseNouns`]: every branch gets the base branch's map (`maps[0]`),
+/// LoRA branch k the positions of its concept's class noun in the base prompt (`groups[k - 1][0]`,
+/// `important_token_indices`), the base branch none.
+pub fn base_noun_inputs(
+    maps: &[Vec<f32>],
+    groups: &[Vec<Vec<usize>>],
+) -> (Vec<Vec<f32>>, Vec<Vec<usize>>) {
+    let base = maps.first().cloned().unwrap_or_default();
+    let tokens = std::iter::once(Vec::new())
+        .chain(
+            groups
+                .iter()
+                .map(|g| g.first().cloned().unwrap_or_default()),
+        )
+        .collect();
+    (vec![base; maps.len()], tokens)
 }
 
 /// Morphology switches (applied in the order dilate, erode, opening, closing, as the reference does).
@@ -78,8 +113,13 @@ pub fn attention_masks(
             .zip(mask_tokens)
             .map(|(map, toks)| threshold_mask(map, tokens, q, toks, threshold_alpha))
             .collect(),
-        MaskMode::Argmax => argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha, false),
-        MaskMode::ArgmaxMinmax => argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha, true),
+        MaskMode::Argmax => argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha, Score::Max),
+        MaskMode::ArgmaxMinmax => {
+            argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha, Score::MinMax)
+        }
+        MaskMode::BaseNouns => {
+            argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha, Score::Raw)
+        }
     };
     let mut masks: Vec<Vec<f32>> = raw
         .into_iter()
@@ -132,16 +172,15 @@ fn threshold_mask(map: &[f32], tokens: usize, q: usize, toks: &[usize], alpha: f
     m
 }
 
-/// Disjoint masks: each cell to the branch with the highest normalised attention (best of its tokens), when
-/// that exceeds `alpha`; ties go to the earlier branch. Normalised: `a / max`, or with `minmax`
-/// `(a - min) / (max - min)` (a constant map scores 0).
+/// Disjoint masks: each cell to the branch with the highest score (best of its tokens, see [`Score`]; a
+/// constant map scores 0 under `MinMax`), when that clears the threshold; ties go to the earlier branch.
 fn argmax_masks(
     maps: &[Vec<f32>],
     tokens: usize,
     q: usize,
     mask_tokens: &[Vec<usize>],
     alpha: f32,
-    minmax: bool,
+    how: Score,
 ) -> Vec<Vec<f32>> {
     // score[k][i]: branch k's normalised attention at cell i (0 for a branch without mask tokens)
     let score: Vec<Vec<f32>> = maps
@@ -151,18 +190,28 @@ fn argmax_masks(
             let mut s = vec![0f32; q];
             for &t in toks {
                 let (col, max) = token_column(map, tokens, q, t);
-                let min = if minmax {
-                    col.iter().cloned().fold(f32::INFINITY, f32::min)
-                } else {
-                    0.0
+                let (min, range) = match how {
+                    Score::Max => (0.0, max),
+                    Score::MinMax => {
+                        let min = col.iter().cloned().fold(f32::INFINITY, f32::min);
+                        (min, max - min)
+                    }
+                    Score::Raw => (0.0, 1.0),
                 };
                 if max > min {
                     for (si, v) in s.iter_mut().zip(col) {
-                        *si = si.max((v - min) / (max - min));
+                        *si = si.max((v - min) / range);
                     }
                 }
             }
             s
+        })
+        .collect();
+    let threshold: Vec<f32> = score
+        .iter()
+        .map(|s| match how {
+            Score::Raw => alpha * s.iter().cloned().fold(0.0, f32::max),
+            Score::Max | Score::MinMax => alpha,
         })
         .collect();
     let mut masks = vec![vec![0f32; q]; maps.len()];
@@ -173,7 +222,7 @@ fn argmax_masks(
                 Some(b) if score[b][i] >= score[k][i] => Some(b),
                 _ => Some(k),
             });
-        if let Some(k) = best.filter(|&k| score[k][i] > alpha) {
+        if let Some(k) = best.filter(|&k| score[k][i] > threshold[k]) {
             masks[k][i] = 1.0;
         }
     }
@@ -272,6 +321,38 @@ mod tests {
         assert_eq!(mm[1], vec![1.0, 1.0, 0.0, 0.0]);
         assert_eq!(mm[2], vec![0.0, 0.0, 1.0, 1.0]);
         assert_eq!(mm[0], vec![0.0; 4]);
+    }
+
+    #[test]
+    fn base_nouns_compare_raw_shares_on_the_base_map() {
+        // the base branch's map over 4 cells and 3 tokens: token 1 ("circle") peaks on cell 0, token 2
+        // ("square") is everywhere a little and peaks on cell 2; the LoRA branches' own maps are ignored
+        let base = vec![
+            0.0, 0.6, 0.3, //
+            0.0, 0.5, 0.2, //
+            0.0, 0.1, 0.4, //
+            0.0, 0.0, 0.05,
+        ];
+        let own = vec![9.0; 12];
+        let groups = vec![vec![vec![1], vec![1, 2]], vec![vec![2], vec![0, 2]]];
+        let (maps, toks) = base_noun_inputs(&[base.clone(), own.clone(), own], &groups);
+        assert_eq!(toks, vec![vec![], vec![1], vec![2]]);
+        assert!(maps.iter().all(|m| m == &base));
+        let m = attention_masks(
+            &maps,
+            3,
+            2,
+            2,
+            &toks,
+            0.3,
+            MaskMode::BaseNouns,
+            Morphology::default(),
+        );
+        // cell 0: 0.6 vs 0.3, cell 1: 0.5 vs 0.2 -> circle; cell 2: 0.1 vs 0.4 -> square; cell 3: 0.05 is
+        // below 0.3 * 0.4 -> base
+        assert_eq!(m[1], vec![1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(m[2], vec![0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(m[0], vec![0.0, 0.0, 0.0, 1.0]);
     }
 
     #[test]
