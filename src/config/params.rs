@@ -525,21 +525,14 @@ pub fn parse_value(def: &ParamDef, v: &toml::Value) -> Result<ParamValue, String
             let Some(t) = v.as_table().filter(|t| !t.is_empty()) else {
                 return Err(wrong());
             };
+            // each weight as a `Float` parameter of any finite value (the names are checked against the
+            // config's LoRAs in validation)
+            let weight = ParamDef { ty: ANY, ..*def };
             t.iter()
-                .map(|(name, w)| {
-                    let x = match w {
-                        toml::Value::Float(x) => *x,
-                        toml::Value::Integer(i) => *i as f64,
-                        _ => f64::NAN,
-                    };
-                    if name.is_empty() || !x.is_finite() {
-                        Err(format!(
-                            "the weight of LoRA \"{name}\": expected a finite number, found {}",
-                            describe(w)
-                        ))
-                    } else {
-                        Ok((name.clone(), x))
-                    }
+                .map(|(name, w)| match parse_value(&weight, w) {
+                    Ok(ParamValue::Float(x)) => Ok((name.clone(), x)),
+                    Ok(other) => unreachable!("a Float parameter parsed to {other:?}"),
+                    Err(msg) => Err(format!("the weight of LoRA \"{name}\": {msg}")),
                 })
                 .collect::<Result<_, _>>()
                 .map(ParamValue::LoraWeights)
