@@ -305,16 +305,14 @@ pub fn validate(m: Merged) -> Result<Experiment, ConfigError> {
             };
         // LoRA-valued parameters (and the keys of `lora_weights`) must name LoRAs of the config
         for axis in &grid.axes {
+            let lora_valued = r
+                .method
+                .params()
+                .iter()
+                .any(|d| d.name == axis.name && d.ty == ParamType::Lora);
             for v in &axis.values {
                 let named: Vec<&String> = match v {
-                    ParamValue::Str(n)
-                        if matches!(
-                            r.method.params().iter().find(|d| d.name == axis.name),
-                            Some(d) if d.ty == ParamType::Lora
-                        ) =>
-                    {
-                        vec![n]
-                    }
+                    ParamValue::Str(n) if lora_valued => vec![n],
                     ParamValue::LoraWeights(w) => w.keys().collect(),
                     _ => Vec::new(),
                 };
