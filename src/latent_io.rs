@@ -58,15 +58,38 @@ pub fn write_f32_safetensors(
     tensors: &[(&str, Vec<usize>, &[f32])],
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<()> {
+    write_safetensors(path, tensors, false, metadata)
+}
+
+/// [`write_f32_safetensors`], the values stored as f16 when `f16` (rounded to nearest).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    f16: bool,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .map(|(_, _, v)| {
+            if f16 {
+                v.iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect()
+            } else {
+                v.iter().flat_map(|x| x.to_le_bytes()).collect()
+            }
+        })
         .collect();
+    let dtype = if f16 {
+        safetensors::Dtype::F16
+    } else {
+        safetensors::Dtype::F32
+    };
     let views = tensors
         .iter()
         .zip(&bytes)
         .map(|((name, shape, _), b)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+            safetensors::tensor::TensorView::new(dtype, shape.clone(), b)
                 .map(|v| (*name, v))
                 .map_err(|e| Error::invalid(format!("tensor `{name}`"), e.to_string()))
         })
@@ -132,4 +155,37 @@ pub fn write_png(path: &Path, img: &image::RgbImage) -> Result<()> {
     img.write_to(&mut buf, image::ImageFormat::Png)
         .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
     write_atomic(path, buf.get_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_files_hold_the_values_rounded_to_half() {
+        let dir = std::env::temp_dir().join(format!("clora-latent-io-{}", std::process::id()));
+        let path = dir.join("t.safetensors");
+        let values = [0.1f32, -2.5, 65504.0, 1e-8];
+        let mut meta = std::collections::HashMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        write_safetensors(&path, &[("w", vec![2, 2], &values)], true, Some(meta)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(header.metadata().as_ref().unwrap()["format"], "pt");
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("w").unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::F16);
+        assert_eq!(t.shape(), &[2, 2]);
+        let back: Vec<f32> = t
+            .data()
+            .chunks(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect();
+        let want: Vec<f32> = values
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
+        assert_eq!(back, want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -2,7 +2,8 @@
 //! - batched (all branches and both CFG halves in one UNet call, per-row LoRAs) and sequential (one call per
 //!   branch) give the same update and the same image up to float rounding; LoRA Composite likewise;
 //! - the latent update's gradient (burn autodiff through the batched UNet, the probed attention maps, the
-//!   min-max normalisation and NT-Xent) agrees with central finite differences of the loss.
+//!   min-max normalisation and NT-Xent) agrees with central finite differences of the loss;
+//! - `mask_mode = "layout"`: the layout pass samples the base image, and its masks hold at every step.
 
 mod clora_common;
 mod common;
@@ -10,6 +11,8 @@ mod common;
 use burn::tensor::{ElementConversion, Tensor};
 use clora_common::*;
 use clora_harness::methods::clora::engine::{contrastive_loss, forward_all, update_once};
+use clora_harness::methods::clora::masks::MaskMode;
+use clora_harness::methods::clora::tokens::{following, MaskWords};
 use clora_harness::methods::clora::{Clora, CloraParams};
 use clora_harness::methods::{self, compose, MethodSpec};
 use clora_harness::noise;
@@ -149,4 +152,59 @@ fn latent_gradient_matches_finite_differences() {
             "{what} direction: directional derivative off by {best:.2e} (relative)"
         );
     }
+}
+
+#[test]
+fn layout_masks_come_from_the_base_image_and_hold_at_every_step() {
+    let doc = cases();
+    let c = case(&doc, "single_update");
+    let (mut sd, job) = setup(&doc);
+    let p = CloraParams {
+        mask_mode: MaskMode::Layout,
+        latent_update: false,
+        apply_mask_after: 0,
+        ..params(&doc, c)
+    };
+    let mut method = Clora::<AD>::new(p.clone());
+    compose(&mut sd, &mut method, &job, init_noise()).unwrap();
+    let layout = method.layout().expect("a layout was made").clone();
+    // the layout pass samples the base image: the `base` method's final latent from the same noise
+    let mut base = methods::build::<AD>(&MethodSpec::Base).unwrap();
+    let out = compose(&mut sd, base.as_mut(), &job, init_noise()).unwrap();
+    let e = max_diff(&layout.pass.latent, &to_vec(&out.latent));
+    println!("layout pass vs base image: final latent max abs difference {e:.3e}");
+    assert!(e <= 1e-4, "{e}");
+    assert_eq!(
+        layout.pass.step_maps.len(),
+        job.steps * layout.pass.map.len()
+    );
+    // the concepts are scored by their class nouns in the base prompt
+    let br = Clora::<AD>::new(p.clone())
+        .prepare_branches(&mut sd, &job)
+        .unwrap();
+    let nouns: Vec<Vec<usize>> = br.groups.iter().map(|g| g[0].clone()).collect();
+    assert_eq!(layout.words, nouns);
+    // the same masks at every step; the LoRA branches' masks disjoint; every cell in some mask
+    let records = method.records();
+    assert_eq!(records.len(), job.steps);
+    assert!(records.iter().all(|r| r.masks == records[0].masks));
+    let masks = &records[0].masks;
+    let held: Vec<f32> = masks.iter().map(|m| m.iter().sum()).collect();
+    println!("cells per branch (base first): {held:?}");
+    assert!(
+        held[1..].iter().all(|&n| n > 0.0),
+        "every concept gets an object"
+    );
+    for i in 0..masks[0].len() {
+        let lora: f32 = masks[1..].iter().map(|m| m[i]).sum();
+        assert!(lora <= 1.0 && lora + masks[0][i] >= 1.0, "cell {i}");
+    }
+    // `after_noun`: the token after each noun
+    let mut after = Clora::<AD>::new(CloraParams {
+        mask_words: MaskWords::AfterNoun,
+        ..p
+    });
+    compose(&mut sd, &mut after, &job, init_noise()).unwrap();
+    let shifted: Vec<Vec<usize>> = nouns.iter().map(|n| following(n)).collect();
+    assert_eq!(after.layout().unwrap().words, shifted);
 }

@@ -210,7 +210,7 @@ fn iterative_updates_match_the_official_pipeline_step_by_step() {
         let fwd = forward_all(&mut sd, &br, &p, scheduler.as_ref(), i, t, z).unwrap();
         let e_eps = max_diff(&to_vec(&fwd.eps), &item(&eps_ref, i).0);
         let e_maps = max_diff(&to_vec(&fwd.maps), &item(&maps_ref, i).0);
-        let (masks, small) = masks_for(&fwd.maps, &br, &p, i, dims).unwrap();
+        let (masks, small) = masks_for(&fwd.maps, &br, &p, i, dims, None).unwrap();
         let same_masks =
             masks_at_latent(&small, br.map_hw, dims[2], dims[3]) == item(&masks_ref, i).0;
         let eps = fuse(fwd.eps.detach(), masks, job.guidance);
@@ -232,7 +232,7 @@ fn iterative_updates_match_the_official_pipeline_step_by_step() {
                 item_tensor(&s_in, i),
             )
             .unwrap();
-            let (m, _) = masks_for(&fresh.maps, &br, &p, i, dims).unwrap();
+            let (m, _) = masks_for(&fresh.maps, &br, &p, i, dims, None).unwrap();
             let e_fresh = max_diff(
                 &to_vec(&scheduler.step(
                     fuse(fresh.eps, m, job.guidance),

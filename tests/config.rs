@@ -106,11 +106,12 @@ fn draft_configs_are_valid_but_for_missing_weight_files() {
         "toyworld-rings-place.toml",
         "toyworld-clora-scale.toml",
         "toyworld-excite.toml",
-        "toyworld-companions.toml", // its LoRAs are trained into target/ first
+        "toyworld-companions.toml", // LoRAs trained among plain objects, in assets/toyworld/loras-companions
         "toyworld-branches.toml",
         "toyworld-branches-companions.toml", // the same LoRAs as toyworld-companions
         "toyworld-weights.toml",
         "toyworld-weights-companions.toml", // the same LoRAs as toyworld-companions
+        "toyworld-compare-companions.toml", // the same LoRAs as toyworld-companions
         "toyworld-update-shift.toml",
         "paper-catdog.toml",
     ] {

@@ -205,6 +205,9 @@ pub struct TrainLoraArgs {
     /// Seed of the adapters' initialization and of the batches drawn (default 5, the shipped LoRAs').
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Write the LoRA files (and checkpoints) in f16, as the committed LoRAs trained among plain objects.
+    #[arg(long)]
+    pub f16: bool,
     /// Where to train (cuda: build with `--features cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
@@ -1132,6 +1135,7 @@ fn train_lora_cmd(a: TrainLoraArgs) -> Result<()> {
             select_every: a.select_every,
             select_seeds: a.select_seeds,
             seed: a.seed,
+            f16: a.f16,
         },
         layout,
         force: a.force,
@@ -1151,6 +1155,7 @@ struct LoraOverrides {
     select_every: Option<usize>,
     select_seeds: Option<u64>,
     seed: Option<u64>,
+    f16: bool,
 }
 
 impl LoraOverrides {
@@ -1164,6 +1169,7 @@ impl LoraOverrides {
         cfg.select_every = self.select_every.unwrap_or(cfg.select_every);
         cfg.select_seeds = self.select_seeds.unwrap_or(cfg.select_seeds);
         cfg.seed = self.seed.unwrap_or(cfg.seed);
+        cfg.f16 = self.f16;
         cfg
     }
 }

@@ -268,13 +268,13 @@ const CLORA: &[ParamDef] = &[
     ),
     p(
         "mask_mode",
-        ParamType::Choice(&["threshold", "argmax", "argmax_minmax", "base_nouns"]),
-        "threshold (official, masks may overlap), argmax (each cell to one branch), argmax_minmax (argmax on maps rescaled by their range) or base_nouns (each cell to the class noun with the most of the base branch's attention)",
+        ParamType::Choice(&["threshold", "argmax", "argmax_minmax", "base_nouns", "layout"]),
+        "threshold (official, masks may overlap), argmax (each cell to one branch), argmax_minmax (argmax on maps rescaled by their range), base_nouns (each cell to the class noun with the most of the base branch's attention) or layout (each concept one whole object of a first pass of the base branch, held from the first step)",
     ),
     p(
         "mask_words",
-        ParamType::Choice(&["trigger_and_noun", "class_noun"]),
-        "the words whose attention makes each branch's mask: trigger word(s) and class noun (official) or the class noun alone",
+        ParamType::Choice(&["trigger_and_noun", "class_noun", "after_noun"]),
+        "the words whose attention makes each branch's mask: trigger word(s) and class noun (official), the class noun alone, or the token after the class noun",
     ),
     p("erode", ParamType::Bool, "3x3 erosion of the masks"),
     p("dilate", ParamType::Bool, "3x3 dilation of the masks"),

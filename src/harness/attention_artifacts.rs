@@ -10,6 +10,7 @@ use plotters::prelude::*;
 
 use super::error::{HarnessError, HarnessResult};
 use crate::latent_io::write_f32_safetensors;
+use crate::methods::clora::layout::LayoutPass;
 use crate::methods::clora::method::CloraStepRecord;
 use crate::report::font::FAMILY;
 use crate::report::plots::render_on;
@@ -33,6 +34,8 @@ pub struct AttentionRecord<'a> {
     pub map_hw: (usize, usize),
     /// Branch names, base first.
     pub branch_names: Vec<String>,
+    /// The layout pass (`mask_mode = "layout"`): its maps and final latent are saved too.
+    pub layout: Option<&'a LayoutPass>,
 }
 
 /// Step columns shown: evenly spaced, first and last included.
@@ -79,17 +82,24 @@ pub fn write(
         latent_shift.extend_from_slice(&r.latent_shift);
     }
     let st = dir.join("attention.safetensors");
-    write_f32_safetensors(
-        &st,
-        &[
-            ("maps", vec![s, n, q, tokens], &maps),
-            ("masks", vec![s, n, h, w], &masks),
-            ("timesteps", vec![s], &ts),
-            ("latent_in", vec![s, lc, lh, lw], &latent_in),
-            ("latent_shift", vec![s, lc, lh, lw], &latent_shift),
-        ],
-        None,
-    )?;
+    let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
+        ("maps", vec![s, n, q, tokens], &maps),
+        ("masks", vec![s, n, h, w], &masks),
+        ("timesteps", vec![s], &ts),
+        ("latent_in", vec![s, lc, lh, lw], &latent_in),
+        ("latent_shift", vec![s, lc, lh, lw], &latent_shift),
+    ];
+    // the layout pass's base-branch maps [S', h*w, 77] and final latent [c, lh, lw]
+    if let Some(l) = rec.layout {
+        let per_step = q * l.tokens;
+        tensors.push((
+            "layout_maps",
+            vec![l.step_maps.len() / per_step.max(1), q, l.tokens],
+            &l.step_maps,
+        ));
+        tensors.push(("layout_latent", l.latent_chw.to_vec(), &l.latent));
+    }
+    write_f32_safetensors(&st, &tensors, None)?;
 
     let cols = columns(s);
     let cell = image.width().clamp(96, 192);

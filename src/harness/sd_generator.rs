@@ -193,6 +193,7 @@ impl<B: AutodiffBackend> SdGenerator<B> {
                     mask_tokens: m.mask_tokens(),
                     map_hw: m.map_hw(),
                     branch_names: names,
+                    layout: m.layout().map(|l| &l.pass),
                 };
                 let files = attention_artifacts::write(&ctx.artifact_dir, &rec, &image)
                     .map_err(|e| JobError::Failed(format!("saving attention maps: {e}")))?;
@@ -243,6 +244,8 @@ fn clora_details<B: AutodiffBackend>(m: &Clora<B>, branches: &[String]) -> serde
         "final_mask_coverage": coverage,
         "mask_overlap": overlap,
         "mask_tokens": m.mask_tokens(),
+        // `mask_mode = "layout"`: the base-prompt token positions that scored each concept's object
+        "layout_words": m.layout().map(|l| l.words.clone()),
     })
 }
 

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, DType, Tensor};
-use safetensors::tensor::{Dtype as StDtype, TensorView};
 
 use super::error::{ToyError, ToyResult};
 use crate::error::Error;
@@ -66,43 +65,24 @@ fn marker_values(index: usize, shape: &[usize]) -> Vec<f32> {
     v
 }
 
-/// Writes f32 tensors `(key, shape, values)` to a safetensors file, as f32 or f16.
+/// Writes f32 tensors `(key, shape, values)` to a safetensors file, as f32 or f16, atomically.
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     f16: bool,
 ) -> ToyResult<()> {
-    let bytes: Vec<Vec<u8>> = tensors
+    let views: Vec<(&str, Vec<usize>, &[f32])> = tensors
         .iter()
-        .map(|(_, _, v)| {
-            if f16 {
-                v.iter()
-                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                    .collect()
-            } else {
-                v.iter().flat_map(|x| x.to_le_bytes()).collect()
-            }
-        })
+        .map(|(k, shape, v)| (k.as_str(), shape.clone(), v.as_slice()))
         .collect();
-    let dtype = if f16 { StDtype::F16 } else { StDtype::F32 };
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((k, shape, _), b)| {
-            TensorView::new(dtype, shape.clone(), b)
-                .map(|view| (k.clone(), view))
-                .map_err(|e| ToyError::bad_file(path, format!("tensor `{k}`: {e}")))
-        })
-        .collect::<ToyResult<Vec<_>>>()?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ToyError::io(parent, e))?;
-    }
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(meta), &tmp)
-        .map_err(|e| ToyError::bad_file(&tmp, e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| ToyError::io(path, e))
+    Ok(crate::latent_io::write_safetensors(
+        path,
+        &views,
+        f16,
+        Some(meta),
+    )?)
 }
 
 impl ParamNames {

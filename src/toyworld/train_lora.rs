@@ -104,6 +104,8 @@ pub struct LoraTrainConfig {
     pub select_every: usize,
     /// Seeds per prompt that each checkpoint is judged on (`select_every > 0`).
     pub select_seeds: u64,
+    /// Write the adapters (and the checkpoints) in f16 instead of f32.
+    pub f16: bool,
 }
 
 impl LoraTrainConfig {
@@ -159,6 +161,7 @@ impl Default for LoraTrainConfig {
             companions: 0,
             select_every: 0,
             select_seeds: 32,
+            f16: false,
         }
     }
 }
@@ -562,13 +565,13 @@ pub fn train_lora<B: AutodiffBackend>(
         }
         if cfg.select_every > 0 && (done % cfg.select_every == 0 || done == cfg.steps) {
             let path = checkpoint_path(work, concept, done);
-            save_lora(&set, cfg.rank, cfg.alpha, layout, &path)?;
+            save_lora(&set, cfg.rank, cfg.alpha, layout, cfg.f16, &path)?;
             checkpoints.push(Checkpoint { step: done, path });
         }
     }
     let (mut kept_step, mut selection) = (cfg.steps, Vec::new());
     if cfg.select_every == 0 {
-        save_lora(&set, cfg.rank, cfg.alpha, layout, out)?;
+        save_lora(&set, cfg.rank, cfg.alpha, layout, cfg.f16, out)?;
     } else {
         let select = SelectConfig::for_concept(concept, cfg.select_seeds);
         selection = select_checkpoint::<B::InnerBackend>(
@@ -671,12 +674,14 @@ fn to_vec<B: Backend>(t: Tensor<B, 2>) -> ToyResult<Vec<f32>> {
 }
 
 /// Writes the adapters in `layout`: PyTorch layout (`down`/`lora_A` `[r, d_in]`, `up`/`lora_B` `[d_out, r]`),
-/// with `alpha` (scale `alpha / r`; the up factors are rescaled so the delta equals the trained one).
+/// with `alpha` (scale `alpha / r`; the up factors are rescaled so the delta equals the trained one), as f32 or
+/// `f16`.
 pub fn save_lora<B: Backend>(
     set: &LoraSet<B>,
     rank: usize,
     alpha: f64,
     layout: LoraLayout,
+    f16: bool,
     out: &Path,
 ) -> ToyResult<()> {
     let rescale = (rank as f64 / alpha) as f32;
@@ -722,9 +727,10 @@ pub fn save_lora<B: Backend>(
         .iter()
         .map(|(k, shape, v)| (k.as_str(), shape.clone(), v.as_slice()))
         .collect();
-    Ok(crate::latent_io::write_f32_safetensors(
+    Ok(crate::latent_io::write_safetensors(
         out,
         &views,
+        f16,
         Some(meta),
     )?)
 }

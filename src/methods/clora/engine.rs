@@ -12,7 +12,7 @@ use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor, TensorDa
 
 use super::loss::{min_max_normalise, nt_xent};
 use super::maps::{aggregate, MapRows};
-use super::masks::{attention_masks, base_noun_inputs, upsample_nearest, MaskMode};
+use super::masks::{attention_masks, base_noun_inputs, finish_masks, upsample_nearest, MaskMode};
 use super::params::CloraParams;
 use crate::error::{Error, Result};
 use crate::lora::key::Component;
@@ -198,18 +198,24 @@ pub fn update_once<B: AutodiffBackend>(
 }
 
 /// Binary masks `[N, c, h, w]` at latent size from the maps (detached), per the official
-/// `attention_map_to_mask`; all ones before `apply_mask_after`. Also returns the masks at map resolution.
+/// `attention_map_to_mask`, or from the raw `layout` masks (`mask_mode = "layout"`, map resolution); all
+/// ones before `apply_mask_after`. Also returns the masks at map resolution.
 pub fn masks_for<B: AutodiffBackend>(
     maps: &Tensor<B, 3>,
     br: &Branches<B>,
     params: &CloraParams,
     index: usize,
     latent_dims: [usize; 4],
+    layout: Option<&[Vec<f32>]>,
 ) -> Result<(Tensor<B, 4>, Vec<Vec<f32>>)> {
     let [n, q, tokens] = maps.dims();
     let (mh, mw) = br.map_hw;
     let [_, c, h, w] = latent_dims;
-    let small: Vec<Vec<f32>> = if index >= params.apply_mask_after {
+    let small: Vec<Vec<f32>> = if index < params.apply_mask_after {
+        vec![vec![1.0; q]; n]
+    } else if let Some(raw) = layout {
+        finish_masks(raw.to_vec(), mh, mw, params.morphology())
+    } else {
         let values: Vec<f32> = maps
             .clone()
             .into_data()
@@ -231,8 +237,6 @@ pub fn masks_for<B: AutodiffBackend>(
             params.mask_mode,
             params.morphology(),
         )
-    } else {
-        vec![vec![1.0; q]; n]
     };
     let mut full = Vec::with_capacity(n * c * h * w);
     for m in &small {

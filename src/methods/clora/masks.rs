@@ -25,6 +25,11 @@ pub enum MaskMode {
     /// exceeds `alpha` times the noun's own maximum.
     #[serde(rename = "base_nouns")]
     BaseNouns,
+    /// Not in the official code: masks from a first pass of the base branch alone, held over the whole
+    /// image: each concept gets one whole object of that pass's final latent (see [`super::layout`]);
+    /// `alpha` is the fraction of the largest distance from the border colour that makes a latent cell part
+    /// of an object.
+    Layout,
 }
 
 /// How `argmax_masks` scores a token's attention at a cell.
@@ -108,6 +113,8 @@ pub fn attention_masks(
 ) -> Vec<Vec<f32>> {
     let q = h * w;
     let raw: Vec<Vec<f32>> = match mode {
+        // made by `layout::layout_masks` from the layout pass, not from the maps (`finish_masks` then)
+        MaskMode::Layout => vec![vec![0.0; q]; maps.len()],
         MaskMode::Threshold => maps
             .iter()
             .zip(mask_tokens)
@@ -121,6 +128,18 @@ pub fn attention_masks(
             argmax_masks(maps, tokens, q, mask_tokens, threshold_alpha, Score::Raw)
         }
     };
+    finish_masks(raw, h, w, morphology)
+}
+
+/// Morphology on each branch's raw mask (`[branches][h * w]`), then every cell no branch claims to the base
+/// branch (branch 0).
+pub fn finish_masks(
+    raw: Vec<Vec<f32>>,
+    h: usize,
+    w: usize,
+    morphology: Morphology,
+) -> Vec<Vec<f32>> {
+    let q = h * w;
     let mut masks: Vec<Vec<f32>> = raw
         .into_iter()
         .map(|mut m| {
@@ -151,7 +170,7 @@ pub fn attention_masks(
 }
 
 /// Column `t` of a `[q, tokens]` map and its maximum.
-fn token_column(map: &[f32], tokens: usize, q: usize, t: usize) -> (Vec<f32>, f32) {
+pub(crate) fn token_column(map: &[f32], tokens: usize, q: usize, t: usize) -> (Vec<f32>, f32) {
     let col: Vec<f32> = (0..q).map(|i| map[i * tokens + t]).collect();
     let max = col.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     (col, max)

@@ -5,6 +5,8 @@
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use super::engine::{forward_all, fuse, masks_for, set_rows, update_once, Branches};
+use super::layout::{make_layout, Layout};
+use super::masks::MaskMode;
 use super::params::CloraParams;
 use super::tokens::concept_groups;
 use crate::error::{Error, Result};
@@ -13,6 +15,7 @@ use crate::lora::state::AdapterId;
 use crate::methods::job::TokenIndices;
 use crate::methods::{CompositionJob, CompositionMethod, StepContext, StepOutput};
 use crate::models::sd::StableDiffusion;
+use crate::schedulers::SchedulerKind;
 
 /// What happened at one denoising step (values copied to the CPU).
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +50,10 @@ pub struct Clora<B: AutodiffBackend> {
     /// `mask_indices[k]` and the map side of the last image (kept after `finish`).
     mask_tokens: Vec<Vec<usize>>,
     map_hw: (usize, usize),
+    /// The job's sampler and step count (the layout pass samples with the same).
+    sampling: Option<(SchedulerKind, usize)>,
+    /// `mask_mode = "layout"`: the layout pass and its raw masks (map resolution), made at the first step.
+    layout: Option<Layout>,
 }
 
 impl<B: AutodiffBackend> Clora<B> {
@@ -58,6 +65,8 @@ impl<B: AutodiffBackend> Clora<B> {
             records: Vec::new(),
             mask_tokens: Vec::new(),
             map_hw: (0, 0),
+            sampling: None,
+            layout: None,
         }
     }
 
@@ -74,6 +83,11 @@ impl<B: AutodiffBackend> Clora<B> {
     /// The attention-map side (h, w) of the last image.
     pub fn map_hw(&self) -> (usize, usize) {
         self.map_hw
+    }
+
+    /// The layout of the last image (`mask_mode = "layout"`).
+    pub fn layout(&self) -> Option<&Layout> {
+        self.layout.as_ref()
     }
 
     /// The prepared branches (after `prepare`).
@@ -165,6 +179,8 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Clora<B> {
 
     fn prepare(&mut self, sd: &mut StableDiffusion<B>, job: &CompositionJob) -> Result<()> {
         self.records.clear();
+        self.layout = None;
+        self.sampling = Some((job.scheduler, job.steps));
         let br = self.prepare_branches(sd, job)?;
         self.mask_tokens = br.mask_tokens.clone();
         self.map_hw = br.map_hw;
@@ -182,6 +198,20 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Clora<B> {
         let p = self.params.clone();
         let (i, t) = (ctx.index, ctx.t);
         let z_in = latent.detach();
+        if p.mask_mode == MaskMode::Layout && self.layout.is_none() {
+            let (kind, steps) = self.sampling.ok_or_else(|| {
+                Error::invalid("clora layout pass", "the method was not prepared for a job")
+            })?;
+            self.layout = Some(make_layout(
+                sd,
+                &br,
+                &p,
+                kind,
+                steps,
+                ctx.guidance,
+                z_in.clone(),
+            )?);
+        }
         let mut z = z_in.clone();
         let mut losses = Vec::new();
         let mut latents = Vec::new();
@@ -206,7 +236,14 @@ impl<B: AutodiffBackend> CompositionMethod<B> for Clora<B> {
             Some(f) if !p.fresh_eps => f,
             _ => forward_all(sd, &br, &p, ctx.scheduler, i, t, z.clone())?,
         };
-        let (masks, small) = masks_for(&fwd.maps, &br, &p, i, z.dims())?;
+        let (masks, small) = masks_for(
+            &fwd.maps,
+            &br,
+            &p,
+            i,
+            z.dims(),
+            self.layout.as_ref().map(|l| l.masks.as_slice()),
+        )?;
         let eps = fuse(fwd.eps, masks, ctx.guidance);
         let latent_shift = to_vec(&(z.clone() - z_in.clone()))?;
         self.records.push(CloraStepRecord {

@@ -2,6 +2,7 @@
 //! attention-mask fusion of each LoRA branch's noise prediction. See `shared/design/clora-spec.md`.
 
 pub mod engine;
+pub mod layout;
 pub mod loss;
 pub mod maps;
 pub mod masks;

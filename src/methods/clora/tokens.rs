@@ -15,6 +15,23 @@ pub enum MaskWords {
     /// Not in the official code: the class noun alone (a trigger word the base model never learnt can
     /// attend almost evenly over the image; docs/toyworld.md, "Why CLoRA fails on the committed model").
     ClassNoun,
+    /// Not in the official code: the token right after each occurrence of the class noun (after its last
+    /// BPE piece; a comma, "and" or the end-of-text token). A causal text encoder's token there has read the
+    /// whole noun phrase; on the toyworld model its attention finds the noun's object where the noun's own
+    /// does not (docs/toyworld.md, "Three concepts: masks from a layout pass").
+    AfterNoun,
+}
+
+/// The position right after each run of consecutive positions (a word's BPE pieces), in order.
+pub fn following(positions: &[usize]) -> Vec<usize> {
+    let mut out: Vec<usize> = positions
+        .iter()
+        .filter(|&&p| !positions.contains(&(p + 1)))
+        .map(|p| p + 1)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// One concept (one LoRA): the words that name it.
@@ -117,7 +134,12 @@ pub fn concept_groups(
                 pos.extend(find(k, t)?);
             }
         }
-        pos.extend(find(k, &c.class_noun)?);
+        let noun = find(k, &c.class_noun)?;
+        if mask_words == MaskWords::AfterNoun {
+            pos.extend(following(&noun));
+        } else {
+            pos.extend(noun);
+        }
         pos.sort_unstable();
         pos.dedup();
         masks.push(pos);
@@ -160,6 +182,18 @@ mod tests {
             concept_groups(&tok, &prompts, &concepts, MaskWords::ClassNoun).unwrap();
         assert_eq!(nouns_groups, groups);
         assert_eq!(nouns_masks, vec![vec![], vec![3], vec![3]]);
+        // the token after the class noun: "and" after "sks dog" (4) and after "sks cat" (4)
+        let (after_groups, after_masks) =
+            concept_groups(&tok, &prompts, &concepts, MaskWords::AfterNoun).unwrap();
+        assert_eq!(after_groups, groups);
+        assert_eq!(after_masks, vec![vec![], vec![4], vec![4]]);
+    }
+
+    #[test]
+    fn following_is_after_each_run_of_pieces() {
+        assert_eq!(following(&[2, 3, 4]), vec![5]);
+        assert_eq!(following(&[2, 7, 8]), vec![3, 9]);
+        assert!(following(&[]).is_empty());
     }
 
     #[test]
