@@ -192,6 +192,42 @@ params = { latent_update = true, max_iter_to_alter = 1, iterative_steps_steps = 
 }
 
 #[test]
+fn a_layout_job_records_its_pass_and_words() {
+    let dir = folder("layout");
+    let exp = experiment(
+        &dir,
+        128,
+        3,
+        r#"
+[[methods]]
+method = "clora"
+params = { mask_mode = "layout", mask_words = "after_noun", latent_update = false, save_attention = true }
+"#,
+    );
+    let mut g = generator();
+    let plan = harness::plan(&exp, &g.info().target, &mut FileHasher::in_memory()).unwrap();
+    let job = &plan.jobs[0];
+    assert_eq!(job.prompt.plain, "A cat and a dog");
+    let ctx = JobContext {
+        steps: &harness::generator::NoSteps,
+        interrupt: &Interrupt::new(),
+        artifact_dir: dir.join("artifacts"),
+    };
+    let out = g.generate_from(job, None, &ctx).unwrap();
+    // the token after each class noun of the plain prompt: "and" after "cat" (3), the end after "dog" (6)
+    let c = &out.details["clora"];
+    assert_eq!(c["layout_words"], serde_json::json!([[3], [6]]));
+    let saved = Reference::open(&dir.join("artifacts/attention.safetensors"));
+    assert_eq!(saved.f32("layout_maps").1, [3, 16, 77]);
+    assert_eq!(saved.f32("layout_latent").1, [4, 16, 16]);
+    // the masks are the layout's at every step
+    let (masks, shape) = saved.f32("masks");
+    let per_step = masks.len() / shape[0];
+    assert!(masks.chunks(per_step).all(|m| m == &masks[..per_step]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn every_method_runs_in_one_experiment() {
     let dir = folder("all");
     let exp = experiment(

@@ -558,16 +558,17 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
         };
         sd.generate_latent(&params, None).unwrap().latent
     };
-    for (layout, marker) in [
-        (LoraLayout::Peft, ".lora_A.weight"),
-        (LoraLayout::Kohya, ".lora_down.weight"),
+    // the kohya file in f16 (`--f16`), the PEFT one in f32
+    for (layout, marker, f16) in [
+        (LoraLayout::Peft, ".lora_A.weight", false),
+        (LoraLayout::Kohya, ".lora_down.weight", true),
     ] {
         let out = root.join(format!("dots-{layout:?}.safetensors"));
         let o = train_lora::<A>(
             &arch,
             &plan.out,
             Concept::Dots,
-            &cfg,
+            &LoraTrainConfig { f16, ..cfg.clone() },
             layout,
             &out,
             &plan.work,
@@ -576,6 +577,17 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
         )
         .unwrap();
         assert!(o.final_loss.is_finite() && o.layers > 0, "{o:?}");
+        let bytes = std::fs::read(&out).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let want = if f16 {
+            safetensors::Dtype::F16
+        } else {
+            safetensors::Dtype::F32
+        };
+        assert!(
+            st.tensors().iter().all(|(_, t)| t.dtype() == want),
+            "{layout:?}"
+        );
         let file = LoraFile::open(&out).unwrap();
         assert_eq!(file.modules.len(), o.layers);
         // The resnets' 3x3 convolutions are adapted too (LoCon), with 4-d factors.

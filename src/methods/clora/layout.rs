@@ -219,7 +219,8 @@ pub fn segment_objects(latent: &[f32], [c, h, w]: [usize; 3], alpha: f32) -> (Ve
 }
 
 /// The objects at map resolution: for each object (1..=k) its map cells, `[k][mh * mw]` of 0/1. A map cell
-/// goes to the object covering most of the latent cells under it (ties to the larger object).
+/// goes to the object with the most latent cells under it, if any (ties to the larger object); labels above
+/// k (the smaller objects left out) count as background.
 pub fn objects_on_map(
     labels: &[usize],
     k: usize,
@@ -232,7 +233,8 @@ pub fn objects_on_map(
             let mut count = vec![0usize; k + 1];
             for y in my * lh / mh..((my + 1) * lh).div_ceil(mh) {
                 for x in mx * lw / mw..((mx + 1) * lw).div_ceil(mw) {
-                    count[labels[y * lw + x]] += 1;
+                    let l = labels[y * lw + x];
+                    count[if l <= k { l } else { 0 }] += 1;
                 }
             }
             let best = (1..=k).fold(None::<usize>, |b, o| match b {
@@ -400,6 +402,9 @@ mod tests {
         let m = objects_on_map(&labels, 2, (4, 4), (2, 2));
         assert_eq!(m[0], vec![1.0, 0.0, 0.0, 0.0]);
         assert_eq!(m[1], vec![0.0, 1.0, 0.0, 0.0]);
+        // with only the largest object kept, object 2's cells are background
+        let m = objects_on_map(&labels, 1, (4, 4), (2, 2));
+        assert_eq!(m, vec![vec![1.0, 1.0, 0.0, 0.0]]);
     }
 
     #[test]
