@@ -48,7 +48,6 @@ const MAX_OBJECTS: usize = 8;
 /// The layout of one image: the pass from `z` (the first step's latent), the words that score each concept
 /// (its class noun in the base prompt, `important_token_indices[g][0]`, or with `mask_words = "after_noun"`
 /// the token after it) and the raw masks. Leaves the UNet's per-row adapters set for `br` when batched.
-#[allow(clippy::too_many_arguments)]
 pub fn make_layout<B: AutodiffBackend>(
     sd: &mut StableDiffusion<B>,
     br: &Branches<B>,
@@ -85,8 +84,7 @@ pub fn make_layout<B: AutodiffBackend>(
 
 /// Samples the base branch of `br` (its prompt, no branch LoRA) from `z` (the first step's latent, already
 /// scaled by `init_noise_sigma`) with a fresh scheduler of `kind` over `steps` steps.
-#[allow(clippy::too_many_arguments)]
-pub fn run_layout_pass<B: AutodiffBackend>(
+fn run_layout_pass<B: AutodiffBackend>(
     sd: &mut StableDiffusion<B>,
     br: &Branches<B>,
     params: &CloraParams,
