@@ -216,12 +216,7 @@ pub fn masks_for<B: AutodiffBackend>(
     } else if let Some(raw) = layout {
         finish_masks(raw.to_vec(), mh, mw, params.morphology())
     } else {
-        let values: Vec<f32> = maps
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| Error::invalid("clora maps", format!("{e:?}")))?;
+        let values = host_f32(maps, "clora maps")?;
         let mut per: Vec<Vec<f32>> = values.chunks(q * tokens).map(|c| c.to_vec()).collect();
         let mut mask_tokens = br.mask_tokens.clone();
         if params.mask_mode == MaskMode::BaseNouns {
@@ -272,4 +267,16 @@ pub fn fuse<B: AutodiffBackend>(
     let u = (uncond * m.clone()).sum_dim(0) / denom.clone();
     let p = (cond * m).sum_dim(0) / denom;
     u.clone() + (p - u) * guidance
+}
+
+/// A tensor's values on the host as f32, row-major; `what` names it in the error.
+pub(crate) fn host_f32<B: AutodiffBackend, const D: usize>(
+    t: &Tensor<B, D>,
+    what: &str,
+) -> Result<Vec<f32>> {
+    t.clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| Error::invalid(what, format!("{e:?}")))
 }

@@ -12,8 +12,8 @@
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
-use super::engine::{forward_all, fuse, set_rows, Branches};
-use super::masks::token_column;
+use super::engine::{forward_all, fuse, host_f32, set_rows, Branches};
+use super::masks::{base_prompt_nouns, token_scores, Score};
 use super::params::CloraParams;
 use super::tokens::{following, MaskWords};
 use crate::error::{Error, Result};
@@ -61,15 +61,11 @@ pub fn make_layout<B: AutodiffBackend>(
     if params.batched {
         set_rows(sd, br)?;
     }
-    let words: Vec<Vec<usize>> = br
-        .groups
-        .iter()
-        .map(|g| {
-            let noun = g.first().cloned().unwrap_or_default();
-            match params.mask_words {
-                MaskWords::AfterNoun => following(&noun),
-                MaskWords::TriggerAndNoun | MaskWords::ClassNoun => noun,
-            }
+    let words: Vec<Vec<usize>> = base_prompt_nouns(&br.groups)
+        .into_iter()
+        .map(|noun| match params.mask_words {
+            MaskWords::AfterNoun => following(&noun),
+            MaskWords::TriggerAndNoun | MaskWords::ClassNoun => noun,
         })
         .collect();
     let masks = layout_masks(
@@ -112,7 +108,7 @@ fn run_layout_pass<B: AutodiffBackend>(
     let mut step_maps = Vec::new();
     for (i, &t) in timesteps.iter().enumerate() {
         let fwd = forward_all(sd, &base, &one, scheduler.as_ref(), i, t, z.clone())?;
-        step_maps.extend(values(fwd.maps.clone().detach())?);
+        step_maps.extend(host_f32(&fwd.maps, "clora layout pass")?);
         // one branch: its mask is everywhere, and the fusion is plain classifier-free guidance
         let [_, c, h, w] = fwd.eps.dims();
         let ones = Tensor::ones([1, c, h, w], &fwd.eps.device());
@@ -136,19 +132,12 @@ fn run_layout_pass<B: AutodiffBackend>(
         }
     }
     Ok(LayoutPass {
-        latent: values(z)?,
+        latent: host_f32(&z, "clora layout pass")?,
         latent_chw: [c, h, w],
         step_maps,
         map,
         tokens,
     })
-}
-
-fn values<B: AutodiffBackend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| Error::invalid("clora layout pass", format!("{e:?}")))
 }
 
 /// The objects of a latent `[c, h, w]`: 4-connected regions of cells whose distance from the border's
@@ -320,16 +309,8 @@ pub fn layout_masks(
     let score: Vec<Vec<f32>> = nouns
         .iter()
         .map(|toks| {
-            // best scaled attention of the concept's nouns per cell
-            let mut s = vec![0f32; q];
-            for &t in toks {
-                let (col, max) = token_column(&pass.map, tokens, q, t);
-                if max > 0.0 {
-                    for (si, v) in s.iter_mut().zip(col) {
-                        *si = si.max(v / max);
-                    }
-                }
-            }
+            // best scaled attention (`a / max`) of the concept's words per cell
+            let s = token_scores(&pass.map, tokens, q, toks, Score::Max);
             objects
                 .iter()
                 .map(|cells| {

@@ -32,9 +32,9 @@ pub enum MaskMode {
     Layout,
 }
 
-/// How `argmax_masks` scores a token's attention at a cell.
+/// How `argmax_masks` (and the layout, `a / max`) scores a token's attention at a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Score {
+pub(crate) enum Score {
     /// `a / max`, threshold `alpha`.
     Max,
     /// `(a - min) / (max - min)`, threshold `alpha`.
@@ -52,13 +52,17 @@ pub fn base_noun_inputs(
 ) -> (Vec<Vec<f32>>, Vec<Vec<usize>>) {
     let base = maps.first().cloned().unwrap_or_default();
     let tokens = std::iter::once(Vec::new())
-        .chain(
-            groups
-                .iter()
-                .map(|g| g.first().cloned().unwrap_or_default()),
-        )
+        .chain(base_prompt_nouns(groups))
         .collect();
     (vec![base; maps.len()], tokens)
+}
+
+/// Each concept's class-noun positions in the base prompt: `important_token_indices[g][0]`.
+pub fn base_prompt_nouns(groups: &[Vec<Vec<usize>>]) -> Vec<Vec<usize>> {
+    groups
+        .iter()
+        .map(|g| g.first().cloned().unwrap_or_default())
+        .collect()
 }
 
 /// Morphology switches (applied in the order dilate, erode, opening, closing, as the reference does).
@@ -170,7 +174,7 @@ pub fn finish_masks(
 }
 
 /// Column `t` of a `[q, tokens]` map and its maximum.
-pub(crate) fn token_column(map: &[f32], tokens: usize, q: usize, t: usize) -> (Vec<f32>, f32) {
+fn token_column(map: &[f32], tokens: usize, q: usize, t: usize) -> (Vec<f32>, f32) {
     let col: Vec<f32> = (0..q).map(|i| map[i * tokens + t]).collect();
     let max = col.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     (col, max)
@@ -191,6 +195,35 @@ fn threshold_mask(map: &[f32], tokens: usize, q: usize, toks: &[usize], alpha: f
     m
 }
 
+/// The best score of the tokens `toks` at each cell of a `[q, tokens]` map (see [`Score`]; a map with no
+/// range scores 0).
+pub(crate) fn token_scores(
+    map: &[f32],
+    tokens: usize,
+    q: usize,
+    toks: &[usize],
+    how: Score,
+) -> Vec<f32> {
+    let mut s = vec![0f32; q];
+    for &t in toks {
+        let (col, max) = token_column(map, tokens, q, t);
+        let (min, range) = match how {
+            Score::Max => (0.0, max),
+            Score::MinMax => {
+                let min = col.iter().cloned().fold(f32::INFINITY, f32::min);
+                (min, max - min)
+            }
+            Score::Raw => (0.0, 1.0),
+        };
+        if max > min {
+            for (si, v) in s.iter_mut().zip(col) {
+                *si = si.max((v - min) / range);
+            }
+        }
+    }
+    s
+}
+
 /// Disjoint masks: each cell to the branch with the highest score (best of its tokens, see [`Score`]; a
 /// constant map scores 0 under `MinMax`), when that clears the threshold; ties go to the earlier branch.
 fn argmax_masks(
@@ -205,26 +238,7 @@ fn argmax_masks(
     let score: Vec<Vec<f32>> = maps
         .iter()
         .zip(mask_tokens)
-        .map(|(map, toks)| {
-            let mut s = vec![0f32; q];
-            for &t in toks {
-                let (col, max) = token_column(map, tokens, q, t);
-                let (min, range) = match how {
-                    Score::Max => (0.0, max),
-                    Score::MinMax => {
-                        let min = col.iter().cloned().fold(f32::INFINITY, f32::min);
-                        (min, max - min)
-                    }
-                    Score::Raw => (0.0, 1.0),
-                };
-                if max > min {
-                    for (si, v) in s.iter_mut().zip(col) {
-                        *si = si.max((v - min) / range);
-                    }
-                }
-            }
-            s
-        })
+        .map(|(map, toks)| token_scores(map, tokens, q, toks, how))
         .collect();
     let threshold: Vec<f32> = score
         .iter()

@@ -4,7 +4,7 @@
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
-use super::engine::{forward_all, fuse, masks_for, set_rows, update_once, Branches};
+use super::engine::{forward_all, fuse, host_f32, masks_for, set_rows, update_once, Branches};
 use super::layout::{make_layout, Layout};
 use super::masks::MaskMode;
 use super::params::CloraParams;
@@ -318,9 +318,5 @@ fn check_indices(ti: &TokenIndices, prompts: usize, max_len: usize) -> Result<()
 }
 
 fn to_vec<B: AutodiffBackend, const D: usize>(t: &Tensor<B, D>) -> Result<Vec<f32>> {
-    t.clone()
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| Error::invalid("clora record", format!("{e:?}")))
+    host_f32(t, "clora record")
 }
