@@ -4,14 +4,18 @@
 //! The decay warms up as in diffusers' `EMAModel` (`min(decay, (1 + n) / (10 + n))` after `n` updates), so an
 //! early average does not drag in the random initial weights.
 
-use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{backend::AutodiffBackend, backend::Backend, Tensor};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{backend::Backend, Tensor};
 
-/// The averaged weights of a model whose trainable twin lives on an autodiff backend.
+use super::{ToyError, ToyResult};
+
+/// The averaged weights of a model, kept as one flat vector (one blend a step, not one per parameter).
 #[derive(Debug, Clone)]
-pub struct Ema<M> {
-    /// The averaged model (inference backend).
-    pub model: M,
+pub struct Ema<M, B: Backend> {
+    /// The model's structure; its weights are replaced by the average in [`Ema::model`].
+    template: M,
+    /// The averaged weights, every float param flattened in visit order `[n]`.
+    flat: Tensor<B, 1>,
     /// Target decay per update.
     pub decay: f64,
     /// Updates so far (sets the warm-up of the decay).
@@ -31,31 +35,30 @@ impl<B: Backend> ModuleVisitor<B> for Flatten<B> {
     }
 }
 
-/// `ema <- decay * ema + (1 - decay) * live`, param by param in visit order.
-struct Blend<B: Backend> {
-    live: std::vec::IntoIter<Tensor<B, 1>>,
-    decay: f64,
+/// Puts a flat vector's pieces into the params, in visit order.
+struct Unflatten<B: Backend> {
+    flat: Tensor<B, 1>,
+    offset: usize,
 }
 
-impl<B: Backend> ModuleMapper<B> for Blend<B> {
+impl<B: Backend> ModuleMapper<B> for Unflatten<B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let live = self
-            .live
-            .next()
-            .expect("the live model and its average have the same params");
-        let decay = self.decay;
-        param.map(|avg| {
-            let dims = avg.dims();
-            avg.mul_scalar(decay) + live.reshape(dims).mul_scalar(1.0 - decay)
-        })
+        let start = self.offset;
+        let n = param.shape().num_elements();
+        self.offset += n;
+        let flat = self.flat.clone();
+        param.map(|t| flat.slice(start..start + n).reshape(t.dims()))
     }
 }
 
-impl<M: Clone> Ema<M> {
+impl<M: Module<B> + Clone, B: Backend> Ema<M, B> {
     /// Starts the average at `model`'s weights (`updates` already done, for a resumed run).
     pub fn new(model: M, decay: f64, updates: u64) -> Self {
+        let mut flat = Flatten { out: Vec::new() };
+        model.visit(&mut flat);
         Self {
-            model,
+            template: model,
+            flat: Tensor::cat(flat.out, 0),
             decay,
             updates,
         }
@@ -67,26 +70,29 @@ impl<M: Clone> Ema<M> {
         self.decay.min((1.0 + n) / (10.0 + n))
     }
 
-    /// Moves the average towards `live`'s current weights.
-    pub fn update<B, L>(&mut self, live: &L)
-    where
-        B: AutodiffBackend,
-        L: AutodiffModule<B, InnerModule = M>,
-        M: Module<B::InnerBackend>,
-    {
-        let mut flat = Flatten { out: Vec::new() };
-        live.valid().visit(&mut flat);
+    /// Moves the average towards the live model's current weights, flattened in the same visit order `[n]`
+    /// (what [`super::flat_adam::FlatAdam::step`] returns): `ema <- decay * ema + (1 - decay) * live`.
+    pub fn update(&mut self, live: Tensor<B, 1>) -> ToyResult<()> {
+        if live.dims() != self.flat.dims() {
+            return Err(ToyError::Training(format!(
+                "weight average: {} live weights for {} averaged ones",
+                live.dims()[0],
+                self.flat.dims()[0]
+            )));
+        }
         let decay = self.current_decay();
-        let mut blend = Blend {
-            live: flat.out.into_iter(),
-            decay,
-        };
-        self.model = self.model.clone().map(&mut blend);
-        assert!(
-            blend.live.next().is_none(),
-            "the live model and its average have the same params"
-        );
+        self.flat = self.flat.clone().mul_scalar(decay) + live.mul_scalar(1.0 - decay);
         self.updates += 1;
+        Ok(())
+    }
+
+    /// The model with the averaged weights.
+    pub fn model(&self) -> M {
+        let mut unflatten = Unflatten {
+            flat: self.flat.clone(),
+            offset: 0,
+        };
+        self.template.clone().map(&mut unflatten)
     }
 }
 
@@ -96,7 +102,13 @@ mod tests {
     use burn::module::Module;
     use burn::tensor::TensorData;
 
-    type A = crate::backend::CpuAutodiff;
+    type C = crate::backend::Cpu;
+
+    fn flat(m: &Two<C>) -> Tensor<C, 1> {
+        let mut f = Flatten { out: Vec::new() };
+        m.visit(&mut f);
+        Tensor::cat(f.out, 0)
+    }
 
     #[derive(Module, Debug)]
     // (burn's derive finds the module's fields by the backend parameter's name, `B`)
@@ -125,16 +137,40 @@ mod tests {
     #[test]
     fn blends_every_param_with_the_warmed_up_decay() {
         let device = Default::default();
-        let live = two::<A>(1.0, 2.0, &device);
-        let mut ema = Ema::new(two(0.0, 0.0, &device), 0.99, 0);
+        let live = two::<C>(1.0, 2.0, &device);
+        let mut ema = Ema::new(two::<C>(0.0, 0.0, &device), 0.99, 0);
         // First update: decay min(0.99, 1/10) = 0.1.
         assert!((ema.current_decay() - 0.1).abs() < 1e-12);
-        ema.update::<A, _>(&live);
-        let (a, b) = values(&ema.model);
+        ema.update(flat(&live)).unwrap();
+        let (a, b) = values(&ema.model());
         assert!(a.iter().all(|v| (v - 0.9).abs() < 1e-6), "{a:?}");
         assert!(b.iter().all(|v| (v - 1.8).abs() < 1e-6), "{b:?}");
+        assert_eq!(ema.updates, 1);
         // Later the target decay caps the warm-up.
-        let late = Ema::new(two::<crate::backend::Cpu>(0.0, 0.0, &device), 0.99, 10_000);
+        let late = Ema::new(two::<C>(0.0, 0.0, &device), 0.99, 10_000);
         assert!((late.current_decay() - 0.99).abs() < 1e-12);
+    }
+
+    #[test]
+    fn keeps_each_param_in_its_place_and_refuses_a_wrong_length() {
+        let device = Default::default();
+        let start = Two::<C> {
+            a: Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]),
+                &device,
+            )),
+            b: Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![5.0f32, 6.0, 7.0], [3]),
+                &device,
+            )),
+        };
+        let ema = Ema::new(start, 0.99, 0);
+        let (a, b) = values(&ema.model());
+        assert_eq!(a, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(b, vec![5.0, 6.0, 7.0]);
+        let mut ema = ema;
+        let short = Tensor::<C, 1>::zeros([6], &device);
+        let err = ema.update(short).unwrap_err();
+        assert!(err.to_string().contains("6 live weights for 7"), "{err}");
     }
 }

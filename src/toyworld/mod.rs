@@ -18,6 +18,7 @@ pub mod ema;
 pub mod encoders;
 pub mod error;
 pub mod export;
+pub mod flat_adam;
 pub mod grounding;
 pub mod grow;
 pub mod heldout;

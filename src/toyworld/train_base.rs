@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::flat_adam::FlatAdam;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{
     backend::{AutodiffBackend, Backend},
     ElementConversion, Int, Tensor, TensorData,
@@ -404,7 +404,7 @@ pub fn train_base<B: AutodiffBackend>(
     };
     // (sum, count) of the token-attention loss since the last log line.
     let mut token_window = (0.0f64, 0usize);
-    let mut optim = AdamConfig::new().init::<B, TextUnet<B>>();
+    let mut optim = FlatAdam::new();
     let mut losses = LossLog::open(work, PHASE, state.seconds)?;
     let mut last = f64::NAN;
     let start = state.step;
@@ -465,10 +465,10 @@ pub fn train_base<B: AutodiffBackend>(
             1.0
         };
         let lr = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup, 0.05) * rewarm;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
+        let (stepped, weights) = optim.step(lr, model, &loss.backward())?;
+        model = stepped;
         if let Some(ema) = ema.as_mut() {
-            ema.update(&model);
+            ema.update(weights)?;
         }
         last = losses.record(step, value, lr)?;
         let done = step + 1;
@@ -500,7 +500,7 @@ pub fn train_base<B: AutodiffBackend>(
             )?;
             if let Some(ema) = &ema {
                 let compact = vocab.as_ref().zip(ema_table.as_ref());
-                save_whole(&names, &ema.model, compact, &ema_dir(work))?;
+                save_whole(&names, &ema.model(), compact, &ema_dir(work))?;
             }
             state.step = done;
             state.seconds = losses.seconds();

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use super::flat_adam::FlatAdam;
 use burn::tensor::{backend::AutodiffBackend, Distribution, ElementConversion, Tensor};
 use image::RgbImage;
 
@@ -116,7 +116,7 @@ pub fn train_decoder<B: AutodiffBackend>(
             post_quant_conv: vae.post_quant_conv.map(trainable),
             ..vae
         };
-        let mut optim = AdamConfig::new().init::<B, AutoencoderKL<B>>();
+        let mut optim = FlatAdam::new();
         let mut losses = LossLog::open(work, PHASE, state.seconds)?;
         let t0 = Instant::now();
         let start = state.step;
@@ -140,8 +140,7 @@ pub fn train_decoder<B: AutodiffBackend>(
             let value = loss.clone().into_scalar().elem::<f64>();
             check_finite(PHASE, step, value)?;
             let lr = learning_rate(step, cfg.steps, cfg.lr, 50, 0.05);
-            let grads = GradientsParams::from_grads(loss.backward(), &vae);
-            vae = optim.step(lr, vae, grads);
+            vae = optim.step(lr, vae, &loss.backward())?.0;
             last = losses.record(step, value, lr)?;
             let done = step + 1;
             if done % cfg.log_every == 0 || done == cfg.steps {

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Instant;
 
+use super::flat_adam::FlatAdam;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{
     backend::AutodiffBackend, backend::Backend, DType, Distribution, ElementConversion, Tensor,
 };
@@ -152,7 +152,7 @@ pub fn train_vae<B: AutodiffBackend>(
         vae_model(arch, None, cfg.seed, device)?
     };
     let mut model = trainable(model);
-    let mut optim = AdamConfig::new().init::<B, AutoencoderKL<B>>();
+    let mut optim = FlatAdam::new();
     let mut losses = LossLog::open(work, PHASE, state.seconds)?;
     let mut last = f64::NAN;
     let t0 = Instant::now();
@@ -197,8 +197,7 @@ pub fn train_vae<B: AutodiffBackend>(
         let value = loss.clone().into_scalar().elem::<f64>();
         check_finite(PHASE, step, value)?;
         let lr = learning_rate(step, total, cfg.lr, 50, 0.05);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
+        model = optim.step(lr, model, &loss.backward())?.0;
         last = losses.record(step, rec.into_scalar().elem::<f64>(), lr)?;
         let done = step + 1;
         if done % cfg.log_every == 0 || done == total {
