@@ -35,6 +35,13 @@ impl<B: Backend> ModuleVisitor<B> for Flatten<B> {
     }
 }
 
+/// A module's float params, flattened and concatenated in visit order `[n]`.
+fn flatten<B: Backend, M: Module<B>>(module: &M) -> Tensor<B, 1> {
+    let mut flat = Flatten { out: Vec::new() };
+    module.visit(&mut flat);
+    Tensor::cat(flat.out, 0)
+}
+
 /// Puts a flat vector's pieces into the params, in visit order.
 struct Unflatten<B: Backend> {
     flat: Tensor<B, 1>,
@@ -54,11 +61,9 @@ impl<B: Backend> ModuleMapper<B> for Unflatten<B> {
 impl<M: Module<B> + Clone, B: Backend> Ema<M, B> {
     /// Starts the average at `model`'s weights (`updates` already done, for a resumed run).
     pub fn new(model: M, decay: f64, updates: u64) -> Self {
-        let mut flat = Flatten { out: Vec::new() };
-        model.visit(&mut flat);
         Self {
+            flat: flatten(&model),
             template: model,
-            flat: Tensor::cat(flat.out, 0),
             decay,
             updates,
         }
@@ -104,12 +109,6 @@ mod tests {
 
     type C = crate::backend::Cpu;
 
-    fn flat(m: &Two<C>) -> Tensor<C, 1> {
-        let mut f = Flatten { out: Vec::new() };
-        m.visit(&mut f);
-        Tensor::cat(f.out, 0)
-    }
-
     #[derive(Module, Debug)]
     // (burn's derive finds the module's fields by the backend parameter's name, `B`)
     struct Two<B: Backend> {
@@ -141,7 +140,7 @@ mod tests {
         let mut ema = Ema::new(two::<C>(0.0, 0.0, &device), 0.99, 0);
         // First update: decay min(0.99, 1/10) = 0.1.
         assert!((ema.current_decay() - 0.1).abs() < 1e-12);
-        ema.update(flat(&live)).unwrap();
+        ema.update(flatten(&live)).unwrap();
         let (a, b) = values(&ema.model());
         assert!(a.iter().all(|v| (v - 0.9).abs() < 1e-6), "{a:?}");
         assert!(b.iter().all(|v| (v - 1.8).abs() < 1e-6), "{b:?}");

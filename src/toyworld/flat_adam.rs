@@ -64,19 +64,23 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for Gather<'_, AB> {
     }
 }
 
-/// Puts the new weights back, parameter by parameter in visit order.
-struct Scatter<AB: AutodiffBackend> {
-    pieces: std::vec::IntoIter<Tensor<AB::InnerBackend, 1>>,
-    trained: std::vec::IntoIter<bool>,
+/// Puts the new weights back, parameter by parameter in visit order: each trained parameter takes the next
+/// piece of the flat vector.
+struct Scatter<'a, AB: AutodiffBackend> {
+    flat: Tensor<AB::InnerBackend, 1>,
+    offset: usize,
+    trained: std::slice::Iter<'a, bool>,
 }
 
-impl<AB: AutodiffBackend> ModuleMapper<AB> for Scatter<AB> {
+impl<AB: AutodiffBackend> ModuleMapper<AB> for Scatter<'_, AB> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
-        if !self.trained.next().unwrap_or(false) {
+        if !self.trained.next().copied().unwrap_or(false) {
             return param;
         }
         let (id, tensor, mapper) = param.consume();
-        let piece = self.pieces.next().expect("one piece per trained parameter");
+        let (start, n) = (self.offset, tensor.shape().num_elements());
+        self.offset += n;
+        let piece = self.flat.clone().slice(start..start + n);
         let mut new = Tensor::from_inner(piece.reshape(tensor.dims()));
         if tensor.is_require_grad() {
             new = new.require_grad();
@@ -122,7 +126,6 @@ impl<B: Backend> FlatAdam<B> {
             }
             _ => {}
         }
-        let sizes: Vec<usize> = gather.weights.iter().map(|w| w.dims()[0]).collect();
         // theta, g: [n]
         let theta = Tensor::cat(gather.weights, 0);
         let g = Tensor::cat(gather.gradients, 0);
@@ -148,15 +151,10 @@ impl<B: Backend> FlatAdam<B> {
             .div(v.clone().sqrt().add_scalar(EPSILON * bias_correction2_sqrt));
         let theta = theta - update.mul_scalar(lr);
         self.moments = Some((m, v));
-        let mut pieces = Vec::with_capacity(sizes.len());
-        let mut offset = 0;
-        for n in sizes {
-            pieces.push(theta.clone().slice(offset..offset + n));
-            offset += n;
-        }
         let mut scatter = Scatter::<AB> {
-            pieces: pieces.into_iter(),
-            trained: gather.trained.clone().into_iter(),
+            flat: theta.clone(),
+            offset: 0,
+            trained: gather.trained.iter(),
         };
         let module = module.map(&mut scatter);
         self.trained = Some(gather.trained);
