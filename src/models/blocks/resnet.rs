@@ -1,10 +1,11 @@
 //! diffusers' `ResnetBlock2D` (time-scale-shift "default", output scale 1).
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::Result;
 use crate::lora::targets::{visit, LoraTargets, Target};
+use crate::models::nn::fused::silu;
 use crate::models::nn::{Conv2d, GroupNorm, Linear};
 use crate::models::weights::VarBuilder;
 

@@ -30,7 +30,7 @@ impl Activation {
         match self {
             Self::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
             Self::Gelu => activation::gelu(x),
-            Self::Silu => activation::silu(x),
+            Self::Silu => super::fused::silu(x),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Scaled dot-product attention, with the probabilities optionally returned (CLoRA's attention store).
 
-use burn::tensor::{activation::softmax, backend::Backend, DType, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 
+use super::fused::softmax;
 use super::norm::{downcast, upcast};
 
 /// `softmax(q k^T * scale + mask) v` over `[b, heads, n, d]` tensors.

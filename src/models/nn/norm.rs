@@ -5,6 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, DType, Tensor};
 
 use super::frozen;
+use super::fused::{self, Norm};
 use crate::error::{Error, Result};
 use crate::models::weights::VarBuilder;
 
@@ -39,19 +40,18 @@ impl<B: Backend> GroupNorm<B> {
 
     /// `[b, c, h, w] -> [b, c, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, c, h, w] = x.dims();
         let dtype = x.dtype();
-        let x = upcast(x);
-        // [b, g, c/g * h * w]
-        let xg = x.reshape([b, self.num_groups, (c / self.num_groups) * h * w]);
-        let mean = xg.clone().mean_dim(2);
-        let centered = xg - mean;
-        let var = centered.clone().square().mean_dim(2);
-        let normed = centered / (var + self.eps).sqrt();
-        let normed = normed.reshape([b, c, h, w]);
-        let gamma = upcast(self.weight.val()).reshape([1, c, 1, 1]);
-        let beta = upcast(self.bias.val()).reshape([1, c, 1, 1]);
-        downcast(normed * gamma + beta, dtype)
+        let norm = Norm::Group {
+            groups: self.num_groups,
+            eps: self.eps,
+        };
+        let y = fused::norm(
+            norm,
+            upcast(x),
+            upcast(self.weight.val()),
+            upcast(self.bias.val()),
+        );
+        downcast(y, dtype)
     }
 }
 
@@ -77,14 +77,14 @@ impl<B: Backend> LayerNorm<B> {
     /// `[..., d] -> [..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
-        let x = upcast(x);
-        let mean = x.clone().mean_dim(D - 1);
-        let centered = x - mean;
-        let var = centered.clone().square().mean_dim(D - 1);
-        let normed = centered / (var + self.eps).sqrt();
-        let gamma = upcast(self.weight.val()).unsqueeze::<D>();
-        let beta = upcast(self.bias.val()).unsqueeze::<D>();
-        downcast(normed * gamma + beta, dtype)
+        let norm = Norm::Layer { eps: self.eps };
+        let y = fused::norm(
+            norm,
+            upcast(x),
+            upcast(self.weight.val()),
+            upcast(self.bias.val()),
+        );
+        downcast(y, dtype)
     }
 }
 

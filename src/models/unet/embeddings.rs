@@ -1,10 +1,11 @@
 //! Sinusoidal timestep features (`Timesteps`) and the `TimestepEmbedding` MLP.
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::lora::targets::{visit, LoraTargets, Target};
+use crate::models::nn::fused::silu;
 use crate::models::nn::Linear;
 use crate::models::weights::VarBuilder;
 

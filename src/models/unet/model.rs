@@ -2,7 +2,7 @@
 //! `conv_norm_out`, `conv_out`.
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use super::blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 use super::config::{DownBlockType, UNetConfig, UpBlockType};
@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::lora::targets::{visit, LoraTargets, Target};
 use crate::models::blocks::transformer::TransformerSpec;
 use crate::models::blocks::AttentionProbe;
+use crate::models::nn::fused::silu;
 use crate::models::nn::norm::downcast;
 use crate::models::nn::{Conv2d, GroupNorm};
 use crate::models::weights::VarBuilder;

@@ -1,11 +1,12 @@
 //! `AutoencoderKL` with `Encoder` (`DownEncoderBlock2D`s) and `Decoder` (`UpDecoderBlock2D`s).
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use super::config::VaeConfig;
 use crate::error::{Error, Result};
 use crate::models::blocks::{Attention, Downsample2D, ResnetBlock2D, Upsample2D};
+use crate::models::nn::fused::silu;
 use crate::models::nn::{Conv2d, GroupNorm};
 use crate::models::weights::VarBuilder;
 
