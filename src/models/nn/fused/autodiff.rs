@@ -1,6 +1,6 @@
 //! A fused operation as one node of burn's autodiff graph, in place of the nodes (and their broadcast
 //! reductions) its burn operations make: the forward is the inner backend's kernel, the backward
-//! [`FusedOp::backward`] from the saved inputs and output.
+//! [`FusedOp::backward`] from what [`FusedOp::save`] kept.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -16,14 +16,12 @@ use super::{FusedKernels, FusedOp};
 struct FusedBackward<Op>(Op);
 
 impl<I: FusedKernels, Op: FusedOp<N>, const N: usize> Backward<I, N> for FusedBackward<Op> {
-    /// The inputs and the output.
-    type State = ([FloatTensor<I>; N], FloatTensor<I>);
+    type State = Op::Saved<I>;
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (inputs, output) = ops.state;
         let dy = grads.consume::<I>(&ops.node);
         let wanted = ops.parents.each_ref().map(Option::is_some);
-        let computed = self.0.backward::<I>(inputs, output, dy, wanted);
+        let computed = self.0.backward::<I>(ops.state, dy, wanted);
         for (parent, grad) in ops.parents.into_iter().zip(computed) {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<I>(node.id, grad);
@@ -46,7 +44,7 @@ pub fn apply<I: FusedKernels, Op: FusedOp<N>, const N: usize>(
         OpsKind::Tracked(prep) => {
             let inputs = inputs.map(|t| t.primitive);
             let output = op.forward::<I>(inputs.clone());
-            prep.finish((inputs, output.clone()), output)
+            prep.finish(op.save::<I>(inputs, output.clone()), output)
         }
         OpsKind::UnTracked(prep) => prep.finish(op.forward::<I>(inputs.map(|t| t.primitive))),
     }

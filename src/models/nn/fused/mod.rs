@@ -53,13 +53,22 @@ pub struct Silu;
 /// An operation of `N` float inputs and one output, with a kernel for each direction on every
 /// [`FusedKernels`] backend and a reference in burn operations for any other backend.
 pub trait FusedOp<const N: usize>: Debug + Clone + Copy + Send + 'static {
+    /// What the backward needs of the forward's tensors, kept in the graph until then (no more: softmax
+    /// keeps its output alone, where burn's operations kept the exponentials, as large).
+    type Saved<I: FusedKernels>: Clone + Send + Debug + 'static;
+
     fn forward<I: FusedKernels>(self, inputs: [FloatTensor<I>; N]) -> FloatTensor<I>;
+
+    fn save<I: FusedKernels>(
+        self,
+        inputs: [FloatTensor<I>; N],
+        output: FloatTensor<I>,
+    ) -> Self::Saved<I>;
 
     /// The gradients for the inputs (each only when `wanted`) from the output's gradient `dy`.
     fn backward<I: FusedKernels>(
         self,
-        inputs: [FloatTensor<I>; N],
-        output: FloatTensor<I>,
+        saved: Self::Saved<I>,
         dy: FloatTensor<I>,
         wanted: [bool; N],
     ) -> [Option<FloatTensor<I>>; N];
@@ -69,14 +78,24 @@ pub trait FusedOp<const N: usize>: Debug + Clone + Copy + Send + 'static {
 }
 
 impl FusedOp<3> for Norm {
+    /// `x` and `gamma`.
+    type Saved<I: FusedKernels> = (FloatTensor<I>, FloatTensor<I>);
+
     fn forward<I: FusedKernels>(self, [x, gamma, beta]: [FloatTensor<I>; 3]) -> FloatTensor<I> {
         I::norm_forward(self, x, gamma, beta)
     }
 
-    fn backward<I: FusedKernels>(
+    fn save<I: FusedKernels>(
         self,
         [x, gamma, _beta]: [FloatTensor<I>; 3],
         _output: FloatTensor<I>,
+    ) -> Self::Saved<I> {
+        (x, gamma)
+    }
+
+    fn backward<I: FusedKernels>(
+        self,
+        (x, gamma): Self::Saved<I>,
         dy: FloatTensor<I>,
         wanted: [bool; 3],
     ) -> [Option<FloatTensor<I>>; 3] {
@@ -89,13 +108,23 @@ impl FusedOp<3> for Norm {
 }
 
 impl FusedOp<1> for Softmax {
+    /// The output.
+    type Saved<I: FusedKernels> = FloatTensor<I>;
+
     fn forward<I: FusedKernels>(self, [x]: [FloatTensor<I>; 1]) -> FloatTensor<I> {
         I::softmax_forward(x, self.dim)
     }
 
-    fn backward<I: FusedKernels>(
+    fn save<I: FusedKernels>(
         self,
         _inputs: [FloatTensor<I>; 1],
+        output: FloatTensor<I>,
+    ) -> FloatTensor<I> {
+        output
+    }
+
+    fn backward<I: FusedKernels>(
+        self,
         output: FloatTensor<I>,
         dy: FloatTensor<I>,
         _wanted: [bool; 1],
@@ -109,14 +138,24 @@ impl FusedOp<1> for Softmax {
 }
 
 impl FusedOp<1> for Silu {
+    /// The input.
+    type Saved<I: FusedKernels> = FloatTensor<I>;
+
     fn forward<I: FusedKernels>(self, [x]: [FloatTensor<I>; 1]) -> FloatTensor<I> {
         I::silu_forward(x)
     }
 
-    fn backward<I: FusedKernels>(
+    fn save<I: FusedKernels>(
         self,
         [x]: [FloatTensor<I>; 1],
         _output: FloatTensor<I>,
+    ) -> FloatTensor<I> {
+        x
+    }
+
+    fn backward<I: FusedKernels>(
+        self,
+        x: FloatTensor<I>,
         dy: FloatTensor<I>,
         _wanted: [bool; 1],
     ) -> [Option<FloatTensor<I>>; 1] {
