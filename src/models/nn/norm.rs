@@ -40,18 +40,11 @@ impl<B: Backend> GroupNorm<B> {
 
     /// `[b, c, h, w] -> [b, c, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let dtype = x.dtype();
         let norm = Norm::Group {
             groups: self.num_groups,
             eps: self.eps,
         };
-        let y = fused::norm(
-            norm,
-            upcast(x),
-            upcast(self.weight.val()),
-            upcast(self.bias.val()),
-        );
-        downcast(y, dtype)
+        affine(norm, x, &self.weight, &self.bias)
     }
 }
 
@@ -76,16 +69,20 @@ impl<B: Backend> LayerNorm<B> {
 
     /// `[..., d] -> [..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let norm = Norm::Layer { eps: self.eps };
-        let y = fused::norm(
-            norm,
-            upcast(x),
-            upcast(self.weight.val()),
-            upcast(self.bias.val()),
-        );
-        downcast(y, dtype)
+        affine(Norm::Layer { eps: self.eps }, x, &self.weight, &self.bias)
     }
+}
+
+/// `norm(x) * gamma + beta` in f32, returned in `x`'s dtype.
+fn affine<B: Backend, const D: usize>(
+    norm: Norm,
+    x: Tensor<B, D>,
+    gamma: &Param<Tensor<B, 1>>,
+    beta: &Param<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    let y = fused::norm(norm, upcast(x), upcast(gamma.val()), upcast(beta.val()));
+    downcast(y, dtype)
 }
 
 /// Casts a tensor to f32 when it is in a lower precision.
