@@ -6,6 +6,9 @@ use burn::tensor::ops::FloatTensor;
 
 use super::{reference, Norm};
 
+#[cfg(feature = "tch")]
+use burn::backend::libtorch::TchTensor;
+
 /// A backend that runs each fused operation and its gradient in one call each.
 pub trait FusedKernels: Backend {
     /// `norm(x) * gamma + beta`: `x` of any shape `norm` takes, `gamma` and `beta` `[channels]`.
@@ -81,11 +84,11 @@ impl FusedKernels for burn::backend::LibTorch {
                 input.native_layer_norm([dims[dims.len() - 1]], gamma, beta, eps)
             }
         };
-        burn::backend::libtorch::TchTensor::new(y)
+        TchTensor::new(y)
     }
 
     fn softmax_forward(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
-        burn::backend::libtorch::TchTensor::new(x.tensor.internal_softmax(dim as i64, false))
+        TchTensor::new(x.tensor.internal_softmax(dim as i64, false))
     }
 
     fn softmax_backward(
@@ -96,14 +99,14 @@ impl FusedKernels for burn::backend::LibTorch {
         let kind = y.tensor.kind();
         let dx =
             tch::Tensor::internal_softmax_backward_data(&dy.tensor, &y.tensor, dim as i64, kind);
-        burn::backend::libtorch::TchTensor::new(dx)
+        TchTensor::new(dx)
     }
 
     fn silu_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        burn::backend::libtorch::TchTensor::new(x.tensor.silu())
+        TchTensor::new(x.tensor.silu())
     }
 
     fn silu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
-        burn::backend::libtorch::TchTensor::new(x.tensor.silu_backward(&dy.tensor))
+        TchTensor::new(x.tensor.silu_backward(&dy.tensor))
     }
 }
