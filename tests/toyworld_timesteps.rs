@@ -12,7 +12,7 @@ use clora_harness::toyworld::timestep_sampling::{
 };
 use clora_harness::toyworld::train_base::{
     alphas_cumprod, diffusion_batch, epsilon_objective, min_snr_weight, weighted_epsilon_loss,
-    BaseTrainConfig,
+    BaseTrainConfig, NoiseOptions,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -225,6 +225,7 @@ fn drawn_timesteps_and_their_importance_reach_the_objective() {
             &empty,
             0.0,
             draws,
+            NoiseOptions::default(),
             &mut ChaCha8Rng::seed_from_u64(5),
             &device,
         )

@@ -26,7 +26,7 @@ use clora_harness::toyworld::token_attention::grounded_token_loss;
 use clora_harness::toyworld::train::{train_pipeline, TrainPlan};
 use clora_harness::toyworld::train_base::{
     alphas_cumprod, checkpoint_dir, diffusion_batch, ema_dir, epsilon_loss, weighted_epsilon_loss,
-    weighted_epsilon_loss_probed, BaseTrainConfig, DiffusionBatch,
+    weighted_epsilon_loss_probed, BaseTrainConfig, DiffusionBatch, NoiseOptions,
 };
 use clora_harness::toyworld::train_decoder::{train_decoder, DecoderTrainConfig};
 use clora_harness::toyworld::train_lora::{
@@ -63,6 +63,7 @@ fn fixed_batch<'a>(
             &empty,
             0.0,
             None,
+            NoiseOptions::default(),
             &mut rng,
             device,
         )
@@ -90,6 +91,106 @@ fn epsilon_loss_decreases_on_a_fixed_batch() {
         losses[11] < 0.8 * losses[0],
         "loss did not decrease: {losses:?}"
     );
+}
+
+/// Input perturbation noises the latents with `eps + gamma * xi` and keeps `eps` the target; noise assignment
+/// gives the same noises to the rows, permuted so their summed distance to the latents is no larger.
+#[test]
+fn noise_options_perturb_the_input_and_assign_the_noise() {
+    let arch = tiny_arch();
+    let device = Default::default();
+    let data = fake_latents(&arch, 16);
+    let alphas = alphas_cumprod(&ToyArch::scheduler_config().unwrap()).unwrap();
+    let empty = ClipTokenizer::embedded().unwrap().encode("");
+    let ls = arch.latent_size();
+    let l = 4 * ls * ls;
+    let batch = |noise: NoiseOptions| {
+        let b = diffusion_batch::<A>(
+            &data,
+            [4, ls, ls],
+            8,
+            1.0,
+            &alphas,
+            &empty,
+            0.0,
+            None,
+            noise,
+            &mut ChaCha8Rng::seed_from_u64(11),
+            &device,
+        );
+        let v = |t: Tensor<A, 4>| t.into_data().to_vec::<f32>().unwrap();
+        (v(b.noisy), v(b.noise), b.timesteps)
+    };
+    let (noisy, noise, ts) = batch(NoiseOptions::default());
+    // x0 per row, recovered from the plain batch: (x_t - sqrt(1 - a) eps) / sqrt(a)
+    let scale = |row: usize| {
+        let a = alphas[ts[row] as usize];
+        (a.sqrt(), (1.0 - a).sqrt())
+    };
+    let x0: Vec<f32> = (0..noisy.len())
+        .map(|k| {
+            let (sa, sb) = scale(k / l);
+            (noisy[k] - sb * noise[k]) / sa
+        })
+        .collect();
+
+    let gamma = 0.1;
+    let (p_noisy, p_noise, p_ts) = batch(NoiseOptions {
+        input_perturbation: gamma,
+        ..NoiseOptions::default()
+    });
+    assert_eq!(p_ts, ts);
+    assert_eq!(p_noise, noise, "the target must stay eps");
+    // (x_t' - x_t) / sqrt(1 - a) = gamma * xi: mean about 0, deviation about gamma
+    let xi: Vec<f32> = (0..noisy.len())
+        .map(|k| (p_noisy[k] - noisy[k]) / scale(k / l).1)
+        .collect();
+    let n = xi.len() as f32;
+    let mean = xi.iter().sum::<f32>() / n;
+    let sd = (xi.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt();
+    assert!(
+        mean.abs() < 0.01 && (sd - gamma).abs() < 0.01,
+        "mean {mean}, sd {sd}"
+    );
+
+    let (a_noisy, a_noise, a_ts) = batch(NoiseOptions {
+        assign: true,
+        ..NoiseOptions::default()
+    });
+    assert_eq!(a_ts, ts);
+    let rows = |v: &[f32]| {
+        let mut r: Vec<Vec<u32>> = v
+            .chunks(l)
+            .map(|c| c.iter().map(|x| x.to_bits()).collect())
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(
+        rows(&a_noise),
+        rows(&noise),
+        "assigned noises must be the drawn ones, permuted"
+    );
+    assert_ne!(
+        a_noise, noise,
+        "8 rows of random noise came out in their drawn order"
+    );
+    let dist = |e: &[f32]| -> f64 {
+        x0.iter()
+            .zip(e)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum()
+    };
+    assert!(
+        dist(&a_noise) < dist(&noise),
+        "{} >= {}",
+        dist(&a_noise),
+        dist(&noise)
+    );
+    for k in 0..noisy.len() {
+        let (sa, sb) = scale(k / l);
+        assert!((a_noisy[k] - (sa * x0[k] + sb * a_noise[k])).abs() < 1e-4);
+    }
 }
 
 #[test]
@@ -410,6 +511,25 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
     };
     assert_eq!(value(&exported), f16(value(&averaged)));
     assert_ne!(value(&averaged), value(&last));
+    // Input scaling: the diffusion's latents (and the exported scaling factor) are the VAE's times the scale.
+    let mut scaled = plan.clone();
+    scaled.work = root.join("work-scaled");
+    scaled.out = root.join("model-scaled");
+    scaled.base.latent_scale = 0.5;
+    lines.clear();
+    let scaled_vae =
+        train_pipeline::<A>(&scaled, &device, &mut |l: &str| lines.push(l.to_string()))
+            .unwrap()
+            .vae;
+    let sf = scaled_vae.scaling_factor * 0.5;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("latent scale 0.5 (scaling factor {sf:.4})"))),
+        "{lines:?}"
+    );
+    let sd = StableDiffusion::<Cpu>::load(&scaled.out, &LoadOptions::default(), &device).unwrap();
+    assert!((sd.vae_config.scaling_factor - sf).abs() < 1e-9);
     // A work folder refuses to resume with another architecture.
     let mut other = plan.clone();
     other.arch.unet_cross_attention = vec![true, true, false];

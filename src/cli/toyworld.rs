@@ -308,6 +308,19 @@ pub struct TrainArgs {
     /// 0: off; an experiment, docs/toyworld.md).
     #[arg(long)]
     pub token_attention_weight: Option<f64>,
+    /// Give each batch's noises to its latents by a minimal-distance assignment (Immiscible Diffusion) instead
+    /// of row by row (an experiment, docs/toyworld.md; off for every committed model).
+    #[arg(long)]
+    pub noise_assignment: bool,
+    /// Input perturbation gamma (Ning et al. 2023): the training's noisy latents are made with noise
+    /// `eps + gamma * xi`, the target staying `eps` (default 0: off; an experiment, docs/toyworld.md).
+    #[arg(long)]
+    pub input_perturbation: Option<f32>,
+    /// Input scaling b (Chen 2023): the diffusion's latents are the VAE's unit-variance latents times b, and
+    /// the model's `scaling_factor` the VAE's times b (default 1; below 1 every timestep is noisier; an
+    /// experiment, docs/toyworld.md).
+    #[arg(long)]
+    pub latent_scale: Option<f64>,
     /// Latent channels of the VAE (and the UNet's input and output).
     #[arg(long)]
     pub latent_channels: Option<usize>,
@@ -538,6 +551,19 @@ fn train(a: TrainArgs) -> Result<()> {
             anyhow::bail!("--token-attention-weight {v}: expected a weight >= 0");
         }
         base.token_attention_weight = v;
+    }
+    base.noise_options.assign = a.noise_assignment;
+    if let Some(v) = a.input_perturbation {
+        if !v.is_finite() || v < 0.0 {
+            anyhow::bail!("--input-perturbation {v}: expected a gamma >= 0");
+        }
+        base.noise_options.input_perturbation = v;
+    }
+    if let Some(v) = a.latent_scale {
+        if !v.is_finite() || v <= 0.0 {
+            anyhow::bail!("--latent-scale {v}: expected a scale > 0");
+        }
+        base.latent_scale = v;
     }
     let mut arch = ToyArch::default();
     if let Some(v) = a.latent_channels {

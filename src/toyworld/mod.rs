@@ -25,6 +25,7 @@ pub mod heldout;
 pub mod latent_data;
 pub mod lora_select;
 pub mod misses;
+pub mod noise_assignment;
 pub mod oracle;
 pub mod palette;
 pub mod param_names;

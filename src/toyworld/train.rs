@@ -92,23 +92,19 @@ pub fn train_pipeline<B: AutodiffBackend>(
             log,
         )?
     };
+    // the diffusion's latents: the VAE's unit-variance latents, times the input scaling
+    let scaling_factor = vae.scaling_factor * plan.base.latent_scale;
     let base = train_base::<B>(
         &plan.arch,
         &plan.base,
         &data,
-        vae.scaling_factor,
+        scaling_factor,
         &tokenizer,
         &plan.work,
         device,
         log,
     )?;
-    export_pipeline(
-        &plan.arch,
-        &plan.work,
-        vae.scaling_factor,
-        &plan.out,
-        plan.f16,
-    )?;
+    export_pipeline(&plan.arch, &plan.work, scaling_factor, &plan.out, plan.f16)?;
     log(&format!("wrote {}", plan.out.display()));
     Ok(TrainReport {
         vae,

@@ -21,6 +21,7 @@ use super::ema::Ema;
 use super::error::{ToyError, ToyResult};
 use super::grounding::Grounding;
 use super::latent_data::LatentSet;
+use super::noise_assignment::{assign_noise, permute_rows};
 use super::progress::{check_finite, learning_rate, LossLog, PhaseState};
 use super::scene::PlainWorld;
 use super::text_unet::{TextUnet, TextUnetNames, UNET_FILE};
@@ -66,6 +67,12 @@ pub struct BaseTrainConfig {
     /// Weight of the token-attention loss ([`token_attention_loss`]) on the UNet's finest cross-attention maps,
     /// added to the epsilon loss (0: off).
     pub token_attention_weight: f64,
+    /// How each batch's noise meets its latents ([`NoiseOptions`]; experiments, off for every committed model).
+    pub noise_options: NoiseOptions,
+    /// Input scaling (Chen 2023, "On the Importance of Noise Scheduling for Diffusion Models"): the diffusion's
+    /// latents are the VAE's unit-variance latents times this (the exported `scaling_factor` is the VAE's times
+    /// this), so below 1 every timestep is noisier; 1 for every committed model.
+    pub latent_scale: f64,
 }
 
 impl Default for BaseTrainConfig {
@@ -88,6 +95,8 @@ impl Default for BaseTrainConfig {
             timestep_uniform_share: DEFAULT_UNIFORM_SHARE,
             compact_vocab: true,
             token_attention_weight: 0.0,
+            noise_options: NoiseOptions::default(),
+            latent_scale: 1.0,
         }
     }
 }
@@ -121,8 +130,21 @@ pub struct DiffusionBatch<B: AutodiffBackend> {
     pub captioned: Vec<Option<usize>>,
 }
 
+/// How a batch's noise meets its latents (experiments of the base training; the default, row by row and
+/// unperturbed, for every committed model).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NoiseOptions {
+    /// Give the batch's noises to its latents by [`assign_noise`] (Immiscible Diffusion) instead of row by row.
+    pub assign: bool,
+    /// Input perturbation `gamma` (Ning et al. 2023, "Input Perturbation Reduces Exposure Bias in Diffusion
+    /// Models"): the noisy latent is made with `eps + gamma * xi` (`xi` a fresh standard normal draw) while the
+    /// target stays `eps`; 0: off.
+    pub input_perturbation: f32,
+}
+
 /// Draws a batch: examples, posterior samples scaled by `scaling_factor`, timesteps, noise, noisy latents.
-/// The timesteps are `draws` (one per row) when given, else drawn uniformly row by row.
+/// The timesteps are `draws` (one per row) when given, else drawn uniformly row by row; `noise_options` say how
+/// the noise meets the latents.
 pub fn diffusion_batch<B: AutodiffBackend>(
     data: &LatentSet,
     latent_shape: [usize; 3],
@@ -132,6 +154,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
     empty_ids: &[u32],
     caption_dropout: f64,
     draws: Option<&[Draw]>,
+    noise_options: NoiseOptions,
     rng: &mut ChaCha8Rng,
     device: &B::Device,
 ) -> DiffusionBatch<B> {
@@ -140,8 +163,10 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
         ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
     };
-    let mut noisy = Vec::with_capacity(batch * l);
+    // clean latents x0 and noises eps, `[batch, l]`; each row's sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)
+    let mut x0s = Vec::with_capacity(batch * l);
     let mut noise = Vec::with_capacity(batch * l);
+    let mut scales = Vec::with_capacity(batch);
     let mut timesteps = Vec::with_capacity(batch);
     let mut snr = Vec::with_capacity(batch);
     let mut importance = Vec::with_capacity(batch);
@@ -154,13 +179,13 @@ pub fn diffusion_batch<B: AutodiffBackend>(
             None => (rng.random_range(0..alphas_cumprod.len()), 1.0),
         };
         let a = alphas_cumprod[t];
-        let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+        scales.push((a.sqrt(), (1.0 - a).sqrt()));
         for k in 0..l {
-            let x0 = (data.means[i * l + k] + data.stds[i * l + k] * normal(rng))
-                * scaling_factor as f32;
-            let e = normal(rng);
-            noisy.push(sa * x0 + sb * e);
-            noise.push(e);
+            x0s.push(
+                (data.means[i * l + k] + data.stds[i * l + k] * normal(rng))
+                    * scaling_factor as f32,
+            );
+            noise.push(normal(rng));
         }
         timesteps.push(t as f32);
         snr.push(a / (1.0 - a));
@@ -174,6 +199,23 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         captioned.push((!dropped).then_some(i));
         ids.extend(row.iter().map(|&x| x as i64));
     }
+    if noise_options.assign {
+        noise = permute_rows(&noise, &assign_noise(&x0s, &noise, batch, l), l);
+    }
+    // the noise the latents are noised with: eps, or eps + gamma * xi under input perturbation
+    let gamma = noise_options.input_perturbation;
+    let applied: Vec<f32> = if gamma == 0.0 {
+        noise.clone()
+    } else {
+        noise.iter().map(|&e| e + gamma * normal(rng)).collect()
+    };
+    // x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, `[batch, l]`
+    let noisy: Vec<f32> = (0..batch * l)
+        .map(|k| {
+            let (sa, sb) = scales[k / l];
+            sa * x0s[k] + sb * applied[k]
+        })
+        .collect();
     let shape = [batch, latent_shape[0], latent_shape[1], latent_shape[2]];
     DiffusionBatch {
         noisy: Tensor::from_data(TensorData::new(noisy, shape), device),
@@ -325,6 +367,14 @@ pub fn train_base<B: AutodiffBackend>(
     } else {
         TextUnet::random(arch, cfg.seed, device)?
     };
+    if cfg.noise_options != NoiseOptions::default() || cfg.latent_scale != 1.0 {
+        log(&format!(
+            "base: noise assignment {}, input perturbation {}, latent scale {} (scaling factor {scaling_factor:.4})",
+            if cfg.noise_options.assign { "on" } else { "off" },
+            cfg.noise_options.input_perturbation,
+            cfg.latent_scale
+        ));
+    }
     let avg = if cfg.ema_decay <= 0.0 {
         None
     } else if resumed && ema_dir(work).is_dir() {
@@ -422,6 +472,7 @@ pub fn train_base<B: AutodiffBackend>(
             &empty,
             cfg.caption_dropout,
             draws.as_deref(),
+            cfg.noise_options,
             &mut rng,
             device,
         );

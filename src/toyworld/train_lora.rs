@@ -29,7 +29,7 @@ use super::render::render;
 use super::scene::{concept_scene_among, PlainWorld, MAX_COMPANIONS};
 use super::tensors::host_values;
 use super::text_unet::TextUnet;
-use super::train_base::{alphas_cumprod, diffusion_batch, epsilon_loss};
+use super::train_base::{alphas_cumprod, diffusion_batch, epsilon_loss, NoiseOptions};
 use super::train_vae::vae_model;
 use crate::lora::conv::ConvAdapter;
 use crate::lora::key::Component;
@@ -617,6 +617,7 @@ fn lora_loss<B: AutodiffBackend>(
         empty,
         0.0,
         None,
+        NoiseOptions::default(),
         rng,
         device,
     );
@@ -632,6 +633,7 @@ fn lora_loss<B: AutodiffBackend>(
         empty,
         0.0,
         None,
+        NoiseOptions::default(),
         rng,
         device,
     );
