@@ -42,11 +42,22 @@ type A = CpuAutodiff;
 mod toy_common;
 use toy_common::{captioned_latents, fake_latents, tiny_arch, tiny_base_config, train_base_logged};
 
-/// The same diffusion batch of 8 rows of `data` on every call (rng seeded with `seed`).
+/// The same diffusion batch of 8 rows of `data` on every call (rng seeded with `seed`; the default noise).
 fn fixed_batch<'a>(
     arch: &ToyArch,
     data: &'a LatentSet,
     seed: u64,
+    device: &'a burn::tensor::Device<A>,
+) -> impl Fn() -> DiffusionBatch<A> + 'a {
+    fixed_batch_with(arch, data, seed, NoiseOptions::default(), device)
+}
+
+/// [`fixed_batch`] with other noise options.
+fn fixed_batch_with<'a>(
+    arch: &ToyArch,
+    data: &'a LatentSet,
+    seed: u64,
+    noise: NoiseOptions,
     device: &'a burn::tensor::Device<A>,
 ) -> impl Fn() -> DiffusionBatch<A> + 'a {
     let alphas = alphas_cumprod(&ToyArch::scheduler_config().unwrap()).unwrap();
@@ -63,7 +74,7 @@ fn fixed_batch<'a>(
             &empty,
             0.0,
             None,
-            NoiseOptions::default(),
+            noise,
             &mut rng,
             device,
         )
@@ -101,23 +112,10 @@ fn noise_options_perturb_the_input_and_assign_the_noise() {
     let device = Default::default();
     let data = fake_latents(&arch, 16);
     let alphas = alphas_cumprod(&ToyArch::scheduler_config().unwrap()).unwrap();
-    let empty = ClipTokenizer::embedded().unwrap().encode("");
     let ls = arch.latent_size();
     let l = 4 * ls * ls;
     let batch = |noise: NoiseOptions| {
-        let b = diffusion_batch::<A>(
-            &data,
-            [4, ls, ls],
-            8,
-            1.0,
-            &alphas,
-            &empty,
-            0.0,
-            None,
-            noise,
-            &mut ChaCha8Rng::seed_from_u64(11),
-            &device,
-        );
+        let b = fixed_batch_with(&arch, &data, 11, noise, &device)();
         let v = |t: Tensor<A, 4>| t.into_data().to_vec::<f32>().unwrap();
         (v(b.noisy), v(b.noise), b.timesteps)
     };
