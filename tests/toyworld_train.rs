@@ -906,6 +906,41 @@ fn f32_tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec
 }
 
 #[test]
+fn adam_beta2_reaches_the_base_phase() {
+    let arch = tiny_arch();
+    let data = fake_latents(&arch, 8);
+    let root = std::env::temp_dir().join(format!("toyworld-beta2-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let run = |beta2: f64| {
+        let work = root.join(format!("beta2-{beta2}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let cfg = BaseTrainConfig {
+            adam_beta2: beta2,
+            ..tiny_base_config()
+        };
+        let (outcome, lines) = train_base_logged(&arch, &cfg, &data, &work);
+        outcome.unwrap();
+        let unet =
+            f32_tensors(&checkpoint_dir(&work).join("unet/diffusion_pytorch_model.safetensors"));
+        (unet, lines)
+    };
+    let (default_unet, default_lines) = run(0.999);
+    let (unet, lines) = run(0.99);
+    assert!(
+        !default_lines.iter().any(|l| l.contains("beta2")),
+        "{default_lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "base: Adam beta2 0.99"),
+        "{lines:?}"
+    );
+    // Adam's first step is the same for any beta2 (the bias correction), the later ones are not.
+    let w = "conv_in.weight";
+    assert_ne!(unet[w], default_unet[w]);
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
 fn compact_token_embeddings_train_the_same_weights() {
     let arch = tiny_arch();
     let device = Default::default();

@@ -321,6 +321,10 @@ pub struct TrainArgs {
     /// experiment, docs/toyworld.md).
     #[arg(long)]
     pub latent_scale: Option<f64>,
+    /// Decay of Adam's second moment in the text encoder + UNet's training (default 0.999, burn's; an
+    /// experiment, docs/toyworld.md).
+    #[arg(long)]
+    pub adam_beta2: Option<f64>,
     /// Latent channels of the VAE (and the UNet's input and output).
     #[arg(long)]
     pub latent_channels: Option<usize>,
@@ -342,6 +346,9 @@ pub struct TrainArgs {
     /// multiple of the group norms' 8 groups and of the level's 2 attention heads. A new work folder only.
     #[arg(long, value_delimiter = ',')]
     pub unet_channels: Option<Vec<usize>>,
+    /// Layers of the text encoder (default 2). A new work folder only.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=12))]
+    pub text_layers: Option<u64>,
     /// Write f32 weights instead of f16.
     #[arg(long)]
     pub f32: bool,
@@ -565,6 +572,12 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         base.latent_scale = v;
     }
+    if let Some(v) = a.adam_beta2 {
+        if !(v > 0.0 && v < 1.0) {
+            anyhow::bail!("--adam-beta2 {v}: expected a decay in (0, 1)");
+        }
+        base.adam_beta2 = v;
+    }
     let mut arch = ToyArch::default();
     if let Some(v) = a.latent_channels {
         arch.latent_channels = v;
@@ -593,6 +606,9 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = &a.unet_channels {
         arch.set_unet_channels(v).context("--unet-channels")?;
+    }
+    if let Some(v) = a.text_layers {
+        arch.text_layers = v as usize;
     }
     let plan = TrainPlan {
         arch,

@@ -25,6 +25,8 @@ pub struct FlatAdam<B: Backend> {
     trained: Option<Vec<bool>>,
     /// Steps taken (Adam's `t`).
     time: i32,
+    /// Decay of the second moment (burn's default 0.999 unless [`FlatAdam::with_beta2`] set another).
+    beta2: f32,
 }
 
 impl<B: Backend> Default for FlatAdam<B> {
@@ -33,6 +35,7 @@ impl<B: Backend> Default for FlatAdam<B> {
             moments: None,
             trained: None,
             time: 0,
+            beta2: BETA_2,
         }
     }
 }
@@ -94,6 +97,15 @@ impl<B: Backend> FlatAdam<B> {
         Self::default()
     }
 
+    /// The same optimizer with the second moment's decay `beta2` in place of burn's 0.999 (an experiment:
+    /// `harness toyworld train --adam-beta2`).
+    pub fn with_beta2(beta2: f32) -> Self {
+        Self {
+            beta2,
+            ..Self::default()
+        }
+    }
+
     /// One Adam step at learning rate `lr` with `grads` (from `loss.backward()`): the stepped module, and its
     /// trained weights after the step, flattened in visit order `[n]`.
     pub fn step<AB, M>(
@@ -134,16 +146,16 @@ impl<B: Backend> FlatAdam<B> {
         let (m, v) = match self.moments.take() {
             Some((m, v)) => (
                 m.mul_scalar(BETA_1).add(g.clone().mul_scalar(1.0 - BETA_1)),
-                v.mul_scalar(BETA_2)
-                    .add(g.square().mul_scalar(1.0 - BETA_2)),
+                v.mul_scalar(self.beta2)
+                    .add(g.square().mul_scalar(1.0 - self.beta2)),
             ),
             None => (
                 g.clone().mul_scalar(1.0 - BETA_1),
-                g.square().mul_scalar(1.0 - BETA_2),
+                g.square().mul_scalar(1.0 - self.beta2),
             ),
         };
         self.time += 1;
-        let bias_correction2_sqrt = (1.0 - BETA_2.powi(self.time)).sqrt();
+        let bias_correction2_sqrt = (1.0 - self.beta2.powi(self.time)).sqrt();
         let combined_factor = bias_correction2_sqrt / (1.0 - BETA_1.powi(self.time));
         let update = m
             .clone()
@@ -170,6 +182,7 @@ mod tests {
     use burn::tensor::{Distribution, TensorData};
 
     type A = crate::backend::CpuAutodiff;
+    type Inner = <A as AutodiffBackend>::InnerBackend;
 
     #[derive(Module, Debug)]
     struct Net<B: Backend> {
@@ -206,15 +219,14 @@ mod tests {
         out
     }
 
-    #[test]
-    fn steps_bit_for_bit_as_burns_adam_and_leaves_frozen_params() {
+    /// Five steps of `flat_adam` and of burn's Adam under `config` from the same weights: the same bits.
+    fn steps_as_burns(config: AdamConfig, mut flat_adam: FlatAdam<Inner>) {
         let device = Default::default();
         <A as Backend>::seed(&device, 7);
         let start = net(&device);
         let mut reference = start.clone();
         let mut flat_net = start;
-        let mut burn_adam = AdamConfig::new().init::<A, Net<A>>();
-        let mut flat_adam = FlatAdam::new();
+        let mut burn_adam = config.init::<A, Net<A>>();
         for step in 0..5 {
             let x = Tensor::<A, 2>::random([5, 3], Distribution::Normal(0.0, 1.0), &device);
             let lr = 0.01 * (step + 1) as f64;
@@ -230,6 +242,19 @@ mod tests {
         }
         assert_eq!(values(&flat_net), values(&reference));
         assert!(values(&flat_net)[16..].iter().all(|&v| v == 0.5));
+    }
+
+    #[test]
+    fn steps_bit_for_bit_as_burns_adam_and_leaves_frozen_params() {
+        steps_as_burns(AdamConfig::new(), FlatAdam::new());
+    }
+
+    #[test]
+    fn another_beta2_steps_as_burns_adam_with_it() {
+        steps_as_burns(
+            AdamConfig::new().with_beta_2(0.99),
+            FlatAdam::with_beta2(0.99),
+        );
     }
 
     #[test]

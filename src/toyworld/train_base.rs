@@ -73,6 +73,8 @@ pub struct BaseTrainConfig {
     /// latents are the VAE's unit-variance latents times this (the exported `scaling_factor` is the VAE's times
     /// this), so below 1 every timestep is noisier; 1 for every committed model.
     pub latent_scale: f64,
+    /// Decay of Adam's second moment (burn's 0.999 for every committed model; an experiment below it).
+    pub adam_beta2: f64,
 }
 
 impl Default for BaseTrainConfig {
@@ -97,6 +99,7 @@ impl Default for BaseTrainConfig {
             token_attention_weight: 0.0,
             noise_options: NoiseOptions::default(),
             latent_scale: 1.0,
+            adam_beta2: 0.999,
         }
     }
 }
@@ -454,7 +457,10 @@ pub fn train_base<B: AutodiffBackend>(
     };
     // (sum, count) of the token-attention loss since the last log line.
     let mut token_window = (0.0f64, 0usize);
-    let mut optim = FlatAdam::new();
+    if cfg.adam_beta2 != BaseTrainConfig::default().adam_beta2 {
+        log(&format!("base: Adam beta2 {}", cfg.adam_beta2));
+    }
+    let mut optim = FlatAdam::with_beta2(cfg.adam_beta2 as f32);
     let mut losses = LossLog::open(work, PHASE, state.seconds)?;
     let mut last = f64::NAN;
     let start = state.step;
