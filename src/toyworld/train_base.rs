@@ -205,18 +205,18 @@ pub fn diffusion_batch<B: AutodiffBackend>(
     if noise_options.assign {
         noise = permute_rows(&noise, &assign_noise(&x0s, &noise, batch, l), l);
     }
-    // the noise the latents are noised with: eps, or eps + gamma * xi under input perturbation
+    // x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, `[batch, l]`, where the noise the latents are
+    // noised with is eps, or eps + gamma * xi under input perturbation (the target stays eps)
     let gamma = noise_options.input_perturbation;
-    let applied: Vec<f32> = if gamma == 0.0 {
-        noise.clone()
-    } else {
-        noise.iter().map(|&e| e + gamma * normal(rng)).collect()
-    };
-    // x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, `[batch, l]`
     let noisy: Vec<f32> = (0..batch * l)
         .map(|k| {
             let (sa, sb) = scales[k / l];
-            sa * x0s[k] + sb * applied[k]
+            let applied = if gamma == 0.0 {
+                noise[k]
+            } else {
+                noise[k] + gamma * normal(rng)
+            };
+            sa * x0s[k] + sb * applied
         })
         .collect();
     let shape = [batch, latent_shape[0], latent_shape[1], latent_shape[2]];
