@@ -911,11 +911,13 @@ fn adam_beta2_reaches_the_base_phase() {
     let data = fake_latents(&arch, 8);
     let root = std::env::temp_dir().join(format!("toyworld-beta2-{}", std::process::id()));
     std::fs::remove_dir_all(&root).ok();
-    let run = |beta2: f64| {
-        let work = root.join(format!("beta2-{beta2}"));
+    let steps = tiny_base_config().steps;
+    let run = |beta2: f64, beta2_steps: Option<usize>| {
+        let work = root.join(format!("beta2-{beta2}-{beta2_steps:?}"));
         std::fs::create_dir_all(&work).unwrap();
         let cfg = BaseTrainConfig {
             adam_beta2: beta2,
+            adam_beta2_steps: beta2_steps,
             ..tiny_base_config()
         };
         let (outcome, lines) = train_base_logged(&arch, &cfg, &data, &work);
@@ -924,8 +926,8 @@ fn adam_beta2_reaches_the_base_phase() {
             f32_tensors(&checkpoint_dir(&work).join("unet/diffusion_pytorch_model.safetensors"));
         (unet, lines)
     };
-    let (default_unet, default_lines) = run(0.999);
-    let (unet, lines) = run(0.99);
+    let (default_unet, default_lines) = run(0.999, None);
+    let (unet, lines) = run(0.99, None);
     assert!(
         !default_lines.iter().any(|l| l.contains("beta2")),
         "{default_lines:?}"
@@ -937,6 +939,19 @@ fn adam_beta2_reaches_the_base_phase() {
     // Adam's first step is the same for any beta2 (the bias correction), the later ones are not.
     let w = "conv_in.weight";
     assert_ne!(unet[w], default_unet[w]);
+    // 0.99 for every step of the run: the same weights as without a limit.
+    let (all_steps, _) = run(0.99, Some(steps));
+    assert_eq!(all_steps[w], unet[w]);
+    // 0.99 for the first step only: neither run's weights.
+    let (first_step, lines) = run(0.99, Some(1));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "base: Adam beta2 0.99 for steps 0..1, then 0.999"),
+        "{lines:?}"
+    );
+    assert_ne!(first_step[w], unet[w]);
+    assert_ne!(first_step[w], default_unet[w]);
     std::fs::remove_dir_all(&root).ok();
 }
 

@@ -325,6 +325,9 @@ pub struct TrainArgs {
     /// experiment, docs/toyworld.md).
     #[arg(long)]
     pub adam_beta2: Option<f64>,
+    /// With `--adam-beta2`: only the first N base steps use it, later ones burn's 0.999 (the moments kept).
+    #[arg(long, requires = "adam_beta2")]
+    pub adam_beta2_steps: Option<usize>,
     /// Latent channels of the VAE (and the UNet's input and output).
     #[arg(long)]
     pub latent_channels: Option<usize>,
@@ -578,6 +581,7 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         base.adam_beta2 = v;
     }
+    base.adam_beta2_steps = a.adam_beta2_steps;
     let mut arch = ToyArch::default();
     if let Some(v) = a.latent_channels {
         arch.latent_channels = v;

@@ -27,6 +27,9 @@ pub struct FlatAdam<B: Backend> {
     time: i32,
     /// Decay of the second moment (burn's default 0.999 unless [`FlatAdam::with_beta2`] set another).
     beta2: f32,
+    /// After [`FlatAdam::set_beta2`] changed the decay: the product of the decays of the steps before the
+    /// change, and the step count then (the bias correction's `beta2^t` becomes the product of every step's).
+    earlier_decay: Option<(f32, i32)>,
 }
 
 impl<B: Backend> Default for FlatAdam<B> {
@@ -36,6 +39,7 @@ impl<B: Backend> Default for FlatAdam<B> {
             trained: None,
             time: 0,
             beta2: BETA_2,
+            earlier_decay: None,
         }
     }
 }
@@ -106,6 +110,25 @@ impl<B: Backend> FlatAdam<B> {
         }
     }
 
+    /// The second moment's decay from the next step on (`harness toyworld train --adam-beta2-steps`: a
+    /// short average early, burn's 0.999 later). The moments are kept; the bias correction follows the
+    /// decays the steps had.
+    pub fn set_beta2(&mut self, beta2: f32) {
+        if beta2 == self.beta2 {
+            return;
+        }
+        self.earlier_decay = Some((self.decay_product(), self.time));
+        self.beta2 = beta2;
+    }
+
+    /// The product of the second moment's decays over the steps so far (`beta2^t` while it never changed).
+    fn decay_product(&self) -> f32 {
+        match self.earlier_decay {
+            None => self.beta2.powi(self.time),
+            Some((product, at)) => product * self.beta2.powi(self.time - at),
+        }
+    }
+
     /// One Adam step at learning rate `lr` with `grads` (from `loss.backward()`): the stepped module, and its
     /// trained weights after the step, flattened in visit order `[n]`.
     pub fn step<AB, M>(
@@ -155,7 +178,7 @@ impl<B: Backend> FlatAdam<B> {
             ),
         };
         self.time += 1;
-        let bias_correction2_sqrt = (1.0 - self.beta2.powi(self.time)).sqrt();
+        let bias_correction2_sqrt = (1.0 - self.decay_product()).sqrt();
         let combined_factor = bias_correction2_sqrt / (1.0 - BETA_1.powi(self.time));
         let update = m
             .clone()
@@ -255,6 +278,62 @@ mod tests {
             AdamConfig::new().with_beta_2(0.99),
             FlatAdam::with_beta2(0.99),
         );
+    }
+
+    /// Three steps at beta2 0.99, then two at 0.999 after `set_beta2`: each element as Adam written out in
+    /// f64 with those decays (the bias correction `1 - 0.99^3 * 0.999^(t-3)`), to f32 rounding.
+    #[test]
+    fn a_changed_beta2_keeps_the_moments_and_corrects_by_every_steps_decay() {
+        let device = Default::default();
+        <A as Backend>::seed(&device, 7);
+        let mut flat_net = net(&device);
+        let mut reference: Vec<f64> = values(&flat_net)[..16].iter().map(|&v| v as f64).collect();
+        let (mut m, mut v) = (vec![0.0f64; 16], vec![0.0f64; 16]);
+        let mut decay_product = 1.0f64;
+        let mut adam = FlatAdam::<Inner>::with_beta2(0.99);
+        for step in 0..5 {
+            let beta2 = if step < 3 { 0.99 } else { 0.999 };
+            adam.set_beta2(beta2 as f32);
+            let x = Tensor::<A, 2>::random([5, 3], Distribution::Normal(0.0, 1.0), &device);
+            let lr = 0.01 * (step + 1) as f64;
+            let grads = loss(&flat_net, x).backward();
+            // The gradient at the current weights, w then b: [16].
+            let mut g: Vec<f64> = flat_net
+                .w
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            g.extend(
+                flat_net
+                    .b
+                    .grad(&grads)
+                    .unwrap()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap()
+                    .into_iter()
+                    .map(f64::from),
+            );
+            let (stepped, _) = adam.step::<A, _>(lr, flat_net, &grads).unwrap();
+            flat_net = stepped;
+            decay_product *= beta2;
+            let t = step + 1;
+            for i in 0..16 {
+                m[i] = 0.9 * m[i] + 0.1 * g[i];
+                v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+                let m_hat = m[i] / (1.0 - 0.9f64.powi(t));
+                let v_hat = v[i] / (1.0 - decay_product);
+                reference[i] -= lr * m_hat / (v_hat.sqrt() + EPSILON as f64);
+            }
+        }
+        for (got, want) in values(&flat_net)[..16].iter().zip(&reference) {
+            assert!((*got as f64 - want).abs() < 1e-5, "{got} against {want}");
+        }
     }
 
     #[test]

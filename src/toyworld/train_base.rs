@@ -75,6 +75,8 @@ pub struct BaseTrainConfig {
     pub latent_scale: f64,
     /// Decay of Adam's second moment (burn's 0.999 for every committed model; an experiment below it).
     pub adam_beta2: f64,
+    /// Base steps that use `adam_beta2` before Adam's decay returns to burn's 0.999 (`None`: every step).
+    pub adam_beta2_steps: Option<usize>,
 }
 
 impl Default for BaseTrainConfig {
@@ -100,6 +102,7 @@ impl Default for BaseTrainConfig {
             noise_options: NoiseOptions::default(),
             latent_scale: 1.0,
             adam_beta2: 0.999,
+            adam_beta2_steps: None,
         }
     }
 }
@@ -457,10 +460,22 @@ pub fn train_base<B: AutodiffBackend>(
     };
     // (sum, count) of the token-attention loss since the last log line.
     let mut token_window = (0.0f64, 0usize);
-    if cfg.adam_beta2 != BaseTrainConfig::default().adam_beta2 {
-        log(&format!("base: Adam beta2 {}", cfg.adam_beta2));
+    let default_beta2 = BaseTrainConfig::default().adam_beta2;
+    if cfg.adam_beta2 != default_beta2 {
+        match cfg.adam_beta2_steps {
+            None => log(&format!("base: Adam beta2 {}", cfg.adam_beta2)),
+            Some(n) => log(&format!(
+                "base: Adam beta2 {} for steps 0..{n}, then {default_beta2}",
+                cfg.adam_beta2
+            )),
+        }
     }
-    let mut optim = FlatAdam::with_beta2(cfg.adam_beta2 as f32);
+    // Adam's second-moment decay at a step.
+    let beta2_at = |step: usize| match cfg.adam_beta2_steps {
+        Some(n) if step >= n => default_beta2,
+        _ => cfg.adam_beta2,
+    };
+    let mut optim = FlatAdam::with_beta2(beta2_at(state.step) as f32);
     let mut losses = LossLog::open(work, PHASE, state.seconds)?;
     let mut last = f64::NAN;
     let start = state.step;
@@ -522,6 +537,7 @@ pub fn train_base<B: AutodiffBackend>(
             1.0
         };
         let lr = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup, 0.05) * rewarm;
+        optim.set_beta2(beta2_at(step) as f32);
         let (stepped, weights) = optim.step(lr, model, &loss.backward())?;
         model = stepped;
         if let Some(ema) = ema.as_mut() {
