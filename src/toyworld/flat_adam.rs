@@ -280,6 +280,15 @@ mod tests {
         );
     }
 
+    /// A param's gradient as f64 values, flattened.
+    fn grad_f64<const D: usize>(
+        param: &Param<Tensor<A, D>>,
+        grads: &<A as AutodiffBackend>::Gradients,
+    ) -> Vec<f64> {
+        let g: Vec<f32> = param.grad(grads).unwrap().into_data().to_vec().unwrap();
+        g.into_iter().map(f64::from).collect()
+    }
+
     /// Three steps at beta2 0.99, then two at 0.999 after `set_beta2`: each element as Adam written out in
     /// f64 with those decays (the bias correction `1 - 0.99^3 * 0.999^(t-3)`), to f32 rounding.
     #[test]
@@ -298,27 +307,8 @@ mod tests {
             let lr = 0.01 * (step + 1) as f64;
             let grads = loss(&flat_net, x).backward();
             // The gradient at the current weights, w then b: [16].
-            let mut g: Vec<f64> = flat_net
-                .w
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap()
-                .into_iter()
-                .map(f64::from)
-                .collect();
-            g.extend(
-                flat_net
-                    .b
-                    .grad(&grads)
-                    .unwrap()
-                    .into_data()
-                    .to_vec::<f32>()
-                    .unwrap()
-                    .into_iter()
-                    .map(f64::from),
-            );
+            let mut g = grad_f64(&flat_net.w, &grads);
+            g.extend(grad_f64(&flat_net.b, &grads));
             let (stepped, _) = adam.step::<A, _>(lr, flat_net, &grads).unwrap();
             flat_net = stepped;
             decay_product *= beta2;
