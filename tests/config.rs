@@ -9,8 +9,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A fresh folder with the files `(name, content)`; returns its path.
-fn folder(test: &str, files: &[(&str, &str)]) -> PathBuf {
+/// A temporary folder, removed when it goes out of scope.
+struct Folder(PathBuf);
+
+impl std::ops::Deref for Folder {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh folder with the files `(name, content)`.
+fn folder(test: &str, files: &[(&str, &str)]) -> Folder {
     let dir = std::env::temp_dir().join(format!("clora-config-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -19,7 +35,7 @@ fn folder(test: &str, files: &[(&str, &str)]) -> PathBuf {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
     }
-    dir
+    Folder(dir)
 }
 
 const BASE: &str = r#"

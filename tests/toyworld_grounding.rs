@@ -5,7 +5,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use clora_harness::backend::Cpu;
 use clora_harness::models::clip::tokenizer::ClipTokenizer;
 use clora_harness::toyworld::caption::{caption_phrases, training_caption, CaptionOrder};
-use clora_harness::toyworld::grounding::{ground, Grounding, MAX_OBJECTS, NO_OBJECT, TOKENS};
+use clora_harness::toyworld::grounding::{ground, Grounding, MAX_OBJECTS, NO_OBJECT};
 use clora_harness::toyworld::scene::{PlainWorld, CANVAS};
 use clora_harness::toyworld::shape::ShapeKind;
 use clora_harness::toyworld::token_attention::token_attention_loss;
@@ -32,7 +32,7 @@ fn each_grounded_token_is_a_word_of_its_object() {
             let caption = training_caption(&scene, i, 0.12, order);
             // Token k of `tokens(caption)` sits at position k + 1 (after BOS).
             let tokens = tok.tokens(&caption);
-            assert_eq!(g.token_object.len(), TOKENS);
+            assert_eq!(g.token_object.len(), tok.max_length());
             assert_eq!(g.token_object[0], NO_OBJECT);
             for (j, (_, phrase)) in caption_phrases(&scene, i, 0.12, order).iter().enumerate() {
                 let words: Vec<String> = g
@@ -105,7 +105,17 @@ fn coverage_is_each_objects_share_of_each_cell() {
 
 #[test]
 fn targets_hold_the_objects_coverage_in_the_grounded_tokens_columns() {
-    let tok = ClipTokenizer::embedded().unwrap();
+    // SD 1.x's context, and a shorter one (`harness toyworld train --text-tokens 32`)
+    for context in [77, 32] {
+        targets_at_context(context);
+    }
+}
+
+fn targets_at_context(context: usize) {
+    let tok = ClipTokenizer::embedded()
+        .unwrap()
+        .with_max_length(context)
+        .unwrap();
     let world = world();
     let captions: Vec<String> = (0..4u64)
         .map(|i| {
@@ -117,16 +127,17 @@ fn targets_hold_the_objects_coverage_in_the_grounded_tokens_columns() {
         .collect();
     let g = Grounding::of_training_set(&world, &captions, CaptionOrder::LeftToRight, &tok, GRID)
         .unwrap();
-    let cells = GRID * GRID;
+    assert_eq!(g.tokens, context);
+    let (cells, tokens) = (GRID * GRID, context);
     let (coverage, selected) = g.targets(&[Some(2), None]);
-    assert_eq!(coverage.len(), 2 * cells * TOKENS);
-    assert_eq!(selected.len(), 2 * TOKENS);
+    assert_eq!(coverage.len(), 2 * cells * tokens);
+    assert_eq!(selected.len(), 2 * tokens);
     // The row trained on the empty prompt grounds nothing.
-    assert!(selected[TOKENS..].iter().all(|&v| v == 0.0));
-    assert!(coverage[cells * TOKENS..].iter().all(|&v| v == 0.0));
+    assert!(selected[tokens..].iter().all(|&v| v == 0.0));
+    assert!(coverage[cells * tokens..].iter().all(|&v| v == 0.0));
     let e = &g.examples[2];
-    for k in 0..TOKENS {
-        let column: Vec<f32> = (0..cells).map(|c| coverage[c * TOKENS + k]).collect();
+    for k in 0..tokens {
+        let column: Vec<f32> = (0..cells).map(|c| coverage[c * tokens + k]).collect();
         match e.token_object[k] {
             NO_OBJECT => {
                 assert_eq!(selected[k], 0.0);

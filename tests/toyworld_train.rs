@@ -416,6 +416,97 @@ fn a_grown_unet_starts_as_the_trained_one() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `harness toyworld train --text-tokens 16`: the text encoder's 16 positions reach the exported config, and
+/// the loader pads prompts to them with the embedded vocabulary, or refuses a tokenizer folder that pads to more.
+#[test]
+fn a_shorter_text_context_trains_exports_and_loads() {
+    let arch = ToyArch {
+        text_positions: 16,
+        ..tiny_arch()
+    };
+    let device = Default::default();
+    let root = std::env::temp_dir().join(format!("toyworld-context-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let plan = TrainPlan {
+        arch: arch.clone(),
+        vae: VaeTrainConfig {
+            crop_steps: 1,
+            full_steps: 1,
+            crop_batch: 2,
+            full_batch: 2,
+            ..VaeTrainConfig::default()
+        },
+        base: BaseTrainConfig {
+            steps: 2,
+            batch: 4,
+            dataset: 8,
+            warmup: 1,
+            ..BaseTrainConfig::default()
+        },
+        work: root.join("work"),
+        out: root.join("model"),
+        f16: false,
+        start: None,
+    };
+    train_pipeline::<A>(&plan, &device, &mut |_: &str| {}).unwrap();
+    assert_eq!(ToyArch::from_model_dir(&plan.out).unwrap(), arch);
+    let sd = StableDiffusion::<Cpu>::load(&plan.out, &LoadOptions::default(), &device).unwrap();
+    assert_eq!(sd.text_config.max_position_embeddings, 16);
+    assert_eq!(sd.tokenizer.max_length(), 16);
+    // A prompt longer than the context is cut to it, as at 77.
+    let long =
+        "an olz drawing of a red striped circle, a blue dotted square and a green ringed triangle";
+    assert!(ClipTokenizer::embedded().unwrap().tokens(long).len() > 16);
+    let params = GenerateParams {
+        prompt: long.into(),
+        steps: 1,
+        width: 64,
+        height: 64,
+        ..GenerateParams::default()
+    };
+    assert_eq!(
+        sd.generate_latent(&params, None).unwrap().latent.dims(),
+        [1, 4, 16, 16]
+    );
+    // The same folder with a tokenizer of SD 1.x's 77 tokens: an error naming both lengths.
+    let tokenizer = root.join("model").join("tokenizer");
+    std::fs::create_dir_all(&tokenizer).unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/tiny-a/tokenizer");
+    for f in [
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(fixture.join(f), tokenizer.join(f)).unwrap();
+    }
+    let err = StableDiffusion::<Cpu>::load(&plan.out, &LoadOptions::default(), &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("77 tokens") && err.contains("16 positions") && err.contains("model"),
+        "{err}"
+    );
+    // A work folder keeps its context: another one is refused.
+    let mut other = plan.clone();
+    other.arch.text_positions = 77;
+    let err = train_pipeline::<A>(&other, &device, &mut |_: &str| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another architecture"), "{err}");
+    // The base phase refuses a training set tokenized for another context.
+    let at_77 = fake_latents(&tiny_arch(), 8);
+    let (out, _) = train_base_logged(&arch, &tiny_base_config(), &at_77, &root.join("work-77"));
+    let err = out.err().unwrap().to_string();
+    assert!(
+        err.contains("reads 16 tokens") && err.contains("616 ids for 8 captions"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
+
 #[test]
 fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
     let arch = tiny_arch();

@@ -352,6 +352,11 @@ pub struct TrainArgs {
     /// Layers of the text encoder (default 2). A new work folder only.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=12))]
     pub text_layers: Option<u64>,
+    /// The text encoder's context in tokens, BOS and EOS included (default 77, SD 1.x's): prompts are padded or
+    /// cut to it, and the UNet's cross-attention reads that many keys. The world's longest caption takes 25.
+    /// A new work folder only.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=77))]
+    pub text_tokens: Option<u64>,
     /// Write f32 weights instead of f16.
     #[arg(long)]
     pub f32: bool,
@@ -613,6 +618,9 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.text_layers {
         arch.text_layers = v as usize;
+    }
+    if let Some(v) = a.text_tokens {
+        arch.text_positions = v as usize;
     }
     let plan = TrainPlan {
         arch,

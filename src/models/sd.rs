@@ -88,7 +88,7 @@ impl<B: Backend> StableDiffusion<B> {
         let vae_config = VaeConfig::from_file(&dir.join("vae/config.json"))?;
         let text_config = ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?;
         let scheduler_config = read_scheduler_config(dir)?;
-        let tokenizer = read_tokenizer(dir)?;
+        let tokenizer = read_tokenizer(dir, &text_config)?;
         let unet_store = WeightStore::open_component(&dir.join("unet"), UNET_FILES)?;
         let vae_store = WeightStore::open_component(&dir.join("vae"), VAE_FILES)?;
         let text_store = WeightStore::open_component(&dir.join("text_encoder"), TEXT_FILES)?;
@@ -110,21 +110,24 @@ impl<B: Backend> StableDiffusion<B> {
     }
 
     fn load_single_file(file: &Path, options: &LoadOptions, device: &B::Device) -> Result<Self> {
-        let (unet_config, vae_config, text_config, scheduler_config, tokenizer) =
+        let (unet_config, vae_config, tokenizer, text_config, scheduler_config) =
             match &options.config_dir {
-                Some(dir) => (
-                    UNetConfig::from_file(&dir.join("unet/config.json"))?,
-                    VaeConfig::from_file(&dir.join("vae/config.json"))?,
-                    ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?,
-                    read_scheduler_config(dir)?,
-                    read_tokenizer(dir)?,
-                ),
+                Some(dir) => {
+                    let text = ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?;
+                    (
+                        UNetConfig::from_file(&dir.join("unet/config.json"))?,
+                        VaeConfig::from_file(&dir.join("vae/config.json"))?,
+                        read_tokenizer(dir, &text)?,
+                        text,
+                        read_scheduler_config(dir)?,
+                    )
+                }
                 None => (
                     UNetConfig::sd15(),
                     VaeConfig::sd15(),
+                    ClipTokenizer::embedded()?,
                     ClipTextConfig::sd15(),
                     SchedulerConfig::sd15_default(),
-                    ClipTokenizer::embedded()?,
                 ),
             };
         let store = WeightStore::open(&[file.to_path_buf()])?;
@@ -162,6 +165,16 @@ impl<B: Backend> StableDiffusion<B> {
             &p.unet_config,
         )?;
         let vae = AutoencoderKL::load(&VarBuilder::new(p.vae_store, device, dtype), &p.vae_config)?;
+        if p.tokenizer.max_length() > p.text_config.max_position_embeddings {
+            return Err(Error::bad_file(
+                source,
+                format!(
+                    "the tokenizer pads prompts to {} tokens (model_max_length), but the text encoder has {} positions (max_position_embeddings)",
+                    p.tokenizer.max_length(),
+                    p.text_config.max_position_embeddings
+                ),
+            ));
+        }
         if p.text_config.hidden_size != p.unet_config.cross_attention_dim {
             return Err(Error::bad_file(
                 source,
@@ -212,11 +225,18 @@ fn read_scheduler_config(dir: &Path) -> Result<SchedulerConfig> {
     }
 }
 
-fn read_tokenizer(dir: &Path) -> Result<ClipTokenizer> {
+/// The folder's `tokenizer/`, or without one the embedded CLIP vocabulary, its context the text encoder's
+/// (`max_position_embeddings`) where that is shorter than CLIP's 77.
+fn read_tokenizer(dir: &Path, text: &ClipTextConfig) -> Result<ClipTokenizer> {
     let t = dir.join("tokenizer");
     if t.join("vocab.json").is_file() {
         ClipTokenizer::from_dir(&t)
     } else {
-        ClipTokenizer::embedded()
+        let tokenizer = ClipTokenizer::embedded()?;
+        if text.max_position_embeddings < tokenizer.max_length() {
+            tokenizer.with_max_length(text.max_position_embeddings)
+        } else {
+            Ok(tokenizer)
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::models::clip::text_encoder::ClipTextConfig;
+use crate::models::clip::tokenizer::ClipTokenizer;
 use crate::models::config_json::JsonConfig;
 use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
@@ -38,6 +39,10 @@ pub struct ToyArch {
     pub text_layers: usize,
     pub text_heads: usize,
     pub text_intermediate: usize,
+    /// The text encoder's context (`max_position_embeddings`): prompts are padded or cut to it, and the UNet's
+    /// cross-attention reads that many keys. 77, SD 1.x's, in every committed model; the world's longest
+    /// caption takes 25 with BOS and EOS.
+    pub text_positions: usize,
 }
 
 impl Default for ToyArch {
@@ -59,6 +64,7 @@ impl Default for ToyArch {
             text_layers: 2,
             text_heads: 2,
             text_intermediate: 256,
+            text_positions: 77,
         }
     }
 }
@@ -188,7 +194,7 @@ impl ToyArch {
             "initializer_range": 0.02,
             "intermediate_size": self.text_intermediate,
             "layer_norm_eps": 1e-5,
-            "max_position_embeddings": 77,
+            "max_position_embeddings": self.text_positions,
             "model_type": "clip_text_model",
             "num_attention_heads": self.text_heads,
             "num_hidden_layers": self.text_layers,
@@ -263,6 +269,11 @@ impl ToyArch {
         ))?)
     }
 
+    /// The tokenizer of a model of this shape: the real CLIP vocabulary, padded to [`Self::text_positions`].
+    pub fn tokenizer(&self) -> ToyResult<ClipTokenizer> {
+        Ok(ClipTokenizer::embedded()?.with_max_length(self.text_positions)?)
+    }
+
     /// The typed text encoder config.
     pub fn text_config(&self) -> ToyResult<ClipTextConfig> {
         Ok(ClipTextConfig::from_json(&json_config(
@@ -321,6 +332,7 @@ impl ToyArch {
             text_layers: text.num_hidden_layers,
             text_heads: text.num_attention_heads,
             text_intermediate: text.intermediate_size,
+            text_positions: text.max_position_embeddings,
         })
     }
 }
@@ -367,6 +379,52 @@ fn json_config(value: Value, name: &str) -> JsonConfig {
 #[cfg(test)]
 mod tests {
     use super::ToyArch;
+    use crate::toyworld::caption::{object_phrase, style_prefix, GREY_SUFFIX};
+    use crate::toyworld::concept::Concept;
+    use crate::toyworld::palette::Colour;
+    use crate::toyworld::pattern::Pattern;
+    use crate::toyworld::scene::ObjectRequest;
+    use crate::toyworld::shape::ShapeKind;
+
+    /// What `--text-tokens` can go down to without cutting a caption: the longest the caption grammar makes
+    /// (a style prefix, three of the longest object phrases, the separators and the background), BOS and EOS
+    /// included.
+    #[test]
+    fn the_worlds_longest_caption_takes_25_tokens() {
+        let tok = ToyArch::default().tokenizer().unwrap();
+        assert_eq!(tok.max_length(), 77);
+        let count = |text: &str| tok.tokens(text).len();
+        let mut phrases: Vec<String> = Concept::ALL
+            .into_iter()
+            .filter_map(ObjectRequest::concept)
+            .map(|o| object_phrase(&o))
+            .collect();
+        for shape in ShapeKind::ALL {
+            for colour in Colour::ALL {
+                for pattern in Pattern::ALL {
+                    phrases.push(object_phrase(&ObjectRequest {
+                        shape,
+                        colour,
+                        pattern,
+                        concept: None,
+                    }));
+                }
+            }
+        }
+        let longest = phrases.iter().max_by_key(|p| count(p)).unwrap();
+        let caption = format!(
+            "{}{longest}, {longest} and {longest}{GREY_SUFFIX}",
+            style_prefix()
+        );
+        assert_eq!(count(&caption) + 2, 25, "{caption}");
+        let short = ToyArch {
+            text_positions: 25,
+            ..ToyArch::default()
+        };
+        let ids = short.tokenizer().unwrap().encode(&caption);
+        assert_eq!(ids.len(), 25);
+        assert_eq!(ids[24], tok.eos_id());
+    }
 
     #[test]
     fn unet_channels_are_checked_against_levels_groups_and_heads() {

@@ -13,16 +13,14 @@ use crate::models::clip::tokenizer::ClipTokenizer;
 /// Objects a caption names at most.
 pub const MAX_OBJECTS: usize = 3;
 
-/// Token positions per caption (CLIP's context length).
-pub const TOKENS: usize = 77;
-
 /// `token_object`'s value for a token that names no object.
 pub const NO_OBJECT: u8 = u8::MAX;
 
 /// One example's grounding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExampleGrounding {
-    /// `[TOKENS]`: the caption object (its place in the caption) each token position names, or [`NO_OBJECT`].
+    /// `[tokens]` (the tokenizer's context): the caption object (its place in the caption) each token position
+    /// names, or [`NO_OBJECT`].
     pub token_object: Vec<u8>,
     /// `[MAX_OBJECTS, grid * grid]`, row-major cells: the share of each cell's pixels the caption object covers
     /// where it is visible (an object drawn earlier covers later ones, as in the renderer).
@@ -34,6 +32,8 @@ pub struct ExampleGrounding {
 pub struct Grounding {
     /// Cells per side of the grid the coverage is measured on (the cross-attention maps' resolution).
     pub grid: usize,
+    /// Token positions per caption (the tokenizer's context, 77 for SD 1.x).
+    pub tokens: usize,
     pub examples: Vec<ExampleGrounding>,
 }
 
@@ -61,16 +61,20 @@ impl Grounding {
                 ground(&scene, i as u64, BARE_RATE, order, tokenizer, grid)
             })
             .collect::<ToyResult<_>>()?;
-        Ok(Self { grid, examples })
+        Ok(Self {
+            grid,
+            tokens: tokenizer.max_length(),
+            examples,
+        })
     }
 
     /// The loss's targets for a batch whose row `r` shows example `rows[r]` with its caption (`None`: the
-    /// caption was dropped, so nothing is grounded): `[b, grid * grid, TOKENS]`, each grounded token's column
-    /// its object's coverage, and `[b, TOKENS]`, 1 where a token is grounded.
+    /// caption was dropped, so nothing is grounded): `[b, grid * grid, tokens]`, each grounded token's column
+    /// its object's coverage, and `[b, tokens]`, 1 where a token is grounded.
     pub fn targets(&self, rows: &[Option<usize>]) -> (Vec<f32>, Vec<f32>) {
-        let cells = self.grid * self.grid;
-        let mut coverage = vec![0f32; rows.len() * cells * TOKENS];
-        let mut selected = vec![0f32; rows.len() * TOKENS];
+        let (cells, tokens) = (self.grid * self.grid, self.tokens);
+        let mut coverage = vec![0f32; rows.len() * cells * tokens];
+        let mut selected = vec![0f32; rows.len() * tokens];
         for (r, example) in rows.iter().enumerate() {
             let Some(i) = example else { continue };
             let g = &self.examples[*i];
@@ -78,10 +82,10 @@ impl Grounding {
                 if obj == NO_OBJECT {
                     continue;
                 }
-                selected[r * TOKENS + k] = 1.0;
+                selected[r * tokens + k] = 1.0;
                 let cov = &g.coverage[obj as usize * cells..(obj as usize + 1) * cells];
                 for (c, &v) in cov.iter().enumerate() {
-                    coverage[(r * cells + c) * TOKENS + k] = v;
+                    coverage[(r * cells + c) * tokens + k] = v;
                 }
             }
         }
@@ -112,13 +116,14 @@ pub fn ground(
     }
     // Walk the caption's words as `training_caption` joins them, counting their tokens (CLIP's BPE splits
     // at spaces and punctuation, so a caption's tokens are its words' tokens in order). Position 0 is BOS.
-    let mut token_object = vec![NO_OBJECT; TOKENS];
+    let context = tokenizer.max_length();
+    let mut token_object = vec![NO_OBJECT; context];
     let mut tokens: Vec<String> = Vec::new();
     let mut words = |text: &str, object: Option<usize>, tokens: &mut Vec<String>| {
         for word in text.split_whitespace() {
             for t in tokenizer.tokens(word) {
                 let pos = tokens.len() + 1;
-                if let (Some(j), true) = (object, pos < TOKENS - 1) {
+                if let (Some(j), true) = (object, pos < context - 1) {
                     token_object[pos] = j as u8;
                 }
                 tokens.push(t);

@@ -41,7 +41,7 @@ pub struct LatentSet {
     pub means: Vec<f32>,
     pub stds: Vec<f32>,
     pub latent_len: usize,
-    /// 77 token ids per example.
+    /// Token ids, the tokenizer's context (77 for SD 1.x) per example.
     pub ids: Vec<u32>,
     pub captions: Vec<String>,
 }
@@ -53,6 +53,12 @@ impl LatentSet {
 
     pub fn is_empty(&self) -> bool {
         self.captions.is_empty()
+    }
+
+    /// Example `i`'s token ids (BOS, the caption's, EOS, padding to the context).
+    pub fn ids_of(&self, i: usize) -> &[u32] {
+        let tokens = self.ids.len() / self.len().max(1);
+        &self.ids[i * tokens..(i + 1) * tokens]
     }
 
     /// Builds the set of `n` scenes of `world`, or reads it from `path` when it is there with `n` examples of

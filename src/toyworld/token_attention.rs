@@ -1,12 +1,12 @@
 //! The token-attention loss (TokenCompose's token loss, Wang et al. 2024, "TokenCompose: Text-to-Image
 //! Diffusion with Token-level Supervision"): each grounded caption word's cross-attention mass should fall
 //! inside its object. For a token `k` of a probed layer's maps `A` (averaged over heads; `[n_q]` over the grid's
-//! cells, each row of `A` a softmax over the 77 keys), with its object's coverage `M` of the cells,
+//! cells, each row of `A` a softmax over the text's keys, 77 in SD 1.x), with its object's coverage `M` of the cells,
 //! `L_k = (1 - sum_q A[q, k] M[q] / sum_q A[q, k])^2`, averaged over the grounded tokens and the probed layers.
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
-use super::grounding::{Grounding, TOKENS};
+use super::grounding::Grounding;
 
 /// The loss of a batch whose row `r` shows example `rows[r]` of `grounding`'s training set with its caption
 /// (`None`: the empty prompt, nothing grounded), on the batch's probed maps.
@@ -18,17 +18,21 @@ pub fn grounded_token_loss<B: Backend>(
 ) -> Tensor<B, 1> {
     let (coverage, selected) = grounding.targets(rows);
     let grounded = selected.iter().filter(|&&v| v > 0.0).count();
-    let (b, cells) = (rows.len(), grounding.grid * grounding.grid);
+    let (b, cells, tokens) = (
+        rows.len(),
+        grounding.grid * grounding.grid,
+        grounding.tokens,
+    );
     token_attention_loss(
         maps,
-        Tensor::from_data(TensorData::new(coverage, [b, cells, TOKENS]), device),
-        Tensor::from_data(TensorData::new(selected, [b, TOKENS]), device),
+        Tensor::from_data(TensorData::new(coverage, [b, cells, tokens]), device),
+        Tensor::from_data(TensorData::new(selected, [b, tokens]), device),
         grounded,
     )
 }
 
-/// The loss of one forward's probed maps `(layer, [b, heads, n_q, TOKENS])`, against the grounding's targets
-/// `coverage` `[b, n_q, TOKENS]` and `selected` `[b, TOKENS]` (1 on grounded tokens), of which there are
+/// The loss of one forward's probed maps `(layer, [b, heads, n_q, tokens])`, against the grounding's targets
+/// `coverage` `[b, n_q, tokens]` and `selected` `[b, tokens]` (1 on grounded tokens), of which there are
 /// `grounded` (the loss is 0 when there are none, or no maps).
 pub fn token_attention_loss<B: Backend>(
     maps: &[(usize, Tensor<B, 4>)],

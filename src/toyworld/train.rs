@@ -13,7 +13,6 @@ use super::latent_data::LatentSet;
 use super::seed_work::{seed_work, ModelStart};
 use super::train_base::{train_base, BaseOutcome, BaseTrainConfig};
 use super::train_vae::{train_vae, vae_model, VaeOutcome, VaeTrainConfig};
-use crate::models::clip::tokenizer::ClipTokenizer;
 
 /// Everything the base training needs.
 #[derive(Debug, Clone)]
@@ -77,7 +76,7 @@ pub fn train_pipeline<B: AutodiffBackend>(
         )?;
     }
     let vae = train_vae::<B>(&plan.arch, &plan.vae, &plan.work, device, log)?;
-    let tokenizer = ClipTokenizer::embedded()?;
+    let tokenizer = plan.arch.tokenizer()?;
     let data = {
         let vae_model =
             vae_model::<B>(&plan.arch, Some(&plan.work.join("vae")), 0, device)?.valid();

@@ -176,7 +176,9 @@ pub fn diffusion_batch<B: AutodiffBackend>(
     let mut timesteps = Vec::with_capacity(batch);
     let mut snr = Vec::with_capacity(batch);
     let mut importance = Vec::with_capacity(batch);
-    let mut ids: Vec<i64> = Vec::with_capacity(batch * 77);
+    // every row's token ids, `[batch, tokens]` (the tokenizer's context: the text encoder's positions)
+    let tokens = empty_ids.len();
+    let mut ids: Vec<i64> = Vec::with_capacity(batch * tokens);
     let mut captioned = Vec::with_capacity(batch);
     for row in 0..batch {
         let i = rng.random_range(0..data.len());
@@ -197,11 +199,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         snr.push(a / (1.0 - a));
         importance.push(imp);
         let dropped = rng.random_bool(caption_dropout);
-        let row: &[u32] = if dropped {
-            empty_ids
-        } else {
-            &data.ids[i * 77..(i + 1) * 77]
-        };
+        let row: &[u32] = if dropped { empty_ids } else { data.ids_of(i) };
         captioned.push((!dropped).then_some(i));
         ids.extend(row.iter().map(|&x| x as i64));
     }
@@ -229,7 +227,7 @@ pub fn diffusion_batch<B: AutodiffBackend>(
         timesteps,
         snr,
         importance,
-        ids: Tensor::from_data(TensorData::new(ids, [batch, 77]), device),
+        ids: Tensor::from_data(TensorData::new(ids, [batch, tokens]), device),
         captioned,
     }
 }
@@ -347,6 +345,16 @@ pub fn train_base<B: AutodiffBackend>(
     device: &B::Device,
     log: &mut dyn FnMut(&str),
 ) -> ToyResult<BaseOutcome> {
+    // every prompt row the text encoder reads is its context long: the tokenizer's, and the training set's
+    let context = tokenizer.max_length();
+    if context != arch.text_positions || data.ids.len() != data.len() * context {
+        return Err(ToyError::Training(format!(
+            "the text encoder reads {} tokens, but the tokenizer pads to {context} and the training set holds {} ids for {} captions",
+            arch.text_positions,
+            data.ids.len(),
+            data.len()
+        )));
+    }
     let dir = checkpoint_dir(work);
     let mut state = PhaseState::load(work, PHASE)?.unwrap_or(PhaseState {
         total: cfg.steps,

@@ -475,7 +475,7 @@ pub fn train_lora<B: AutodiffBackend>(
     }
     std::fs::create_dir_all(work).map_err(|e| ToyError::io(work, e))?;
     let scaling_factor = read_scaling_factor(model_dir)?;
-    let tokenizer = ClipTokenizer::embedded()?;
+    let tokenizer = arch.tokenizer()?;
     let (data, prior) =
         concept_data::<B::InnerBackend>(arch, model_dir, concept, cfg, &tokenizer, device)?;
     let mut model: TextUnet<B> = TextUnet::load(arch, model_dir, device)?;

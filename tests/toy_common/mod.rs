@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use clora_harness::backend::CpuAutodiff;
-use clora_harness::models::clip::tokenizer::ClipTokenizer;
 use clora_harness::toyworld::arch::ToyArch;
 use clora_harness::toyworld::latent_data::LatentSet;
 use clora_harness::toyworld::train_base::{train_base, BaseOutcome, BaseTrainConfig};
@@ -38,7 +37,7 @@ pub fn fake_latents(arch: &ToyArch, n: usize) -> LatentSet {
 pub fn captioned_latents(arch: &ToyArch, captions: Vec<String>, seed: u64) -> LatentSet {
     let n = captions.len();
     let l = arch.latent_channels * arch.latent_size() * arch.latent_size();
-    let tok = ClipTokenizer::embedded().unwrap();
+    let tok = arch.tokenizer().unwrap();
     LatentSet {
         means: clora_harness::noise::gaussian_values(seed, n * l),
         stds: vec![0.05; n * l],
@@ -60,14 +59,15 @@ pub fn tiny_base_config() -> BaseTrainConfig {
     }
 }
 
-/// Runs the base phase on `data` in `work` (the embedded tokenizer, latents unscaled), keeping its log lines.
+/// Runs the base phase on `data` in `work` (the embedded tokenizer at the arch's context, latents unscaled),
+/// keeping its log lines.
 pub fn train_base_logged(
     arch: &ToyArch,
     cfg: &BaseTrainConfig,
     data: &LatentSet,
     work: &Path,
 ) -> (ToyResult<BaseOutcome>, Vec<String>) {
-    let tok = ClipTokenizer::embedded().unwrap();
+    let tok = arch.tokenizer().unwrap();
     let mut lines = Vec::new();
     let out = train_base::<CpuAutodiff>(
         arch,

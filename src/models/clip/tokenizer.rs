@@ -531,6 +531,19 @@ impl ClipTokenizer {
         self.max_length
     }
 
+    /// The same vocabulary with another context length (`model_max_length`): what a text encoder with
+    /// `max_position_embeddings` other than 77 reads, when its folder carries no tokenizer of its own.
+    pub fn with_max_length(mut self, max_length: usize) -> Result<Self> {
+        if max_length < 2 {
+            return Err(Error::invalid(
+                format!("{}: model_max_length", self.source),
+                format!("is {max_length}, expected at least 2 (room for BOS and EOS)"),
+            ));
+        }
+        self.max_length = max_length;
+        Ok(self)
+    }
+
     /// `<|startoftext|>` (49406).
     pub fn bos_id(&self) -> u32 {
         self.bos_id
@@ -1094,6 +1107,29 @@ mod tests {
         let set: HashSet<char> = t.iter().copied().collect();
         assert_eq!(set.len(), 256);
         assert_eq!(byte_symbols_in_vocab_order()[0], "!");
+    }
+
+    #[test]
+    fn a_shorter_context_pads_and_truncates_to_it() {
+        let tok = ClipTokenizer::embedded().unwrap();
+        let long = "a red striped circle, a blue dotted square and a green ringed triangle";
+        let full = tok.encode(long);
+        let short = tok.clone().with_max_length(8).unwrap();
+        assert_eq!(short.max_length(), 8);
+        let ids = short.encode(long);
+        // BOS, the first six content ids, EOS
+        assert_eq!(ids.len(), 8);
+        assert_eq!(&ids[..7], &full[..7]);
+        assert_eq!(ids[7], tok.eos_id());
+        let padded = short.encode("a circle");
+        assert_eq!(padded.len(), 8);
+        assert_eq!(&padded[..4], &tok.encode("a circle")[..4]);
+        assert!(padded[4..].iter().all(|&id| id == tok.pad_id()));
+        let err = tok.with_max_length(1).unwrap_err().to_string();
+        assert!(
+            err.contains("model_max_length") && err.contains("at least 2"),
+            "{err}"
+        );
     }
 
     #[test]
