@@ -1,8 +1,8 @@
 //! The token-attention loss (TokenCompose's token loss, Wang et al. 2024, "TokenCompose: Text-to-Image
 //! Diffusion with Token-level Supervision"): each grounded caption word's cross-attention mass should fall
 //! inside its object. For a token `k` of a probed layer's maps `A` (averaged over heads; `[n_q]` over the grid's
-//! cells, each row of `A` a softmax over the text's keys, 77 in SD 1.x), with its object's coverage `M` of the cells,
-//! `L_k = (1 - sum_q A[q, k] M[q] / sum_q A[q, k])^2`, averaged over the grounded tokens and the probed layers.
+//! cells, each row of `A` a softmax over the text's keys, 77 in SD 1.x), with its object's coverage `M` of the
+//! cells, `L_k = (1 - sum_q A[q, k] M[q] / sum_q A[q, k])^2`, averaged over the grounded tokens and the probed layers.
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 

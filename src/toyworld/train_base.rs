@@ -349,10 +349,11 @@ pub fn train_base<B: AutodiffBackend>(
     let context = tokenizer.max_length();
     if context != arch.text_positions || data.ids.len() != data.len() * context {
         return Err(ToyError::Training(format!(
-            "the text encoder reads {} tokens, but the tokenizer pads to {context} and the training set holds {} ids for {} captions",
+            "the text encoder reads {} tokens, the tokenizer pads to {context} and the training set holds {} ids for {} captions; expected one context for all three ({} ids)",
             arch.text_positions,
             data.ids.len(),
-            data.len()
+            data.len(),
+            data.len() * arch.text_positions
         )));
     }
     let dir = checkpoint_dir(work);
