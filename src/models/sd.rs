@@ -155,16 +155,7 @@ impl<B: Backend> StableDiffusion<B> {
         options: &LoadOptions,
         device: &B::Device,
     ) -> Result<Self> {
-        let dtype = options.dtype;
-        let text_encoder = ClipTextModel::load(
-            &VarBuilder::new(p.text_store, device, dtype),
-            &p.text_config,
-        )?;
-        let unet = UNet2DConditionModel::load(
-            &VarBuilder::new(p.unet_store, device, dtype),
-            &p.unet_config,
-        )?;
-        let vae = AutoencoderKL::load(&VarBuilder::new(p.vae_store, device, dtype), &p.vae_config)?;
+        // the configs agree before any weight is read
         if p.tokenizer.max_length() > p.text_config.max_position_embeddings {
             return Err(Error::bad_file(
                 source,
@@ -184,6 +175,16 @@ impl<B: Backend> StableDiffusion<B> {
                 ),
             ));
         }
+        let dtype = options.dtype;
+        let text_encoder = ClipTextModel::load(
+            &VarBuilder::new(p.text_store, device, dtype),
+            &p.text_config,
+        )?;
+        let unet = UNet2DConditionModel::load(
+            &VarBuilder::new(p.unet_store, device, dtype),
+            &p.unet_config,
+        )?;
+        let vae = AutoencoderKL::load(&VarBuilder::new(p.vae_store, device, dtype), &p.vae_config)?;
         Ok(Self {
             tokenizer: p.tokenizer,
             text_encoder,
