@@ -1,41 +1,26 @@
 //! The experiment config: the shipped configs load, every kind of malformed config gets exactly one
 //! clear error naming the file, the field and the expected form, includes merge, grids expand.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use clora_harness::config::{self, ConfigError, MethodKind, ParamValue};
+use common::{temp_dir, TempPath};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A temporary folder, removed when it goes out of scope.
-struct Folder(PathBuf);
-
-impl std::ops::Deref for Folder {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Folder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A fresh folder with the files `(name, content)`.
-fn folder(test: &str, files: &[(&str, &str)]) -> Folder {
-    let dir = std::env::temp_dir().join(format!("clora-config-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn folder(test: &str, files: &[(&str, &str)]) -> TempPath {
+    let dir = temp_dir(&format!("config-{test}"));
     for (name, content) in files {
         let p = dir.join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
     }
-    Folder(dir)
+    dir
 }
 
 const BASE: &str = r#"

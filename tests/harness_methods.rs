@@ -3,7 +3,7 @@
 //! job -> method mapping), every method runs in one experiment with its sidecar records and artifacts, and
 //! an Attend-and-Excite job excites its LoRAs' words on the official schedule scaled to its steps.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
@@ -21,15 +21,12 @@ mod clora_common;
 mod common;
 
 use clora_common::max_diff;
-use common::{fixtures, Reference};
+use common::{fixtures, temp_dir, Reference, TempPath};
 
 type AD = Autodiff<Cpu>;
 
-fn folder(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clora-methods-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn folder(test: &str) -> TempPath {
+    temp_dir(&format!("methods-{test}"))
 }
 
 /// tiny-c with the two CLoRA fixture LoRAs (cat: PEFT, dog: kohya, both trigger `sks`), the fixture's prompt.
@@ -188,7 +185,6 @@ params = { latent_update = true, max_iter_to_alter = 1, iterative_steps_steps = 
     );
     let png = image::open(dir.join("artifacts/masks.png")).unwrap();
     assert!(png.width() > 8 * 96 && png.height() > 3 * 96);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -224,7 +220,6 @@ params = { mask_mode = "layout", mask_words = "after_noun", latent_update = fals
     let (masks, shape) = saved.f32("masks");
     let per_step = masks.len() / shape[0];
     assert!(masks.chunks(per_step).all(|m| m == &masks[..per_step]));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -291,7 +286,6 @@ params = { attention_stride_px = 16, max_refinement_steps = 2 }
     assert_ne!(img("clora"), img("composite"));
     // Attend-and-Excite is merge (unfused) with its latent updates
     assert_ne!(img("excite"), img("merge[fuse=false]"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -344,5 +338,4 @@ params = { attention_stride_px = 16, words = ["class_nouns", "concepts"] }
         .collect();
     assert_eq!(indices, vec![0, 1, 2]);
     assert!(records[0]["updates"].as_u64().unwrap() >= 1);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -10,12 +10,6 @@ use std::process::Command;
 use clora_harness::latent_io;
 use common::*;
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clora-lora-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
 fn generate(extra: &[&str], init: &Path, out: &Path) -> std::process::Output {
     let e2e: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("sd/tiny-a/reference/e2e.json")).unwrap(),
@@ -51,9 +45,10 @@ fn generate(extra: &[&str], init: &Path, out: &Path) -> std::process::Output {
     cmd.output().unwrap()
 }
 
-fn init_latent_file() -> PathBuf {
+/// The fixture's initial latent, written into the test's folder `dir`.
+fn init_latent_file(dir: &Path) -> PathBuf {
     let r = Reference::open(&fixtures().join("lora/tiny-a/merge2.reference.safetensors"));
-    let path = tmp("init.safetensors");
+    let path = dir.join("init.safetensors");
     latent_io::write_latent(&path, &r.tensor::<4>("init_latent")).unwrap();
     path
 }
@@ -63,10 +58,11 @@ fn naive_merge_from_the_command_line_matches_diffusers() {
     let dir = fixtures().join("lora/tiny-a");
     let kohya = format!("{}:0.8", dir.join("kohya_locon.safetensors").display());
     let peft = format!("{}:1.3", dir.join("peft_meta.safetensors").display());
-    let out = tmp("merge2.safetensors");
+    let tmp = temp_dir("lora-cli-merge");
+    let out = tmp.join("merge2.safetensors");
     let res = generate(
         &["--lora", &kohya, "--lora", &peft, "--lora-scale", "0.7"],
-        &init_latent_file(),
+        &init_latent_file(&tmp),
         &out,
     );
     let stderr = String::from_utf8_lossy(&res.stderr);
@@ -88,8 +84,9 @@ fn naive_merge_from_the_command_line_matches_diffusers() {
 
 #[test]
 fn bad_lora_input_ends_the_command_with_an_error() {
-    let init = init_latent_file();
-    let out = tmp("bad.safetensors");
+    let tmp = temp_dir("lora-cli-bad");
+    let init = init_latent_file(&tmp);
+    let out = tmp.join("bad.safetensors");
     let res = generate(
         &["--lora", "/nonexistent/style.safetensors:0.5"],
         &init,
@@ -157,11 +154,12 @@ fn warn_mode_lists_every_skipped_key() {
             )
         })
         .collect();
-    let path = tmp("extra_layer.safetensors");
+    let tmp = temp_dir("lora-cli-warn");
+    let path = tmp.join("extra_layer.safetensors");
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
 
-    let init = init_latent_file();
-    let out = tmp("warn.safetensors");
+    let init = init_latent_file(&tmp);
+    let out = tmp.join("warn.safetensors");
     let res = generate(&["--lora", path.to_str().unwrap()], &init, &out);
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(!res.status.success());

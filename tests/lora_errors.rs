@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Tensor;
 use clora_harness::lora::{Component, LoraFile, Unmatched};
@@ -32,10 +32,8 @@ fn scalar(key: &str, v: f32) -> T {
     (key.to_string(), vec![], vec![v])
 }
 
-fn write(name: &str, tensors: &[T], metadata: Option<HashMap<String, String>>) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clora-lora-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+fn write(name: &str, tensors: &[T], metadata: Option<HashMap<String, String>>) -> TempPath {
+    let path = temp_file(&format!("lora-errors-{name}"));
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -321,8 +319,7 @@ fn missing_truncated_and_foreign_files_are_errors() {
     assert!(e.contains("/nonexistent/dir/style.safetensors"), "{e}");
 
     let bytes = std::fs::read(fixtures().join("lora/tiny-a/kohya_locon.safetensors")).unwrap();
-    let dir = std::env::temp_dir().join(format!("clora-lora-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("lora-errors-truncated");
     let cut = dir.join("truncated.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let e = apply_err(&mut sd, &cut, Unmatched::Error);

@@ -21,8 +21,8 @@ fn load_err(path: &Path) -> String {
     }
 }
 
-fn copy_tiny_a(tag: &str) -> PathBuf {
-    let dir = temp_dir(tag).join("model");
+fn copy_tiny_a(tag: &str) -> TempPath {
+    let dir = temp_dir(tag);
     copy_dir(&tiny_a(), &dir);
     dir
 }

@@ -1,6 +1,8 @@
 //! Single-file (LDM layout) checkpoints read under diffusers names: the tiny-a fixture converts to exactly the
 //! weights of its diffusers folder, SD 1.5's numbering is right, foreign files are refused naming the file.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,7 @@ use clora_harness::models::unet::model::UNet2DConditionModel;
 use clora_harness::models::vae::config::VaeConfig;
 use clora_harness::models::vae::model::AutoencoderKL;
 use clora_harness::models::weights::{VarBuilder, WeightStore};
+use common::{temp_file, TempPath};
 use safetensors::tensor::{Dtype, TensorView};
 
 fn tiny_a() -> PathBuf {
@@ -134,10 +137,8 @@ fn tiny_a_models_load_from_single_file() {
 }
 
 /// Writes a safetensors file of one-element f32 tensors (I64 for `position_ids`) in a fresh temp dir.
-fn write_file(name: &str, keys: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clora-single-file-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.safetensors"));
+fn write_file(name: &str, keys: &[&str]) -> TempPath {
+    let path = temp_file(&format!("single-file-{name}.safetensors"));
     let f32_bytes = 1.5f32.to_le_bytes();
     let i64_bytes = 0i64.to_le_bytes();
     let views: Vec<(String, TensorView)> = keys
@@ -313,10 +314,10 @@ fn sd15_keys(text: &[(&str, &str)]) -> Vec<String> {
     all
 }
 
-fn open(name: &str, keys: &[String]) -> (PathBuf, WeightStore) {
+fn open(name: &str, keys: &[String]) -> (TempPath, WeightStore) {
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let path = write_file(name, &refs);
-    let store = WeightStore::open(std::slice::from_ref(&path)).unwrap();
+    let store = WeightStore::open(&[path.to_path_buf()]).unwrap();
     (path, store)
 }
 
@@ -371,7 +372,7 @@ fn old_transformers_text_layout() {
     assert_eq!(keys(&parts.text_encoder), want);
 }
 
-fn convert_err(name: &str, keys: &[String]) -> (PathBuf, String) {
+fn convert_err(name: &str, keys: &[String]) -> (TempPath, String) {
     let (path, store) = open(name, keys);
     let err = convert_ldm(&store, &UNetConfig::sd15(), &VaeConfig::sd15()).unwrap_err();
     let msg = err.to_string();
@@ -412,7 +413,9 @@ fn refuses_sdxl_sd2_and_non_ldm_files() {
         &["conv_in.weight".into(), "conv_out.bias".into()],
     );
     assert!(msg.contains("model.diffusion_model."), "{msg}");
-    assert!(!is_ldm_checkpoint(&WeightStore::open(&[path]).unwrap()));
+    assert!(!is_ldm_checkpoint(
+        &WeightStore::open(&[path.to_path_buf()]).unwrap()
+    ));
 }
 
 #[test]

@@ -301,8 +301,18 @@ fn the_cached_training_set_is_rebuilt_for_another_object_mix() {
 #[test]
 fn weights_round_trip_through_the_diffusers_layout() {
     let arch = tiny_arch();
+    round_trip(&arch, "3");
+    // `--unet-channels 16,32`: two levels, cross-attention at 8x8 only (mid block included)
+    let mut two = arch.clone();
+    two.set_unet_channels(&[16, 32]).unwrap();
+    round_trip(&two, "2");
+}
+
+/// Saves a random text encoder and UNet of `arch` in the diffusers layout, loads them back and finds the same
+/// noise prediction.
+fn round_trip(arch: &ToyArch, tag: &str) {
     let device = Default::default();
-    let names = TextUnetNames::discover::<Cpu>(&arch, &device).unwrap();
+    let names = TextUnetNames::discover::<Cpu>(arch, &device).unwrap();
     // Linear weights are transposed, convolutions and embeddings are not.
     let find = |k: &str| {
         names
@@ -315,15 +325,26 @@ fn weights_round_trip_through_the_diffusers_layout() {
     };
     assert!(find("down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight").transposed);
     assert!(!find("conv_in.weight").transposed);
+    let levels = arch.unet_channels.len();
+    assert!(names
+        .unet
+        .params
+        .iter()
+        .any(|p| p.key.starts_with(&format!("down_blocks.{}.", levels - 1))));
+    assert!(!names
+        .unet
+        .params
+        .iter()
+        .any(|p| p.key.starts_with(&format!("down_blocks.{levels}."))));
     assert!(!find("text_model.embeddings.token_embedding.weight").transposed);
     assert_eq!(
         find("text_model.embeddings.token_embedding.weight").shape,
         vec![49408, 32]
     );
-    let model = TextUnet::<Cpu>::random(&arch, 11, &device).unwrap();
-    let dir = std::env::temp_dir().join(format!("toyworld-roundtrip-{}", std::process::id()));
+    let model = TextUnet::<Cpu>::random(arch, 11, &device).unwrap();
+    let dir = std::env::temp_dir().join(format!("toyworld-roundtrip-{tag}-{}", std::process::id()));
     names.save(&model, &dir, false).unwrap();
-    let back = TextUnet::<Cpu>::load(&arch, &dir, &device).unwrap();
+    let back = TextUnet::<Cpu>::load(arch, &dir, &device).unwrap();
     let ids = vec![ClipTokenizer::embedded().unwrap().encode("a blue square")];
     let ls = arch.latent_size();
     let x = Tensor::<Cpu, 4>::from_data(

@@ -346,7 +346,9 @@ pub struct TrainArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4))]
     pub unet_transformer_layers: Option<u64>,
     /// UNet channels per level, highest resolution first, comma-separated (default `32,64,64`); each a
-    /// multiple of the group norms' 8 groups and of the level's 2 attention heads. A new work folder only.
+    /// multiple of the group norms' 8 groups and of the level's 2 attention heads. Their count sets the
+    /// UNet's levels (2 to 4 for the 16x16 latent: `32,64` has cross-attention at 8x8 only, mid block
+    /// included); `--unet-attention` then takes one digit per level. A new work folder only.
     #[arg(long, value_delimiter = ',')]
     pub unet_channels: Option<Vec<usize>>,
     /// Layers of the text encoder (default 2). A new work folder only.
@@ -591,6 +593,9 @@ fn train(a: TrainArgs) -> Result<()> {
     if let Some(v) = a.latent_channels {
         arch.latent_channels = v;
     }
+    if let Some(v) = &a.unet_channels {
+        arch.set_unet_channels(v).context("--unet-channels")?;
+    }
     if let Some(v) = &a.unet_attention {
         let levels: Vec<bool> = v
             .chars()
@@ -612,9 +617,6 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.unet_transformer_layers {
         arch.unet_transformer_layers = v as usize;
-    }
-    if let Some(v) = &a.unet_channels {
-        arch.set_unet_channels(v).context("--unet-channels")?;
     }
     if let Some(v) = a.text_layers {
         arch.text_layers = v as usize;

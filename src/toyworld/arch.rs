@@ -83,16 +83,29 @@ impl ToyArch {
         self.image_size / self.vae_scale_factor()
     }
 
-    /// Sets the UNet's channels per level (`--unet-channels`); an error says why `widths` do not fit: one per
-    /// level, each a positive multiple of the norm groups and of the level's attention heads.
+    /// Sets the UNet's channels per level (`--unet-channels`), and with them its number of levels: two or more,
+    /// each level but the last halving the latent, which must stay at least 2 cells a side. A new level count
+    /// takes the first level's heads at every level and cross-attention at every level but the first (the
+    /// default's pattern: 3 levels have it at 8x8 and 4x4, 2 levels at 8x8). An error says why `widths` do
+    /// not fit: a level count the latent cannot take, or a width that is not a positive multiple of the norm
+    /// groups and of the level's attention heads.
     pub fn set_unet_channels(&mut self, widths: &[usize]) -> ToyResult<()> {
-        if widths.len() != self.unet_channels.len() {
+        let levels = widths.len();
+        if levels < 2 || self.latent_size() >> (levels - 1) < 2 {
             return Err(ToyError::Training(format!(
-                "UNet channels {widths:?}: expected {} widths, one per UNet level",
-                self.unet_channels.len()
+                "UNet channels {widths:?}: expected 2 to {} widths, one per UNet level (a {}x{} latent halved \
+                 at every level but the last)",
+                (self.latent_size() / 2).max(1).ilog2() + 1,
+                self.latent_size(),
+                self.latent_size()
             )));
         }
-        for (&c, &heads) in widths.iter().zip(&self.unet_heads) {
+        let heads = if levels == self.unet_heads.len() {
+            self.unet_heads.clone()
+        } else {
+            vec![self.unet_heads[0]; levels]
+        };
+        for (&c, &heads) in widths.iter().zip(&heads) {
             if c == 0 || c % self.unet_groups != 0 || c % heads != 0 {
                 return Err(ToyError::Training(format!(
                     "UNet channels {widths:?}: {c} is not a positive multiple of the {} norm groups and the level's {heads} heads",
@@ -100,6 +113,10 @@ impl ToyArch {
                 )));
             }
         }
+        if levels != self.unet_channels.len() {
+            self.unet_cross_attention = (0..levels).map(|level| level > 0).collect();
+        }
+        self.unet_heads = heads;
         self.unet_channels = widths.to_vec();
         Ok(())
     }
@@ -436,7 +453,12 @@ mod tests {
             vec![48, 96, 96]
         );
         let kept = arch.clone();
-        for bad in [&[48, 96][..], &[48, 96, 100], &[0, 64, 64]] {
+        for bad in [
+            &[48][..],
+            &[8, 16, 32, 64, 64],
+            &[48, 96, 100],
+            &[0, 64, 64],
+        ] {
             let why = arch.set_unet_channels(bad).unwrap_err().to_string();
             assert!(why.contains("widths") || why.contains("multiple"), "{why}");
             assert_eq!(
@@ -444,5 +466,30 @@ mod tests {
                 "a refused width leaves the architecture as it was"
             );
         }
+    }
+
+    #[test]
+    fn unet_channels_set_the_level_count() {
+        let mut arch = ToyArch::default();
+        arch.set_unet_channels(&[32, 64]).unwrap();
+        assert_eq!(arch.unet_cross_attention, vec![false, true]);
+        assert_eq!(arch.unet_heads, vec![2, 2]);
+        assert_eq!(arch.finest_attention_side(), Some(8));
+        let config = arch.unet_config().unwrap();
+        assert_eq!(config.block_out_channels, vec![32, 64]);
+        assert_eq!(config.down_block_types.len(), 2);
+        arch.set_unet_channels(&[16, 32, 64, 64]).unwrap();
+        assert_eq!(arch.unet_cross_attention, vec![false, true, true, true]);
+        assert_eq!(arch.finest_attention_side(), Some(8));
+        let dir = std::env::temp_dir().join(format!("clora-arch-levels-{}", std::process::id()));
+        arch.set_unet_channels(&[32, 64]).unwrap();
+        arch.write_configs(&dir).unwrap();
+        let read = ToyArch::from_model_dir(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            read.unwrap(),
+            arch,
+            "a two-level UNet reads back from its configs"
+        );
     }
 }

@@ -103,12 +103,47 @@ pub fn assert_close<Bk: Backend, const D: usize>(
     assert!(err <= tol, "{what}: max abs error {err:e} exceeds {tol:e}");
 }
 
+/// A temporary file or folder, removed (with everything in it) when the guard drops, also when its test
+/// fails, so that tests leave nothing behind in the system temp dir. Derefs to its path.
+pub struct TempPath(PathBuf);
+
+impl std::ops::Deref for TempPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = if self.0.is_dir() {
+            std::fs::remove_dir_all(&self.0)
+        } else {
+            std::fs::remove_file(&self.0)
+        };
+    }
+}
+
 /// A fresh empty directory under the system temp dir, unique to this process and `tag`.
-pub fn temp_dir(tag: &str) -> PathBuf {
+pub fn temp_dir(tag: &str) -> TempPath {
     let d = std::env::temp_dir().join(format!("clora-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempPath(d)
+}
+
+/// A path for one temporary file under the system temp dir, unique to this process and `name` (which ends it,
+/// extension included); nothing is created.
+pub fn temp_file(name: &str) -> TempPath {
+    let p = std::env::temp_dir().join(format!("clora-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    TempPath(p)
 }
 
 /// Copies a directory tree.
