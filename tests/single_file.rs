@@ -136,7 +136,8 @@ fn tiny_a_models_load_from_single_file() {
     .unwrap();
 }
 
-/// Writes a safetensors file of one-element f32 tensors (I64 for `position_ids`) in a fresh temp dir.
+/// Writes a safetensors file of one-element f32 tensors (I64 for `position_ids`) under the system temp dir,
+/// removed when the returned guard drops.
 fn write_file(name: &str, keys: &[&str]) -> TempPath {
     let path = temp_file(&format!("single-file-{name}.safetensors"));
     let f32_bytes = 1.5f32.to_le_bytes();

@@ -301,16 +301,16 @@ fn the_cached_training_set_is_rebuilt_for_another_object_mix() {
 #[test]
 fn weights_round_trip_through_the_diffusers_layout() {
     let arch = tiny_arch();
-    round_trip(&arch, "3");
+    round_trip(&arch);
     // `--unet-channels 16,32`: two levels, cross-attention at 8x8 only (mid block included)
     let mut two = arch.clone();
     two.set_unet_channels(&[16, 32]).unwrap();
-    round_trip(&two, "2");
+    round_trip(&two);
 }
 
 /// Saves a random text encoder and UNet of `arch` in the diffusers layout, loads them back and finds the same
 /// noise prediction.
-fn round_trip(arch: &ToyArch, tag: &str) {
+fn round_trip(arch: &ToyArch) {
     let device = Default::default();
     let names = TextUnetNames::discover::<Cpu>(arch, &device).unwrap();
     // Linear weights are transposed, convolutions and embeddings are not.
@@ -342,7 +342,10 @@ fn round_trip(arch: &ToyArch, tag: &str) {
         vec![49408, 32]
     );
     let model = TextUnet::<Cpu>::random(arch, 11, &device).unwrap();
-    let dir = std::env::temp_dir().join(format!("toyworld-roundtrip-{tag}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "toyworld-roundtrip-{levels}-{}",
+        std::process::id()
+    ));
     names.save(&model, &dir, false).unwrap();
     let back = TextUnet::<Cpu>::load(arch, &dir, &device).unwrap();
     let ids = vec![ClipTokenizer::embedded().unwrap().encode("a blue square")];

@@ -91,11 +91,12 @@ impl ToyArch {
     /// groups and of the level's attention heads.
     pub fn set_unet_channels(&mut self, widths: &[usize]) -> ToyResult<()> {
         let levels = widths.len();
-        if levels < 2 || self.latent_size() >> (levels - 1) < 2 {
+        // the latent halved at every level but the last stays at least 2 cells a side
+        let max_levels = self.latent_size().max(2).ilog2() as usize;
+        if !(2..=max_levels).contains(&levels) {
             return Err(ToyError::Training(format!(
-                "UNet channels {widths:?}: expected 2 to {} widths, one per UNet level (a {}x{} latent halved \
-                 at every level but the last)",
-                (self.latent_size() / 2).max(1).ilog2() + 1,
+                "UNet channels {widths:?}: expected 2 to {max_levels} widths, one per UNet level (a {}x{} latent \
+                 halved at every level but the last)",
                 self.latent_size(),
                 self.latent_size()
             )));
