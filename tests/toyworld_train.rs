@@ -1,6 +1,8 @@
 //! Training in burn autodiff: the loss goes down, weights round-trip through the diffusers layout, and a short
 //! run of the whole pipeline writes a folder that `StableDiffusion::load` reads unchanged (and resumes).
 
+mod common;
+
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use clora_harness::backend::{Cpu, CpuAutodiff};
@@ -34,6 +36,7 @@ use clora_harness::toyworld::train_lora::{
 };
 use clora_harness::toyworld::train_vae::{vae_model, VaeTrainConfig};
 use clora_harness::toyworld::trainable::trainable;
+use common::temp_dir;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -249,8 +252,7 @@ fn the_cached_training_set_is_rebuilt_for_another_object_mix() {
     let device = Default::default();
     let vae = vae_model::<Cpu>(&arch, None, 3, &device).unwrap();
     let tok = ClipTokenizer::embedded().unwrap();
-    let dir = std::env::temp_dir().join(format!("clora-latents-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("clora-latents");
     let path = dir.join("latents.safetensors");
     let rebuilt = std::cell::Cell::new(0);
     let build_in = |world: &PlainWorld, n: usize, order: CaptionOrder| {
@@ -295,7 +297,6 @@ fn the_cached_training_set_is_rebuilt_for_another_object_mix() {
     );
     assert_eq!(shuffled.means, three.means);
     assert_ne!(shuffled.captions, three.captions);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -342,10 +343,7 @@ fn round_trip(arch: &ToyArch) {
         vec![49408, 32]
     );
     let model = TextUnet::<Cpu>::random(arch, 11, &device).unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "toyworld-roundtrip-{levels}-{}",
-        std::process::id()
-    ));
+    let dir = temp_dir(&format!("toyworld-roundtrip-{levels}"));
     names.save(&model, &dir, false).unwrap();
     let back = TextUnet::<Cpu>::load(arch, &dir, &device).unwrap();
     let ids = vec![ClipTokenizer::embedded().unwrap().encode("a blue square")];
@@ -367,7 +365,6 @@ fn round_trip(arch: &ToyArch) {
             .unwrap()
     };
     assert_eq!(run(&model), run(&back));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -379,7 +376,7 @@ fn a_grown_unet_starts_as_the_trained_one() {
     grown.unet_transformer_layers = 2;
     let device = Default::default();
     let model = TextUnet::<Cpu>::random(&arch, 12, &device).unwrap();
-    let dir = std::env::temp_dir().join(format!("toyworld-grow-{}", std::process::id()));
+    let dir = temp_dir("toyworld-grow");
     TextUnetNames::discover::<Cpu>(&arch, &device)
         .unwrap()
         .save(&model, &dir, false)
@@ -437,7 +434,6 @@ fn a_grown_unet_starts_as_the_trained_one() {
     // Growing it back down is refused, naming the weight that has no place.
     let err = grow_unet::<Cpu>(&arch, &file, 3, &device).unwrap_err();
     assert!(err.to_string().contains("not a growth"), "{err}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `harness toyworld train --text-tokens 16`: the text encoder's 16 positions reach the exported config, and
@@ -449,8 +445,7 @@ fn a_shorter_text_context_trains_exports_and_loads() {
         ..tiny_arch()
     };
     let device = Default::default();
-    let root = std::env::temp_dir().join(format!("toyworld-context-{}", std::process::id()));
-    std::fs::remove_dir_all(&root).ok();
+    let root = temp_dir("toyworld-context");
     let plan = TrainPlan {
         arch: arch.clone(),
         vae: VaeTrainConfig {
@@ -528,15 +523,13 @@ fn a_shorter_text_context_trains_exports_and_loads() {
         err.contains("reads 16 tokens") && err.contains("616 ids for 8 captions"),
         "{err}"
     );
-    std::fs::remove_dir_all(&root).ok();
 }
 
 #[test]
 fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
     let arch = tiny_arch();
     let device = Default::default();
-    let root = std::env::temp_dir().join(format!("toyworld-pipeline-{}", std::process::id()));
-    std::fs::remove_dir_all(&root).ok();
+    let root = temp_dir("toyworld-pipeline");
     let mut plan = TrainPlan {
         arch: arch.clone(),
         vae: VaeTrainConfig {
@@ -1004,7 +997,6 @@ fn short_pipeline_run_exports_a_loadable_model_and_resumes() {
         );
     }
     StableDiffusion::<Cpu>::load(&tuned, &LoadOptions::default(), &device).unwrap();
-    std::fs::remove_dir_all(&root).ok();
 }
 
 /// Every tensor of a safetensors file as f32 values, by name.
@@ -1024,8 +1016,7 @@ fn f32_tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec
 fn adam_beta2_reaches_the_base_phase() {
     let arch = tiny_arch();
     let data = fake_latents(&arch, 8);
-    let root = std::env::temp_dir().join(format!("toyworld-beta2-{}", std::process::id()));
-    std::fs::remove_dir_all(&root).ok();
+    let root = temp_dir("toyworld-beta2");
     let steps = tiny_base_config().steps;
     let run = |beta2: f64, beta2_steps: Option<usize>| {
         let work = root.join(format!("beta2-{beta2}-{beta2_steps:?}"));
@@ -1067,7 +1058,6 @@ fn adam_beta2_reaches_the_base_phase() {
     );
     assert_ne!(first_step[w], unet[w]);
     assert_ne!(first_step[w], default_unet[w]);
-    std::fs::remove_dir_all(&root).ok();
 }
 
 #[test]
@@ -1076,8 +1066,7 @@ fn compact_token_embeddings_train_the_same_weights() {
     let device = Default::default();
     let data = fake_latents(&arch, 8);
     let tok = ClipTokenizer::embedded().unwrap();
-    let root = std::env::temp_dir().join(format!("toyworld-vocab-{}", std::process::id()));
-    std::fs::remove_dir_all(&root).ok();
+    let root = temp_dir("toyworld-vocab");
     let run = |compact: bool| {
         let work = root.join(if compact { "compact" } else { "whole" });
         std::fs::create_dir_all(&work).unwrap();
@@ -1146,7 +1135,6 @@ fn compact_token_embeddings_train_the_same_weights() {
         moved.iter().all(|row| used.contains(row)),
         "unused tokens moved: {moved:?}"
     );
-    std::fs::remove_dir_all(&root).ok();
 }
 
 /// A training set of real scenes and captions (seeds `TRAIN_SEED_BASE + i`, as the cache) with random latents.
@@ -1202,10 +1190,7 @@ fn token_attention_loss_trains_the_cross_attention_and_runs_in_the_base_phase() 
     assert!(losses[14] < 0.7 * losses[0], "{losses:?}");
 
     // In the base phase: trained with the epsilon loss, reported on its log lines.
-    let work =
-        std::env::temp_dir().join(format!("toyworld-token-attention-{}", std::process::id()));
-    std::fs::remove_dir_all(&work).ok();
-    std::fs::create_dir_all(&work).unwrap();
+    let work = temp_dir("toyworld-token-attention");
     let cfg = BaseTrainConfig {
         world,
         token_attention_weight: 0.5,
@@ -1235,5 +1220,4 @@ fn token_attention_loss_trains_the_cross_attention_and_runs_in_the_base_phase() 
         .unwrap_err()
         .to_string();
     assert!(err.contains("is not its scene's"), "{err}");
-    std::fs::remove_dir_all(&work).ok();
 }
