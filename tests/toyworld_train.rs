@@ -252,7 +252,7 @@ fn the_cached_training_set_is_rebuilt_for_another_object_mix() {
     let device = Default::default();
     let vae = vae_model::<Cpu>(&arch, None, 3, &device).unwrap();
     let tok = ClipTokenizer::embedded().unwrap();
-    let dir = temp_dir("clora-latents");
+    let dir = temp_dir("toyworld-latents");
     let path = dir.join("latents.safetensors");
     let rebuilt = std::cell::Cell::new(0);
     let build_in = |world: &PlainWorld, n: usize, order: CaptionOrder| {
