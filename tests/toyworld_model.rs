@@ -2,6 +2,8 @@
 //! checkpoints, the base model draws what a prompt asks for (judged by the oracle), each LoRA loads with every
 //! key matched and changes the image, and the assets stay within their size budget.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::ElementConversion;
@@ -19,6 +21,7 @@ use clora_harness::toyworld::palette::Background;
 use clora_harness::toyworld::render::render;
 use clora_harness::toyworld::tensors::tensor_to_images;
 use clora_harness::toyworld::ToyError;
+use common::temp_dir;
 use image::RgbImage;
 
 fn assets() -> PathBuf {
@@ -170,13 +173,12 @@ fn the_assets_fit_their_budget() {
 /// and `--out` writes every image with its reading.
 #[test]
 fn the_committed_vae_keeps_concepts_readable() {
-    let out = std::env::temp_dir().join(format!("toyworld-vae-check-{}", std::process::id()));
-    std::fs::remove_dir_all(&out).ok();
+    let out = temp_dir("toyworld-vae-check");
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["toyworld", "oracle-check", "--count", "200", "--vae"])
         .arg(assets().join("model"))
         .arg("--out")
-        .arg(&out)
+        .arg(&*out)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&run.stdout).to_string();
@@ -217,5 +219,4 @@ fn the_committed_vae_keeps_concepts_readable() {
     let tsv = std::fs::read_to_string(out.join("readings.tsv")).unwrap();
     assert_eq!(tsv.lines().count(), 201);
     assert!(out.join("000199.png").is_file());
-    std::fs::remove_dir_all(&out).ok();
 }

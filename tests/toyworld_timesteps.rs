@@ -19,7 +19,9 @@ use rand_chacha::ChaCha8Rng;
 
 type A = CpuAutodiff;
 
+mod common;
 mod toy_common;
+use common::temp_dir;
 use toy_common::{fake_latents, tiny_arch, tiny_base_config, train_base_logged};
 
 /// The toyworld schedule's Min-SNR weights at `gamma`.
@@ -263,8 +265,7 @@ fn drawn_timesteps_and_their_importance_reach_the_objective() {
 fn the_base_phase_trains_with_each_sampler_and_refuses_min_snr_sampling_without_gamma() {
     let arch = tiny_arch();
     let data = fake_latents(&arch, 8);
-    let root = std::env::temp_dir().join(format!("toyworld-timesteps-{}", std::process::id()));
-    std::fs::remove_dir_all(&root).ok();
+    let root = temp_dir("toyworld-timesteps");
     let run = |name: &str, sampling, gamma| {
         let work = root.join(name);
         std::fs::create_dir_all(&work).unwrap();
@@ -297,5 +298,4 @@ fn the_base_phase_trains_with_each_sampler_and_refuses_min_snr_sampling_without_
     let (out, _) = run("refused", TimestepSampling::MinSnr, None);
     let err = out.unwrap_err().to_string();
     assert!(err.contains("min_snr_gamma"), "{err}");
-    std::fs::remove_dir_all(&root).ok();
 }
